@@ -1,0 +1,55 @@
+# The two commands a user needs:   make serve   (install, build, start, wait)   and   make test.
+# Everything else is a step of those, or a way to retrain / measure.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+STUBS  := clients/ts_grpc/inference_pb2_grpc.py
+WEIGHTS  := $(wildcard weights/*.pt)
+SOURCES  := $(wildcard digitlab/*.py handlers/*.py model_config/*.yaml) tools/build_archives.py
+ARCHIVES := model_store/.built
+
+.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	@command -v java >/dev/null 2>&1 || { echo "TorchServe's frontend needs Java 17+: install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless; macOS: brew install openjdk@17) and re-run make."; exit 1; }
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --requirement requirements.txt
+	touch $@
+
+install: $(STAMP)  ## create .venv with the pinned packages
+
+$(STUBS): $(STAMP) tools/build_protos.py
+	$(PY) -m tools.build_protos
+
+stubs: $(STUBS)  ## extract TorchServe's .proto files from the wheel and generate gRPC stubs
+
+$(ARCHIVES): $(STAMP) $(WEIGHTS) $(SOURCES)
+	$(PY) -m tools.build_archives
+	touch $@
+
+archives: $(ARCHIVES)  ## build model_store/*.mar from weights/, digitlab/ and handlers/
+
+serve: $(ARCHIVES) $(STUBS)  ## start TorchServe on 127.0.0.1 and wait until every worker is READY
+	$(PY) -m tools.server start
+
+stop:  ## stop the server started by make serve
+	$(PY) -m tools.server stop
+
+test: $(ARCHIVES) $(STUBS)  ## the whole suite: pure functions, handlers, training smoke runs, real TorchServe end to end
+	$(PY) -m pytest
+
+test-fast: $(STAMP) $(STUBS)  ## everything but the tests that start TorchServe
+	$(PY) -m pytest -m "not server"
+
+weights-palindrome: $(STAMP)  ## retrain the shipped palindrome LSTM and RNN (about 2 min on 2 CPU cores)
+	$(PY) -m training.palindrome --model lstm --min-length 3 --max-length 15 --steps 6000 --lr-schedule cosine --out weights/palindrome_lstm.pt
+	$(PY) -m training.palindrome --model rnn --min-length 3 --max-length 15 --steps 6000 --lr-schedule cosine --out weights/palindrome_rnn.pt
+
+clean:  ## remove built files (archives, stubs, protos); keeps .venv and weights
+	rm -rf model_store/*.mar $(ARCHIVES) clients/ts_grpc protos/*.proto build

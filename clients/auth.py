@@ -1,0 +1,27 @@
+"""Finding TorchServe's API keys the way a user's shell would."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+KEY_FILE_ENV = "TORCHSERVE_KEY_FILE"  # path to a key_file.json
+TOKEN_ENV = "TORCHSERVE_TOKEN"  # an inference key, e.g. for a remote server
+DEFAULT_KEY_FILES = (Path(".ts/key_file.json"), Path(__file__).resolve().parent.parent / ".ts" / "key_file.json")
+
+
+def find_token(kind: str = "inference", key_file: str | Path | None = None) -> str | None:
+    """The key for `kind` ("inference" or "management"), or None when the server runs without auth.
+
+    Order: explicit `key_file`, $TORCHSERVE_TOKEN (inference only), $TORCHSERVE_KEY_FILE, then the
+    key file `make serve` writes (.ts/key_file.json). Read on every call: keys rotate.
+    """
+    if key_file is None and kind == "inference" and os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    candidates = [Path(key_file)] if key_file else [Path(p) for p in filter(None, [os.environ.get(KEY_FILE_ENV)])]
+    candidates += [] if key_file else list(DEFAULT_KEY_FILES)
+    for path in candidates:
+        if path.is_file():
+            return json.loads(path.read_text())[kind]["key"]
+    return None

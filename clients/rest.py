@@ -1,0 +1,50 @@
+"""REST client for TorchServe's inference API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+
+from clients.auth import find_token
+from clients.errors import ServerError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_TIMEOUT = 10.0  # seconds; every call has one
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _raise_for_status(resp: requests.Response) -> None:
+    if resp.ok:
+        return
+    try:
+        message = resp.json().get("message", resp.text)
+    except (ValueError, AttributeError):
+        message = resp.text.strip() or resp.reason
+    raise ServerError(resp.status_code, message)
+
+
+def predict(
+    model: str,
+    payload: dict[str, Any],
+    url: str = DEFAULT_URL,
+    token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    session: requests.Session | None = None,
+) -> dict[str, Any]:
+    """POST `payload` as JSON to /predictions/`model`; returns the decoded JSON answer."""
+    token = token if token is not None else find_token()
+    post = (session or requests).post
+    try:
+        resp = post(f"{url}/predictions/{model}", data=json.dumps(payload), headers=_headers(token), timeout=timeout)
+    except requests.ConnectionError:
+        raise ServerError("unreachable", f"no server at {url}: start it with `make serve`") from None
+    _raise_for_status(resp)
+    return resp.json()

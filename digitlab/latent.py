@@ -1,0 +1,109 @@
+"""Latent points for the generator: deterministic sampling, interpolation and digit search.
+
+Every function is pure (no global RNG state is read or changed), so training figures, tests and the
+serving handler all draw the same latent for the same `(seed, index)`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from digitlab.constants import LATENT_DIM
+
+METHODS = ("lerp", "slerp")
+
+
+def latent_for(seed: int, index: int) -> torch.Tensor:
+    """The latent with id `(seed, index)`: a standard normal vector (LATENT_DIM,) float32.
+
+    Each id gets its own generator, seeded by hashing both numbers with numpy's SeedSequence, so
+    latent `index` does not depend on how many others were drawn with it (batch size, page, order).
+    """
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
+    state = int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0])
+    g = torch.Generator().manual_seed(state)
+    return torch.randn(LATENT_DIM, generator=g)
+
+
+def sample_latents(seed: int, n: int, start: int = 0) -> torch.Tensor:
+    """Latents with ids (seed, start) .. (seed, start + n - 1), stacked: (n, LATENT_DIM)."""
+    return torch.stack([latent_for(seed, i) for i in range(start, start + n)])
+
+
+def lerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
+    """Straight line z0 (D,) -> z1 (D,) in `steps` points (steps, D); first is z0, last is z1."""
+    t = _fractions(steps, z0).unsqueeze(1)  # (steps, 1)
+    return torch.lerp(z0.expand(steps, -1), z1.expand(steps, -1), t)
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, steps: int, eps: float = 1e-6) -> torch.Tensor:
+    """Great-circle path z0 (D,) -> z1 (D,) in `steps` points (steps, D), radius interpolated linearly.
+
+    A Gaussian latent lives near the sphere of radius sqrt(D); the midpoint of a straight line falls
+    inside it (norm shrinks by ~1/sqrt(2) for independent endpoints), where the generator has seen
+    few samples. Nearly parallel endpoints fall back to `lerp`, where the angle is too small to divide by.
+    """
+    t = _fractions(steps, z0).unsqueeze(1)  # (steps, 1)
+    n0, n1 = z0.norm(), z1.norm()
+    cos = torch.dot(z0 / n0, z1 / n1).clamp(-1.0, 1.0)
+    omega = torch.arccos(cos)
+    if omega.abs() < eps or n0 < eps or n1 < eps:
+        return lerp(z0, z1, steps)
+    direction = (torch.sin((1 - t) * omega) * z0 / n0 + torch.sin(t * omega) * z1 / n1) / torch.sin(omega)
+    path = direction * torch.lerp(n0, n1, t)
+    path[0], path[-1] = z0, z1  # exact endpoints, free of rounding
+    return path
+
+
+def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int, method: str = "slerp") -> torch.Tensor:
+    """`lerp` or `slerp` by name: (D,), (D,) -> (steps, D)."""
+    if method == "lerp":
+        return lerp(z0, z1, steps)
+    if method == "slerp":
+        return slerp(z0, z1, steps)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def _fractions(steps: int, like: torch.Tensor) -> torch.Tensor:
+    if steps < 2:
+        raise ValueError(f"an interpolation needs at least 2 steps, got {steps}")
+    return torch.linspace(0.0, 1.0, steps, dtype=like.dtype, device=like.device)  # (steps,)
+
+
+class LatentHit(NamedTuple):
+    seed: int
+    index: int
+    z: torch.Tensor  # (LATENT_DIM,)
+    confidence: float  # classifier's p(digit | generator(z))
+
+
+@torch.no_grad()
+def find_latent_for_digit(
+    generator: nn.Module,
+    classifier: nn.Module,
+    digit: int,
+    seed: int = 0,
+    budget: int = 2048,
+    min_confidence: float = 0.95,
+    batch_size: int = 256,
+) -> LatentHit:
+    """The first latent id (seed, index < budget) whose sample the classifier reads as `digit`.
+
+    Deterministic: ids are scanned in order, so the same models and seed always give the same hit.
+    Both models must be in eval mode (BatchNorm running stats), which keeps each sample independent
+    of the batch it is generated in. Raises LookupError when no id within `budget` is confident enough.
+    """
+    device = next(generator.parameters()).device
+    for start in range(0, budget, batch_size):
+        z = sample_latents(seed, min(batch_size, budget - start), start).to(device)  # (b, D)
+        probs = classifier(generator(z)).softmax(dim=1)[:, digit]  # (b,)
+        hits = (probs >= min_confidence).nonzero()
+        if len(hits):
+            k = int(hits[0])
+            return LatentHit(seed, start + k, z[k].cpu(), float(probs[k]))
+    raise LookupError(f"no latent in seed {seed}, indices < {budget}, is read as {digit} with p >= {min_confidence}")

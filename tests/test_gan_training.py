@@ -1,0 +1,89 @@
+"""Smoke runs of the training, scoring and figure CLIs on tiny fake MNIST (no real data, a few seconds each)."""
+
+import pytest
+import torch
+
+from digitlab.checkpoint import load_model, read_checkpoint
+from digitlab.mnist import load_mnist, write_fake_mnist
+from training import classifier as classifier_cli
+from training import gan as gan_cli
+from training import gan_figures, score_gan
+
+TINY_GAN = ["--batch-size", "16", "--score-n", "64", "--sample-every", "2", "--score-every", "2", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(write_fake_mnist(tmp_path_factory.mktemp("data"), n_train=128, n_test=64))
+
+
+@pytest.fixture(scope="module")
+def classifier_path(data_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "classifier.pt"
+    classifier_cli.main(["--data-dir", data_dir, "--epochs", "2", "--batch-size", "16", "--out", str(path)])
+    return path
+
+
+def test_fake_mnist_is_read_by_torchvision_in_the_tanh_range(data_dir):
+    images, labels = load_mnist(data_dir, train=True).tensors
+    assert images.shape == (128, 1, 28, 28) and labels.shape == (128,)
+    assert images.min() == -1 and images.max() == 1
+
+
+def test_classifier_checkpoint_is_self_describing(classifier_path):
+    payload = read_checkpoint(classifier_path)  # weights_only=True
+    assert payload["kind"] == "classifier" and payload["meta"]["test_accuracy"] > 0.5  # fake digits are easy
+    assert not load_model(classifier_path, expect="classifier").training
+
+
+def test_classifier_dry_run_writes_nothing(data_dir, tmp_path):
+    classifier_cli.main(["--data-dir", data_dir, "--dry-run", "--out", str(tmp_path / "c.pt")])
+    assert not list(tmp_path.iterdir())
+
+
+def test_gan_dry_run_writes_nothing(data_dir, classifier_path, tmp_path):
+    gan_cli.main(["--dry-run", "--data-dir", data_dir, "--classifier", str(classifier_path), "--out-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_gan_run_logs_and_resumes_exactly(data_dir, classifier_path, tmp_path):
+    common = ["--data-dir", data_dir, "--classifier", str(classifier_path), "--schedule", "5:2", *TINY_GAN]
+    whole = gan_cli.main([*common, "--steps", "6", "--out-dir", str(tmp_path / "whole")])
+    gan_cli.main([*common, "--steps", "4", "--out-dir", str(tmp_path / "split")])
+    split = gan_cli.main([*common, "--steps", "6", "--resume", "--out-dir", str(tmp_path / "split")])
+
+    run = tmp_path / "split"
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [f"iter_{i:06d}.png" for i in (0, 2, 4, 6)]
+    assert (run / "losses.png").exists() and len((run / "losses.csv").read_text().splitlines()) == 1 + 6
+    assert len((run / "scores.csv").read_text().splitlines()) == 1 + 3
+    meta = read_checkpoint(split)["meta"]
+    assert meta["iteration"] == 6 and meta["batches"] == 15 and {"fid", "inception_score", "kl_uniform"} <= set(meta)
+    a, b = load_model(whole, expect="generator"), load_model(split, expect="generator")
+    for key, value in a.state_dict().items():  # same data order, same noise: resuming changes nothing
+        assert torch.allclose(value.float(), b.state_dict()[key].float()), key
+
+
+def test_gan_resume_refuses_another_schedule(data_dir, tmp_path):
+    common = ["--data-dir", data_dir, "--classifier", "", *TINY_GAN, "--out-dir", str(tmp_path)]
+    gan_cli.main([*common, "--schedule", "1:1", "--steps", "2"])
+    with pytest.raises(ValueError, match="schedule"):
+        gan_cli.main([*common, "--schedule", "5:2", "--steps", "4", "--resume"])
+
+
+def test_score_and_figures_from_tiny_runs(data_dir, classifier_path, tmp_path):
+    runs = []
+    for schedule in ("1:1", "5:2"):
+        runs.append(tmp_path / schedule.replace(":", "-"))
+        gan_cli.main(["--data-dir", data_dir, "--classifier", str(classifier_path), "--schedule", schedule,
+                      "--steps", "4", *TINY_GAN, "--out-dir", str(runs[-1])])
+    scores = score_gan.main([str(runs[-1] / "generator.pt"), "--classifier", str(classifier_path),
+                             "--data-dir", data_dir, "--n", "64"])
+    assert set(scores) == {"generator", "real_train_images"} and scores["generator"]["n"] == 64
+
+    out = tmp_path / "docs"
+    gan_figures.main(["--runs", *map(str, runs), "--generator", str(runs[-1] / "generator.pt"),
+                      "--classifier", str(classifier_path), "--min-confidence", "0", "--budget", "16",
+                      "--frames", "4", "--out-dir", str(out)])
+    expected = {"samples_over_training.png", "losses.png", "scores.png", "generator_samples.png", "interpolation.png",
+                "interpolation_lerp.png", "interpolation_slerp.png", "interpolation_lerp.gif", "interpolation_slerp.gif"}
+    assert expected <= {p.name for p in out.iterdir()}

@@ -1,0 +1,93 @@
+"""Latent ids, interpolation and digit search: the pure functions training and serving share."""
+
+import pytest
+import torch
+from torch import nn
+
+from digitlab.constants import LATENT_DIM
+from digitlab.latent import find_latent_for_digit, interpolate, latent_for, lerp, sample_latents, slerp
+from digitlab.networks import Generator
+
+
+def test_latent_is_a_function_of_its_id_alone():
+    assert latent_for(7, 3).shape == (LATENT_DIM,)
+    assert torch.equal(latent_for(7, 3), latent_for(7, 3))
+    assert torch.equal(sample_latents(7, 10)[3], latent_for(7, 3))  # independent of batch size
+    assert torch.equal(sample_latents(7, 4, start=3)[0], latent_for(7, 3))  # and of paging
+    assert not torch.equal(latent_for(7, 3), latent_for(8, 3))
+    assert not torch.equal(latent_for(7, 3), latent_for(7, 4))
+
+
+def test_latents_look_standard_normal():
+    z = sample_latents(0, 200)  # (200, 100)
+    assert z.shape == (200, LATENT_DIM)
+    assert abs(z.mean().item()) < 0.05 and abs(z.std().item() - 1) < 0.05
+
+
+def test_latent_rejects_negative_ids():
+    with pytest.raises(ValueError):
+        latent_for(-1, 0)
+
+
+@pytest.mark.parametrize("method", ["lerp", "slerp"])
+def test_interpolation_has_exact_endpoints(method):
+    z0, z1 = latent_for(0, 0), latent_for(0, 1)
+    path = interpolate(z0, z1, 7, method)
+    assert path.shape == (7, LATENT_DIM)
+    assert torch.equal(path[0], z0) and torch.equal(path[-1], z1)
+
+
+def test_lerp_midpoint_is_the_mean():
+    z0, z1 = latent_for(0, 0), latent_for(0, 1)
+    assert torch.allclose(lerp(z0, z1, 3)[1], (z0 + z1) / 2)
+
+
+def test_slerp_keeps_the_norm_that_lerp_loses():
+    z0, z1 = latent_for(0, 0), latent_for(0, 1)
+    z1 = z1 * z0.norm() / z1.norm()  # equal radii: slerp stays on that sphere
+    assert torch.allclose(slerp(z0, z1, 9).norm(dim=1), z0.norm().expand(9), rtol=1e-5)
+    assert lerp(z0, z1, 9)[4].norm() < 0.9 * z0.norm()  # the straight line cuts through the inside
+
+
+def test_slerp_of_parallel_vectors_falls_back_to_lerp():
+    z0 = latent_for(0, 0)
+    assert torch.allclose(slerp(z0, 2 * z0, 5), lerp(z0, 2 * z0, 5))
+
+
+def test_interpolate_rejects_unknown_method_and_short_paths():
+    z0, z1 = latent_for(0, 0), latent_for(0, 1)
+    with pytest.raises(ValueError):
+        interpolate(z0, z1, 5, "cubic")
+    with pytest.raises(ValueError):
+        lerp(z0, z1, 1)
+
+
+class FixedReader(nn.Module):
+    """A stand-in classifier: reads `digit` with probability ~1 when the image is brighter than `threshold`."""
+
+    def __init__(self, digit: int, threshold: float) -> None:
+        super().__init__()
+        self.digit, self.threshold = digit, threshold
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 10)
+        logits = torch.zeros(len(images), 10)
+        logits[:, self.digit] = 50.0 * (images.mean(dim=(1, 2, 3)) > self.threshold)
+        return logits
+
+
+def test_find_latent_for_digit_returns_the_first_confident_id():
+    torch.manual_seed(0)
+    generator = Generator().eval()
+    with torch.no_grad():
+        brightness = generator(sample_latents(5, 64)).mean(dim=(1, 2, 3))  # (64,): eval mode, per-sample
+    threshold = float(brightness.sort().values[-3])  # a few ids qualify
+    hit = find_latent_for_digit(generator, FixedReader(4, threshold - 1e-6), digit=4, seed=5, budget=64, batch_size=16)
+    expected = int((brightness >= threshold - 1e-6).nonzero()[0])
+    assert (hit.seed, hit.index) == (5, expected)
+    assert torch.equal(hit.z, latent_for(5, expected)) and hit.confidence > 0.99
+
+
+def test_find_latent_for_digit_raises_when_the_budget_is_spent():
+    generator = Generator().eval()
+    with pytest.raises(LookupError):
+        find_latent_for_digit(generator, FixedReader(4, 10.0), digit=4, budget=8)

@@ -1,0 +1,108 @@
+"""End to end against a real TorchServe on 127.0.0.1: REST and gRPC, good and bad input, auth."""
+
+import json
+
+import pytest
+import requests
+import torch
+
+from clients import grpc as grpc_client
+from clients import rest
+from clients.errors import ServerError
+from digitlab.palindrome import palindrome_batch
+
+pytestmark = pytest.mark.server
+TIMEOUT = 10
+LENGTHS = range(3, 16)
+
+
+def fresh_prefixes(seed: int, per_length: int = 4):
+    generator = torch.Generator().manual_seed(seed)
+    for length in LENGTHS:
+        inputs, targets = palindrome_batch(per_length, length, generator)
+        yield from zip(inputs.tolist(), targets.tolist())
+
+
+def post(server, body: bytes, token: str | None = "inference", model="palindrome", content_type="application/json"):
+    headers = {"Content-Type": content_type}
+    if token:
+        headers["Authorization"] = f"Bearer {server.key(token) if token in ('inference', 'management') else token}"
+    return requests.post(f"{server.endpoints.inference}/predictions/{model}", data=body, headers=headers, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("model", ["palindrome", "palindrome_rnn"])
+def test_rest_answers_fresh_palindromes_of_every_length(server, model):
+    for digits, expected in fresh_prefixes(seed=1):
+        answer = rest.predict(model, {"digits": digits}, url=server.endpoints.inference,
+                              token=server.key(), timeout=TIMEOUT)
+        assert answer["digit"] == expected, digits
+        assert answer["length"] == len(digits) and len(answer["probabilities"]) == 10
+        assert answer["model"] == ("lstm" if model == "palindrome" else "rnn")
+        assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-4)
+
+
+def test_grpc_answers_fresh_palindromes_of_every_length(server):
+    for digits, expected in fresh_prefixes(seed=2):
+        answer = grpc_client.predict("palindrome", {"digits": "".join(map(str, digits))},
+                                     target=server.endpoints.grpc_inference, token=server.key(), timeout=TIMEOUT)
+        assert answer["digit"] == expected, digits
+
+
+BAD_BODIES = {
+    "non-JSON": b"digits=1232",
+    "JSON but not an object": b"[1, 2, 3, 2]",
+    "wrong type": b'{"digits": 1232}',
+    "digit out of range": b'{"digits": [1, 2, 12, 2]}',
+    "not a palindrome prefix": b'{"digits": [1, 2, 3, 4]}',
+    "too short": b'{"digits": [1, 2]}',
+    "too long": json.dumps({"digits": [1] * 16}).encode(),
+    "empty digits": b'{"digits": []}',
+    "empty body": b"",
+    "unknown field": b'{"digits": [1, 2, 2], "temperature": 2}',
+}
+
+
+@pytest.mark.parametrize("name", BAD_BODIES)
+def test_bad_input_gets_a_4xx_with_a_message_and_the_server_keeps_serving(server, name):
+    pids = server.worker_pids("palindrome")
+    resp = post(server, BAD_BODIES[name])
+    assert 400 <= resp.status_code < 500, resp.text
+    if resp.content:  # TorchServe itself answers an empty body before the handler sees it
+        assert resp.json()["message"]
+    assert rest.predict("palindrome", {"digits": [4, 5, 5]}, url=server.endpoints.inference,
+                        token=server.key(), timeout=TIMEOUT)["digit"] == 4
+    assert server.worker_pids("palindrome") == pids  # no worker died and was replaced
+
+
+def test_a_huge_body_is_refused_before_it_reaches_a_worker(server):
+    resp = post(server, json.dumps({"digits": [1] * 100_000}).encode())
+    assert resp.status_code == 413
+
+
+def test_grpc_bad_input_is_a_client_error(server):
+    with pytest.raises(ServerError) as err:
+        grpc_client.predict("palindrome", {"digits": [1, 2, 3, 4]}, target=server.endpoints.grpc_inference,
+                            token=server.key(), timeout=TIMEOUT)
+    assert err.value.status == 400 and "read the same backwards" in err.value.message
+
+
+def test_requests_without_a_valid_token_are_refused(server):
+    for token in (None, "wrong-token", "management"):
+        resp = post(server, b'{"digits": [1, 2, 2]}', token=token)
+        assert resp.status_code in (400, 401, 403), token
+        assert "Token Authorization failed" in resp.text
+    with pytest.raises(ServerError) as err:
+        grpc_client.predict("palindrome", {"digits": [1, 2, 2]}, target=server.endpoints.grpc_inference,
+                            token="wrong-token", timeout=TIMEOUT)
+    assert err.value.status == "PERMISSION_DENIED"
+
+
+def test_model_registration_api_is_off(server):
+    resp = requests.post(f"{server.endpoints.management}/models", params={"url": "https://example.invalid/x.mar"},
+                         headers={"Authorization": f"Bearer {server.key('management')}"}, timeout=TIMEOUT)
+    assert resp.status_code == 405 or "disabled" in resp.text.lower(), resp.text
+
+
+def test_metrics_are_exposed_for_prometheus(server):
+    resp = requests.get(f"{server.endpoints.metrics}/metrics", timeout=TIMEOUT)
+    assert resp.status_code == 200 and "ts_inference_requests_total" in resp.text

@@ -1,0 +1,1 @@
+"""Build and run tooling for developers (`make` calls these); not imported by the product."""

@@ -1,0 +1,73 @@
+"""Build the self-contained .mar archives in model_store/ from the shipped weights.
+
+    python -m tools.build_archives [NAME ...]
+
+Each archive holds its handler, the `digitlab` core package, the `handlers` package, its checkpoint
+and its model config, so it runs under any TorchServe (or KServe's TorchServe runtime) without
+installing this repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STORE = ROOT / "model_store"
+VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class Archive:
+    weights: str
+    handler: str
+    config: str
+
+
+ARCHIVES = {
+    "palindrome": Archive("weights/palindrome_lstm.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"),
+    "palindrome_rnn": Archive("weights/palindrome_rnn.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"),
+}
+PACKAGES = ("digitlab", "handlers")  # copied whole into every archive
+
+
+def build(name: str, spec: Archive, store: Path = STORE) -> Path:
+    store.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        # torch-model-archiver copies a directory's *contents* into the archive root, so the
+        # packages are staged one level down to keep `import digitlab` working inside the archive.
+        stage = Path(tmp) / "stage"
+        for pkg in PACKAGES:
+            shutil.copytree(ROOT / pkg, stage / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        cmd = [
+            str(Path(sys.executable).parent / "torch-model-archiver"),
+            "--model-name", name,
+            "--version", VERSION,
+            "--serialized-file", str(ROOT / spec.weights),
+            "--handler", str(ROOT / spec.handler),
+            "--extra-files", str(stage),
+            "--config-file", str(ROOT / spec.config),
+            "--export-path", str(store),
+            "--force",
+        ]
+        subprocess.run(cmd, check=True)
+    return store / f"{name}.mar"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", help=f"archives to build, of {', '.join(ARCHIVES)} (default: all)")
+    args = p.parse_args(argv)
+    if unknown := set(args.names) - set(ARCHIVES):
+        p.error(f"unknown archive(s) {', '.join(sorted(unknown))}; choose from {', '.join(ARCHIVES)}")
+    for name in args.names or ARCHIVES:
+        print(f"built {build(name, ARCHIVES[name]).relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

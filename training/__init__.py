@@ -1,0 +1,1 @@
+"""Offline training entry points: `python -m training.<name> --help`."""

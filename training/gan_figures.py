@@ -1,0 +1,159 @@
+"""Build docs/gan figures from training runs and the shipped generator.
+
+    python -m training.gan_figures --runs runs/gan-1-1 runs/gan-5-2 --generator weights/generator.pt --out-dir docs/gan
+
+Writes samples_over_training.png (fixed-latent grids, one column per run), losses.png, scores.png
+(classifier FID / IS / KL vs iteration), generator_samples.png, and the interpolation between a
+generated 9 and a generated 3: interpolation.png (lerp and slerp rows, with the classifier's reading),
+interpolation_{lerp,slerp}.png strips and .gif animations. Prints the equal-iteration score table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from digitlab.checkpoint import load_model  # noqa: E402
+from digitlab.device import pick_device  # noqa: E402
+from digitlab.imaging import gif_bytes, grid_png, strip_png, to_uint8, write_bytes  # noqa: E402
+from digitlab.latent import METHODS, find_latent_for_digit, interpolate  # noqa: E402
+from digitlab.scores import generate  # noqa: E402
+from training.gan import plot_losses  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--runs", nargs="+", default=["runs/gan-1-1", "runs/gan-5-2"], help="training.gan out-dirs")
+    p.add_argument("--grids", type=int, default=5, help="iterations shown in the sample table (common to all runs)")
+    p.add_argument("--generator", default="weights/generator.pt", help="generator for samples and interpolation")
+    p.add_argument("--classifier", default="weights/classifier.pt")
+    p.add_argument("--digits", type=int, nargs=2, default=(9, 3), help="interpolate from the first to the second")
+    p.add_argument("--frames", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="latent seed searched for the two digits")
+    p.add_argument("--budget", type=int, default=4096, help="latent ids searched per digit")
+    p.add_argument("--min-confidence", type=float, default=0.99)
+    p.add_argument("--device", default="auto", help='"auto" picks CUDA, then MPS, then CPU')
+    p.add_argument("--out-dir", default="docs/gan")
+    return p.parse_args(argv)
+
+
+def read_csv(path: Path) -> dict[str, np.ndarray]:
+    """A numeric CSV -> {column: values (rows,)}."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) for r in rows]) for k in (rows[0] if rows else [])}
+
+
+def run_label(run: Path) -> str:
+    return run.name
+
+
+def samples_table(runs: list[Path], count: int, path: Path) -> None:
+    """Fixed-latent grids at `count` iterations common to all runs: rows = iterations, columns = runs."""
+    common = sorted(set.intersection(*({int(p.stem.split("_")[1]) for p in (r / "samples").glob("iter_*.png")} for r in runs)))
+    shown = [common[i] for i in np.unique(np.linspace(0, len(common) - 1, count).round().astype(int))]
+    fig, axes = plt.subplots(len(shown), len(runs), figsize=(3 * len(runs), 3 * len(shown)), squeeze=False)
+    for row, it in enumerate(shown):
+        for col, run in enumerate(runs):
+            ax = axes[row, col]
+            ax.imshow(Image.open(run / "samples" / f"iter_{it:06d}.png"), cmap="gray")
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(run_label(run))
+            if col == 0:
+                ax.set_ylabel(f"iteration {it}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def losses_figure(runs: list[Path], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 3.5), squeeze=False)
+    for ax, run in zip(axes[0], runs):
+        log = read_csv(run / "losses.csv")
+        plot_losses(ax, torch.tensor(np.stack([log["loss_g"], log["loss_d"]], axis=1)), title=run_label(run))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def scores_figure(runs: list[Path], path: Path) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.5))
+    panels = (("fid", "classifier FID (lower is better)", "log"), ("inception_score", "classifier IS (max 10)", "linear"),
+              ("kl_uniform", "KL(class histogram || uniform)", "log"))
+    for ax, (key, label, scale) in zip(axes, panels):
+        for run in runs:
+            log = read_csv(run / "scores.csv")
+            ax.plot(log["iteration"], log[key], marker=".", label=run_label(run))
+        ax.set(xlabel="iteration (generator updates)", ylabel=label, yscale=scale)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def score_table(runs: list[Path]) -> str:
+    """Markdown: FID / IS / KL of every run at each iteration scored in all runs, then each run's last row."""
+    logs = {run: read_csv(run / "scores.csv") for run in runs}
+    common = sorted(set.intersection(*(set(log["iteration"].astype(int)) for log in logs.values())))
+    lines = ["| run | iteration | epochs | training s | FID | IS | KL |", "|---|---|---|---|---|---|---|"]
+    for run, log in logs.items():
+        rows = [int(np.flatnonzero(log["iteration"] == it)[0]) for it in common[-1:]] + [len(log["iteration"]) - 1]
+        for i in dict.fromkeys(rows):  # equal-iteration row, then the final row when it differs
+            lines.append(f"| {run_label(run)} | {int(log['iteration'][i])} | {log['epoch'][i]:.1f} | {log['wall_s'][i]:.0f} "
+                         f"| {log['fid'][i]:.2f} | {log['inception_score'][i]:.3f} | {log['kl_uniform'][i]:.4f} |")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def interpolation_figures(args: argparse.Namespace, out: Path) -> None:
+    device = pick_device(args.device)
+    generator = load_model(args.generator, device, expect="generator")
+    classifier = load_model(args.classifier, device, expect="classifier")
+    write_bytes(out / "generator_samples.png", grid_png(generate(generator, 100, args.seed), nrow=10))
+    start, end = (find_latent_for_digit(generator, classifier, d, args.seed, args.budget, args.min_confidence)
+                  for d in args.digits)
+    print(f"latent ids: {args.digits[0]} = (seed {start.seed}, index {start.index}, p {start.confidence:.3f}); "
+          f"{args.digits[1]} = (seed {end.seed}, index {end.index}, p {end.confidence:.3f})")
+    fig, axes = plt.subplots(len(METHODS), args.frames, figsize=(1.2 * args.frames, 1.6 * len(METHODS)), squeeze=False)
+    for row, method in enumerate(METHODS):
+        frames = generator(interpolate(start.z, end.z, args.frames, method).to(device)).cpu()  # (T, 1, 28, 28)
+        probs = classifier(frames.to(device)).softmax(dim=1).cpu()  # (T, 10)
+        write_bytes(out / f"interpolation_{method}.png", strip_png(frames))
+        write_bytes(out / f"interpolation_{method}.gif", gif_bytes(to_uint8(frames), duration_ms=150))
+        for col, (image, p) in enumerate(zip(to_uint8(frames), probs)):
+            ax = axes[row, col]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_xlabel(f"{int(p.argmax())} ({float(p.max()):.2f})", fontsize=8)
+        axes[row, 0].set_ylabel(method)
+    fig.suptitle(f"{args.digits[0]} -> {args.digits[1]}: classifier reading (probability) under each frame", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "interpolation.png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [Path(r) for r in args.runs]
+    samples_table(runs, args.grids, out / "samples_over_training.png")
+    losses_figure(runs, out / "losses.png")
+    scores_figure(runs, out / "scores.png")
+    print(score_table(runs))
+    interpolation_figures(args, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
