@@ -77,8 +77,10 @@ def test_score_and_figures_from_tiny_runs(data_dir, classifier_path, tmp_path):
         gan_cli.main(["--data-dir", data_dir, "--classifier", str(classifier_path), "--schedule", schedule,
                       "--steps", "4", *TINY_GAN, "--out-dir", str(runs[-1])])
     scores = score_gan.main([str(runs[-1] / "generator.pt"), "--classifier", str(classifier_path),
-                             "--data-dir", data_dir, "--n", "64"])
+                             "--data-dir", data_dir, "--n", "64", "--record"])
     assert set(scores) == {"generator", "real_train_images"} and scores["generator"]["n"] == 64
+    meta = read_checkpoint(runs[-1] / "generator.pt")["meta"]
+    assert meta["scores"]["fid"] == scores["generator"]["fid"] and meta["iteration"] == 4
 
     out = tmp_path / "docs"
     gan_figures.main(["--runs", *map(str, runs), "--generator", str(runs[-1] / "generator.pt"),

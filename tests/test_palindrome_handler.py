@@ -72,3 +72,12 @@ def test_gpu_id_is_used_only_when_cuda_exists(tiny, tmp_path):
     handler.initialize(make_context(tmp_path, "m.pt", gpu_id=0))
     expected = torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
     assert handler.device == expected and next(handler.model.parameters()).device == expected
+
+
+def test_grpc_answers_are_marked_final_and_rest_answers_are_not(tiny):
+    _, handler, context = tiny
+    rest_headers = {"url_path": "", "Content-Type": "application/json"}
+    start_batch(context, 2, headers=[{}, rest_headers])  # a gRPC request carries no HTTP headers
+    handler.handle([{"data": b'{"digits": [1, 2, 2]}'}, {"body": {"digits": [1, 2, 2]}}], context)
+    assert context.get_response_headers(0) == {"ts_stream_next": "false"}
+    assert "ts_stream_next" not in context.get_response_headers(1)

@@ -106,3 +106,11 @@ def test_model_registration_api_is_off(server):
 def test_metrics_are_exposed_for_prometheus(server):
     resp = requests.get(f"{server.endpoints.metrics}/metrics", timeout=TIMEOUT)
     assert resp.status_code == 200 and "ts_inference_requests_total" in resp.text
+
+
+def test_grpc_stream_call_to_a_unary_model_gets_one_answer_and_no_worker_dies(server):
+    pids = server.worker_pids("palindrome")
+    messages = list(grpc_client.stream("palindrome", {"digits": [6, 0, 0]}, target=server.endpoints.grpc_inference,
+                                       token=server.key(), timeout=TIMEOUT))
+    assert [json.loads(m)["digit"] for m in messages] == [6]
+    assert server.worker_pids("palindrome") == pids

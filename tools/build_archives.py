@@ -16,6 +16,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "model_store"
@@ -36,9 +39,15 @@ ARCHIVES = {
 PACKAGES = ("digitlab", "handlers")  # copied whole into every archive
 
 
-def build(name: str, spec: Archive, store: Path = STORE) -> Path:
-    store.mkdir(exist_ok=True)
+def build(name: str, spec: Archive, store: Path = STORE, overrides: dict[str, Any] | None = None) -> Path:
+    """Archive `name` into `store`; `overrides` replace top-level keys of its model config (benchmarks)."""
+    store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        config = ROOT / spec.config
+        if overrides:
+            merged = {**yaml.safe_load(config.read_text()), **overrides}
+            config = Path(tmp) / config.name
+            config.write_text(yaml.safe_dump(merged))
         # torch-model-archiver copies a directory's *contents* into the archive root, so the
         # packages are staged one level down to keep `import digitlab` working inside the archive.
         stage = Path(tmp) / "stage"
@@ -51,11 +60,11 @@ def build(name: str, spec: Archive, store: Path = STORE) -> Path:
             "--serialized-file", str(ROOT / spec.weights),
             "--handler", str(ROOT / spec.handler),
             "--extra-files", str(stage),
-            "--config-file", str(ROOT / spec.config),
+            "--config-file", str(config),
             "--export-path", str(store),
             "--force",
         ]
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return store / f"{name}.mar"
 
 

@@ -14,11 +14,14 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +170,56 @@ def stop(workdir: Path, grace: float = 30.0) -> bool:
         pass
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports free on 127.0.0.1 right now."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    workdir: Path
+    endpoints: Endpoints
+    models: list[str]
+    pid: int
+    ready_s: float
+
+    def key(self, kind: str = "inference") -> str:
+        return read_keys(self.workdir)[kind]
+
+    @property
+    def key_file(self) -> Path:
+        return self.workdir / "key_file.json"
+
+    def worker_pids(self, model: str) -> list[int]:
+        data = _get_json(f"{self.endpoints.management}/models/{model}", self.key("management"))
+        return sorted(w["pid"] for w in data[0]["workers"])
+
+
+@contextmanager
+def serving(workdir: Path, model_store: Path = MODEL_STORE, base_config: Path = ROOT / "config.properties",
+            timeout: float = 240.0, env: dict[str, str] | None = None) -> Iterator[RunningServer]:
+    """A private TorchServe on free ports (config copied from `base_config`), READY on entry, stopped on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    props = with_ports(read_properties(base_config), free_ports(5))
+    config = workdir / "config.properties"
+    write_properties(config, props)
+    began = time.monotonic()
+    pid = start(workdir, config, model_store, env)
+    try:
+        models = archives(model_store)
+        wait_ready(workdir, props, models, pid, timeout)
+        yield RunningServer(workdir, endpoints(props), models, pid, time.monotonic() - began)
+    finally:
+        stop(workdir)
 
 
 def main(argv: list[str] | None = None) -> None:

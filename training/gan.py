@@ -19,21 +19,19 @@ import math
 import time
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure  # Agg canvas, no pyplot state, no display needed
+from torch import nn
+from tqdm import tqdm
 
-matplotlib.use("Agg")  # files only: no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from digitlab.checkpoint import load_model, save_checkpoint  # noqa: E402
-from digitlab.device import pick_device  # noqa: E402
-from digitlab.imaging import grid_png, write_bytes  # noqa: E402
-from digitlab.latent import sample_latents  # noqa: E402
-from digitlab.mnist import DEFAULT_DATA_DIR, load_mnist  # noqa: E402
-from digitlab.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig  # noqa: E402
-from digitlab.scores import real_stats, score_generator  # noqa: E402
+from digitlab.checkpoint import load_model, save_checkpoint
+from digitlab.device import pick_device
+from digitlab.imaging import grid_png, write_bytes
+from digitlab.latent import sample_latents
+from digitlab.mnist import DEFAULT_DATA_DIR, load_mnist
+from digitlab.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from digitlab.scores import real_stats, score_generator
 
 SCORE_FIELDS = ("iteration", "epoch", "wall_s", "fid", "inception_score", "kl_uniform")
 
@@ -92,119 +90,145 @@ class RealBatches:
         return self.images[self.order[offset * self.batch_size:(offset + 1) * self.batch_size]]
 
 
+class GanRun:
+    """One training run: networks, optimisers, real batches, and the history that --resume restores.
+
+    `state` holds plain data only (counters, loss and score history), so state.pt loads with
+    weights_only=True. Per iteration it logs (G loss, mean D loss of the round); per score, SCORE_FIELDS.
+    """
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args, self.device, self.out = args, device, Path(args.out_dir)
+        self.d_steps, self.g_steps = parse_schedule(args.schedule)
+        limit = 2 * args.batch_size if args.dry_run else args.limit
+        self.batches = RealBatches(load_mnist(args.data_dir, train=True, limit=limit).tensors[0], args.batch_size, args.seed)
+        # Before seeding: building the classifier draws initial weights from the global RNG.
+        self.classifier, self.real = None, None
+        if args.classifier:
+            self.classifier = load_model(args.classifier, device, expect="classifier")
+            self.real = real_stats(self.classifier, load_mnist(args.data_dir, train=False, limit=args.limit).tensors[0])
+        torch.manual_seed(args.seed)
+        self.generator = Generator(GeneratorConfig()).to(device)
+        self.discriminator = Discriminator(DiscriminatorConfig()).to(device)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=args.lr, betas=tuple(args.betas))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=args.lr, betas=tuple(args.betas))
+        self.state = {"schedule": args.schedule, "iteration": 0, "batches": 0, "wall_s": 0.0, "losses": [], "scores": []}
+        self.fixed_z = sample_latents(args.seed, 64).to(device)  # (64, 100): the same digits in every grid
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def total_iterations(self) -> int:
+        if self.args.dry_run:
+            return 2 * self.g_steps
+        epochs_as_iterations = self.args.epochs * self.batches.per_epoch * self.g_steps / self.d_steps
+        return self.args.steps or math.ceil(epochs_as_iterations)
+
+    def resume(self) -> None:
+        saved = torch.load(self.out / "state.pt", map_location="cpu", weights_only=True)
+        if saved["schedule"] != self.args.schedule:
+            raise ValueError(f"{self.out} was trained with schedule {saved['schedule']}, not {self.args.schedule}")
+        self.generator.load_state_dict(saved.pop("generator"))
+        self.discriminator.load_state_dict(saved.pop("discriminator"))
+        self.opt_g.load_state_dict(saved.pop("opt_g"))
+        self.opt_d.load_state_dict(saved.pop("opt_d"))
+        torch.set_rng_state(saved.pop("rng"))
+        self.state = saved
+
+    def noise(self) -> torch.Tensor:
+        return torch.randn(self.args.batch_size, self.generator.config.latent_dim, device=self.device)  # (B, 100)
+
+    def discriminator_step(self) -> float:
+        """One D update on the next real batch and as many fresh fakes: BCE(D(x), 1) + BCE(D(G(z)), 0)."""
+        real = self.batches(self.state["batches"]).to(self.device)  # (B, 1, 28, 28)
+        self.state["batches"] += 1
+        with torch.no_grad():
+            fake = self.generator(self.noise())  # train-mode BatchNorm, as in the G step
+        ones, zeros = torch.ones(len(real), device=self.device), torch.zeros(len(fake), device=self.device)
+        loss = self.bce(self.discriminator(real), ones) + self.bce(self.discriminator(fake), zeros)
+        self.opt_d.zero_grad()
+        loss.backward()
+        self.opt_d.step()
+        return loss.item()
+
+    def generator_step(self) -> float:
+        """One G update, non-saturating: maximise log D(G(z)), i.e. BCE(D(G(z)), 1)."""
+        logits = self.discriminator(self.generator(self.noise()))  # (B,)
+        loss = self.bce(logits, torch.ones_like(logits))
+        self.opt_g.zero_grad()
+        loss.backward()
+        self.opt_g.step()
+        return loss.item()
+
+    def train(self, total: int) -> None:
+        """Rounds of D steps then G steps until `total` iterations, sampling and scoring on the way."""
+        args, state = self.args, self.state
+        if state["iteration"] == 0:
+            self.sample_grid()
+        self.generator.train()
+        bar = tqdm(total=total, initial=state["iteration"], desc=f"GAN {args.schedule}", unit="it")
+        while state["iteration"] < total:
+            started = time.perf_counter()
+            loss_d = sum(self.discriminator_step() for _ in range(self.d_steps)) / self.d_steps
+            for _ in range(min(self.g_steps, total - state["iteration"])):
+                loss_g = self.generator_step()
+                state["iteration"] += 1
+                state["losses"].append([loss_g, loss_d])
+                state["wall_s"] += time.perf_counter() - started  # training time only: sampling/scoring excluded
+                bar.update(1)
+                if state["iteration"] % args.sample_every == 0:
+                    self.sample_grid()
+                if state["iteration"] % args.score_every == 0:
+                    self.checkpoint()
+                started = time.perf_counter()
+            bar.set_postfix(g=f"{loss_g:.3f}", d=f"{loss_d:.3f}")
+        bar.close()
+        if state["iteration"] % args.sample_every:
+            self.sample_grid()
+        if not state["scores"] or state["scores"][-1][0] != state["iteration"]:
+            self.checkpoint()
+
+    def sample_grid(self) -> None:
+        """The fixed latent batch through the eval-mode generator (BatchNorm running stats, as served)."""
+        if self.args.dry_run:
+            return
+        self.generator.eval()
+        with torch.no_grad():
+            grid = grid_png(self.generator(self.fixed_z), nrow=8)
+        write_bytes(self.out / "samples" / f"iter_{self.state['iteration']:06d}.png", grid)
+        self.generator.train()
+
+    def checkpoint(self) -> None:
+        """Score (when a classifier is given), then save generator.pt, state.pt and the logs."""
+        args, state = self.args, self.state
+        meta = {"iteration": state["iteration"], "schedule": args.schedule, "batches": state["batches"],
+                "epochs": state["batches"] / self.batches.per_epoch, "wall_s": state["wall_s"], "seed": args.seed,
+                "lr": args.lr, "betas": list(args.betas), "batch_size": args.batch_size}
+        if self.classifier is not None:
+            scores = score_generator(self.generator, self.classifier, self.real, n=args.score_n, seed=args.seed + 1)
+            meta.update({k: scores[k] for k in SCORE_FIELDS[3:]}, score_n=args.score_n)
+            state["scores"].append([meta[k] for k in ("iteration", "epochs", "wall_s", *SCORE_FIELDS[3:])])
+            tqdm.write(f"iteration {state['iteration']}: FID {scores['fid']:.2f}  IS {scores['inception_score']:.3f}  "
+                       f"KL {scores['kl_uniform']:.4f}")
+        if args.dry_run:
+            return
+        save_checkpoint(self.out / "generator.pt", self.generator, meta)
+        torch.save({**state, "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+                    "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": torch.get_rng_state()},
+                   self.out / "state.pt")
+        write_logs(self.out, state)
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    d_steps, g_steps = parse_schedule(args.schedule)
-    device = pick_device(args.device)
-    out = Path(args.out_dir)
-
-    images = load_mnist(args.data_dir, train=True, limit=2 * args.batch_size if args.dry_run else args.limit).tensors[0]
-    batches = RealBatches(images, args.batch_size, args.seed)
-    total = 2 * g_steps if args.dry_run else args.steps or math.ceil(args.epochs * batches.per_epoch * g_steps / d_steps)
-
-    # Before seeding: building the classifier draws initial weights from the global RNG.
-    classifier, real = None, None
-    if args.classifier:
-        classifier = load_model(args.classifier, device, expect="classifier")
-        real = real_stats(classifier, load_mnist(args.data_dir, train=False, limit=args.limit).tensors[0])
-    torch.manual_seed(args.seed)
-    generator, discriminator = Generator(GeneratorConfig()).to(device), Discriminator(DiscriminatorConfig()).to(device)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=tuple(args.betas))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.lr, betas=tuple(args.betas))
-    # History: per iteration (G loss, mean D loss of the round); per score: SCORE_FIELDS.
-    state = {"schedule": args.schedule, "iteration": 0, "batches": 0, "wall_s": 0.0, "losses": [], "scores": []}
+    run = GanRun(args, pick_device(args.device))
     if args.resume:
-        saved = torch.load(out / "state.pt", map_location="cpu", weights_only=True)
-        if saved["schedule"] != args.schedule:
-            raise ValueError(f"{out} was trained with schedule {saved['schedule']}, not {args.schedule}")
-        generator.load_state_dict(saved.pop("generator"))
-        discriminator.load_state_dict(saved.pop("discriminator"))
-        opt_g.load_state_dict(saved.pop("opt_g"))
-        opt_d.load_state_dict(saved.pop("opt_d"))
-        torch.set_rng_state(saved.pop("rng"))
-        state = saved
-
-    fixed_z = sample_latents(args.seed, 64).to(device)  # (64, 100): the same digits in every grid
-    bce = nn.BCEWithLogitsLoss()
-    ones = torch.ones(args.batch_size, device=device)
-    zeros = torch.zeros(args.batch_size, device=device)
-
-    def noise() -> torch.Tensor:
-        return torch.randn(args.batch_size, generator.config.latent_dim, device=device)  # (B, 100)
-
-    def checkpoint() -> None:
-        it = state["iteration"]
-        meta = {"iteration": it, "schedule": args.schedule, "batches": state["batches"],
-                "epochs": state["batches"] / batches.per_epoch, "wall_s": state["wall_s"], "seed": args.seed,
-                "lr": args.lr, "betas": list(args.betas), "batch_size": args.batch_size}
-        if classifier is not None:
-            scores = score_generator(generator, classifier, real, n=args.score_n, seed=args.seed + 1)
-            state["scores"].append([it, meta["epochs"], state["wall_s"], scores["fid"], scores["inception_score"],
-                                    scores["kl_uniform"]])
-            meta.update({k: scores[k] for k in ("fid", "inception_score", "kl_uniform")}, score_n=args.score_n)
-            tqdm.write(f"iteration {it}: FID {scores['fid']:.2f}  IS {scores['inception_score']:.3f}  "
-                       f"KL {scores['kl_uniform']:.4f}")
-        if args.dry_run:
-            return
-        save_checkpoint(out / "generator.pt", generator, meta)
-        torch.save({**state, "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": torch.get_rng_state()},
-                   out / "state.pt")
-        write_logs(out, state)
-
-    def sample_grid() -> None:
-        if args.dry_run:
-            return
-        generator.eval()  # BatchNorm running statistics: what the served generator draws
-        with torch.no_grad():
-            write_bytes(out / "samples" / f"iter_{state['iteration']:06d}.png", grid_png(generator(fixed_z), nrow=8))
-        generator.train()
-
-    if state["iteration"] == 0:
-        sample_grid()
-    generator.train()
-    bar = tqdm(total=total, initial=state["iteration"], desc=f"GAN {args.schedule}", unit="it")
-    while state["iteration"] < total:
-        started = time.perf_counter()
-        d_losses = []
-        for _ in range(d_steps):
-            real_images = batches(state["batches"]).to(device)
-            state["batches"] += 1
-            with torch.no_grad():
-                fake = generator(noise())  # (B, 1, 28, 28); train-mode BatchNorm, as in the G step
-            loss_d = bce(discriminator(real_images), ones) + bce(discriminator(fake), zeros)
-            opt_d.zero_grad()
-            loss_d.backward()
-            opt_d.step()
-            d_losses.append(loss_d.item())
-        for _ in range(g_steps):
-            if state["iteration"] >= total:
-                break
-            loss_g = bce(discriminator(generator(noise())), ones)  # non-saturating: maximise log D(G(z))
-            opt_g.zero_grad()
-            loss_g.backward()
-            opt_g.step()
-            state["iteration"] += 1
-            state["losses"].append([loss_g.item(), sum(d_losses) / len(d_losses)])
-            bar.update(1)
-            it = state["iteration"]
-            state["wall_s"] += time.perf_counter() - started  # training time only: sampling/scoring excluded
-            if it % args.sample_every == 0:
-                sample_grid()
-            if it % args.score_every == 0:
-                checkpoint()
-            started = time.perf_counter()
-        bar.set_postfix(g=f"{loss_g.item():.3f}", d=f"{d_losses[-1]:.3f}")
-    bar.close()
-    if state["iteration"] % args.sample_every:
-        sample_grid()
-    if not state["scores"] or state["scores"][-1][0] != state["iteration"]:
-        checkpoint()
+        run.resume()
+    run.train(run.total_iterations())
+    state = run.state
     print(f"{state['iteration']} iterations, {state['batches']} batches, {state['wall_s']:.0f} s training "
-          f"({state['iteration'] / max(state['wall_s'], 1e-9):.1f} it/s)" + ("" if args.dry_run else f"; wrote {out}"))
-    return out / "generator.pt"
+          f"({state['iteration'] / max(state['wall_s'], 1e-9):.1f} it/s)" + ("" if args.dry_run else f"; wrote {run.out}"))
+    return run.out / "generator.pt"
 
 
 def write_logs(out: Path, state: dict) -> None:
@@ -217,14 +241,14 @@ def write_logs(out: Path, state: dict) -> None:
         writer = csv.writer(f)
         writer.writerow(SCORE_FIELDS)
         writer.writerows(state["scores"])
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     plot_losses(ax, torch.tensor(state["losses"]))
     fig.tight_layout()
     fig.savefig(out / "losses.png", dpi=100)
-    plt.close(fig)
 
 
-def plot_losses(ax: plt.Axes, losses: torch.Tensor, title: str = "") -> None:
+def plot_losses(ax: Axes, losses: torch.Tensor, title: str = "") -> None:
     """Draw losses (iterations, 2) = (G, D) per iteration on `ax`, averaged over ~200 windows."""
     window = max(1, len(losses) // 200)
     smooth = losses[: len(losses) // window * window].view(-1, window, 2).mean(dim=1)  # (points, 2)

@@ -14,20 +14,17 @@ import argparse
 import csv
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # Agg canvas, no pyplot state, no display needed
+from PIL import Image
 
-matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from digitlab.checkpoint import load_model  # noqa: E402
-from digitlab.device import pick_device  # noqa: E402
-from digitlab.imaging import gif_bytes, grid_png, strip_png, to_uint8, write_bytes  # noqa: E402
-from digitlab.latent import METHODS, find_latent_for_digit, interpolate  # noqa: E402
-from digitlab.scores import generate  # noqa: E402
-from training.gan import plot_losses  # noqa: E402
+from digitlab.checkpoint import load_model
+from digitlab.device import pick_device
+from digitlab.imaging import gif_bytes, grid_png, strip_png, to_uint8, write_bytes
+from digitlab.latent import METHODS, find_latent_for_digit, interpolate
+from digitlab.scores import generate
+from training.gan import plot_losses
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,52 +50,48 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) for r in rows]) for k in (rows[0] if rows else [])}
 
 
-def run_label(run: Path) -> str:
-    return run.name
-
-
 def samples_table(runs: list[Path], count: int, path: Path) -> None:
     """Fixed-latent grids at `count` iterations common to all runs: rows = iterations, columns = runs."""
     common = sorted(set.intersection(*({int(p.stem.split("_")[1]) for p in (r / "samples").glob("iter_*.png")} for r in runs)))
     shown = [common[i] for i in np.unique(np.linspace(0, len(common) - 1, count).round().astype(int))]
-    fig, axes = plt.subplots(len(shown), len(runs), figsize=(3 * len(runs), 3 * len(shown)), squeeze=False)
+    fig = Figure(figsize=(3 * len(runs), 3 * len(shown)))
+    axes = fig.subplots(len(shown), len(runs), squeeze=False)
     for row, it in enumerate(shown):
         for col, run in enumerate(runs):
             ax = axes[row, col]
             ax.imshow(Image.open(run / "samples" / f"iter_{it:06d}.png"), cmap="gray")
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
-                ax.set_title(run_label(run))
+                ax.set_title(run.name)
             if col == 0:
                 ax.set_ylabel(f"iteration {it}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def losses_figure(runs: list[Path], path: Path) -> None:
-    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 3.5), squeeze=False)
+    fig = Figure(figsize=(6 * len(runs), 3.5))
+    axes = fig.subplots(1, len(runs), squeeze=False)
     for ax, run in zip(axes[0], runs):
         log = read_csv(run / "losses.csv")
-        plot_losses(ax, torch.tensor(np.stack([log["loss_g"], log["loss_d"]], axis=1)), title=run_label(run))
+        plot_losses(ax, torch.tensor(np.stack([log["loss_g"], log["loss_d"]], axis=1)), title=run.name)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def scores_figure(runs: list[Path], path: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.5))
+    fig = Figure(figsize=(15, 3.5))
+    axes = fig.subplots(1, 3)
     panels = (("fid", "classifier FID (lower is better)", "log"), ("inception_score", "classifier IS (max 10)", "linear"),
               ("kl_uniform", "KL(class histogram || uniform)", "log"))
     for ax, (key, label, scale) in zip(axes, panels):
         for run in runs:
             log = read_csv(run / "scores.csv")
-            ax.plot(log["iteration"], log[key], marker=".", label=run_label(run))
+            ax.plot(log["iteration"], log[key], marker=".", label=run.name)
         ax.set(xlabel="iteration (generator updates)", ylabel=label, yscale=scale)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def score_table(runs: list[Path]) -> str:
@@ -109,7 +102,7 @@ def score_table(runs: list[Path]) -> str:
     for run, log in logs.items():
         rows = [int(np.flatnonzero(log["iteration"] == it)[0]) for it in common[-1:]] + [len(log["iteration"]) - 1]
         for i in dict.fromkeys(rows):  # equal-iteration row, then the final row when it differs
-            lines.append(f"| {run_label(run)} | {int(log['iteration'][i])} | {log['epoch'][i]:.1f} | {log['wall_s'][i]:.0f} "
+            lines.append(f"| {run.name} | {int(log['iteration'][i])} | {log['epoch'][i]:.1f} | {log['wall_s'][i]:.0f} "
                          f"| {log['fid'][i]:.2f} | {log['inception_score'][i]:.3f} | {log['kl_uniform'][i]:.4f} |")
     return "\n".join(lines)
 
@@ -124,7 +117,8 @@ def interpolation_figures(args: argparse.Namespace, out: Path) -> None:
                   for d in args.digits)
     print(f"latent ids: {args.digits[0]} = (seed {start.seed}, index {start.index}, p {start.confidence:.3f}); "
           f"{args.digits[1]} = (seed {end.seed}, index {end.index}, p {end.confidence:.3f})")
-    fig, axes = plt.subplots(len(METHODS), args.frames, figsize=(1.2 * args.frames, 1.6 * len(METHODS)), squeeze=False)
+    fig = Figure(figsize=(1.2 * args.frames, 1.6 * len(METHODS)))
+    axes = fig.subplots(len(METHODS), args.frames, squeeze=False)
     for row, method in enumerate(METHODS):
         frames = generator(interpolate(start.z, end.z, args.frames, method).to(device)).cpu()  # (T, 1, 28, 28)
         probs = classifier(frames.to(device)).softmax(dim=1).cpu()  # (T, 10)
@@ -139,7 +133,6 @@ def interpolation_figures(args: argparse.Namespace, out: Path) -> None:
     fig.suptitle(f"{args.digits[0]} -> {args.digits[1]}: classifier reading (probability) under each frame", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "interpolation.png", dpi=100)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -4,7 +4,8 @@
 
 Every step draws a new batch, so there is no dataset to overfit; evaluation uses palindromes from a
 separate seed. With a length range, each step trains on one length drawn uniformly from it, so one
-model serves every length in the range.
+model serves every length in the range. With --curriculum-steps, the longest length drawn grows from
+--min-length to --max-length over those first steps: long palindromes are learnt after short ones.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from digitlab.networks import PalindromeConfig, PalindromeNet
 from digitlab.palindrome import accuracy, palindrome_batch
 
 EVAL_SEED_OFFSET = 10_000  # evaluation palindromes come from seed + this, never from the training stream
+FINAL_SEED_OFFSET = 2 * EVAL_SEED_OFFSET  # final per-length scores: apart from training and evaluation
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # "constant" (the report) | "cosine" (decay to 0: sharper final accuracy)
     clip: float = 10.0
     steps: int = 3000
+    curriculum_steps: int = 0  # steps over which the longest drawn length grows to max_length (0: none)
     eval_every: int = 100
     eval_samples: int = 1000  # per evaluation, spread over the length range
     seed: int = 0
@@ -48,6 +51,13 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     if cfg.lr_schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
     return cfg.lr
+
+
+def length_range(cfg: TrainConfig, step: int) -> tuple[int, int]:
+    """The (shortest, longest) length drawn at `step`: the longest grows linearly over the curriculum."""
+    if step >= cfg.curriculum_steps:
+        return cfg.min_length, cfg.max_length
+    return cfg.min_length, cfg.min_length + (cfg.max_length - cfg.min_length) * step // cfg.curriculum_steps
 
 
 @torch.inference_mode()
@@ -79,7 +89,7 @@ def train(cfg: TrainConfig, device: torch.device, progress: bool = True) -> tupl
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step - 1)
-        inputs, targets = palindrome_batch(cfg.batch_size, draw_length.randint(cfg.min_length, cfg.max_length), data)
+        inputs, targets = palindrome_batch(cfg.batch_size, draw_length.randint(*length_range(cfg, step - 1)), data)
         model.train()
         loss = nn.functional.cross_entropy(model(inputs.to(device)), targets.to(device))
         optimizer.zero_grad(set_to_none=True)
@@ -112,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=d.lr_schedule)
     p.add_argument("--clip", type=float, default=d.clip, help="max gradient norm")
     p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--curriculum-steps", type=int, default=d.curriculum_steps,
+                   help="grow the longest trained length from --min-length to --max-length over these steps")
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--eval-samples", type=int, default=d.eval_samples)
     p.add_argument("--final-samples", type=int, default=10_000, help="fresh palindromes per length in the final report")
@@ -136,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[int, float]:
     device = pick_device(args.device)
     model, history = train(cfg, device)
     lengths = range(cfg.min_length, cfg.max_length + 1)
-    per_length = accuracy_per_length(model, lengths, args.final_samples, cfg.seed + 2 * EVAL_SEED_OFFSET)
+    per_length = accuracy_per_length(model, lengths, args.final_samples, cfg.seed + FINAL_SEED_OFFSET)
     for t, acc in per_length.items():
         print(f"T={t:3d}  accuracy {acc:.5f}  ({args.final_samples} fresh palindromes)")
     if not args.dry_run:

@@ -13,7 +13,7 @@ import json
 
 import torch
 
-from digitlab.checkpoint import load_model
+from digitlab.checkpoint import load_model, read_checkpoint, save_checkpoint
 from digitlab.device import pick_device
 from digitlab.mnist import DEFAULT_DATA_DIR, load_mnist
 from digitlab.scores import real_stats, score_generator, score_images
@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="torchvision MNIST root (downloaded when missing)")
     p.add_argument("--device", default="auto", help='"auto" picks CUDA, then MPS, then CPU')
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--dry-run", action="store_true", help="score 100 samples only")
+    p.add_argument("--record", action="store_true", help="also store the generator's scores in its checkpoint meta")
+    p.add_argument("--dry-run", action="store_true", help="score 100 samples only; records nothing")
     return p.parse_args(argv)
 
 
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         "real_train_images": score_images(classifier, load_mnist(args.data_dir, train=True, limit=n).tensors[0], reference),
     }
     print(json.dumps(results, indent=2))
+    if args.record and not args.dry_run:
+        meta = read_checkpoint(args.generator)["meta"]
+        save_checkpoint(args.generator, generator, {**meta, "scores": {**results["generator"], "seed": args.seed}})
     return results
 
 

@@ -1,0 +1,1 @@
+"""Load and benchmark harnesses (`make bench`); they measure, they are not tests."""

@@ -1,0 +1,76 @@
+"""The experiment grid (--quick), its summary, the length curriculum, the long-memory search and the speed benchmark."""
+
+import json
+
+import pytest
+
+from benchmarks import train_speed
+from training import experiments, long_memory
+from training.palindrome import TrainConfig, length_range
+
+
+def test_quick_grid_writes_results_and_figures_and_repeats_exactly(tmp_path):
+    first = experiments.main(["--quick", "--out-dir", str(tmp_path / "a")])
+    second = experiments.main(["--quick", "--out-dir", str(tmp_path / "b")])
+    for name in ("histories.csv", "summary.json", "curves.png", "final_accuracy.png"):
+        assert (tmp_path / "a" / name).stat().st_size > 0, name
+    assert len(list((tmp_path / "a" / "runs").glob("*.json"))) == 4  # {lstm, rnn} x 2 lengths x 1 seed
+    assert first == second  # same seeds -> same numbers on the CPU
+    assert (tmp_path / "a" / "histories.csv").read_bytes() == (tmp_path / "b" / "histories.csv").read_bytes()
+    header = (tmp_path / "a" / "histories.csv").read_text().splitlines()[0]
+    assert header == ",".join(experiments.HISTORY_FIELDS)
+
+
+def test_resume_reads_saved_runs_instead_of_training(tmp_path, monkeypatch):
+    out = tmp_path / "grid"
+    before = experiments.main(["--quick", "--out-dir", str(out)])
+
+    def no_training(*_):
+        raise AssertionError("a saved run was trained again")
+
+    monkeypatch.setattr(experiments, "run_one", no_training)
+    assert experiments.main(["--quick", "--resume", "--out-dir", str(out)]) == before
+
+
+def test_summary_gives_mean_and_sample_std_over_seeds_and_steps_to_solve():
+    curves = ([0.5, 0.995, 1.0], [0.5, 0.9, 0.99], [0.5, 0.6, 0.8])  # solved at 200, at 300, never
+    runs = [{"config": {"model": "lstm", "max_length": 5, "seed": seed}, "final_accuracy": acc[-1],
+             "history": [{"step": 100 * (i + 1), "eval_accuracy": a, "eval_loss": 1.0} for i, a in enumerate(acc)]}
+            for seed, acc in enumerate(curves)]
+    (row,) = experiments.summarise(runs)
+    assert (row["model"], row["length"], row["seeds"]) == ("lstm", 5, [0, 1, 2])
+    assert row["final_accuracy"] == pytest.approx({"mean": 0.93, "std": 0.11269428, "min": 0.8, "max": 1.0})
+    assert row["solved"] == 2
+    assert row["steps_to_solve"]["mean"] == 250
+    assert experiments.steps_to_solve(runs[2]["history"]) is None
+
+
+def test_curriculum_grows_the_longest_length_then_keeps_the_full_range():
+    cfg = TrainConfig(min_length=3, max_length=53, curriculum_steps=100)
+    assert length_range(cfg, 0) == (3, 3)
+    assert length_range(cfg, 50) == (3, 28)
+    assert length_range(cfg, 99) == (3, 52)
+    assert length_range(cfg, 100) == length_range(cfg, 10_000) == (3, 53)
+    assert length_range(TrainConfig(min_length=3, max_length=15), 0) == (3, 15)  # no curriculum: whole range
+
+
+def test_long_memory_search_stops_at_the_first_failure(tmp_path, monkeypatch):
+    accuracy_at = {20: 1.0, 30: 0.995, 50: 0.7, 100: 1.0}
+    trained = []
+
+    def fake_train_to(cfg, samples, checkpoint):
+        trained.append(cfg.max_length)
+        return {"config": {"max_length": cfg.max_length}, "accuracy_at_T": accuracy_at[cfg.max_length]}
+
+    monkeypatch.setattr(long_memory, "train_to", fake_train_to)
+    runs = long_memory.search(TrainConfig(), "rnn", [100, 20, 50, 30], 0.99, 10, tmp_path, tmp_path, resume=False)
+    assert trained == [20, 30, 50]
+    assert long_memory.t_max(runs, 0.99) == 30
+    assert json.loads((tmp_path / "rnn_T50.json").read_text())["accuracy_at_T"] == 0.7
+    assert long_memory.t_max(runs[2:], 0.99) is None
+
+
+def test_speed_benchmark_times_both_variants():
+    (medians,) = train_speed.main(["--dry-run", "--lengths", "5"]).values()
+    assert set(medians) == set(train_speed.VARIANTS)
+    assert all(steps_per_s > 0 for steps_per_s in medians.values())

@@ -1,0 +1,135 @@
+"""Beyond the report: the longest palindrome each network still completes at >= 99 % accuracy.
+
+    python -m training.long_memory --lengths 20 30 50 100 --steps 6000 --threads 1
+
+For each model and target T (ascending), one network trains on every length 3..T with the recipe that
+makes long lengths learnable: one-hot digits, a curriculum that grows the longest trained length from 3
+to T over the first --curriculum-fraction of the steps, and cosine lr decay. Its accuracy at T is then
+measured on --samples fresh palindromes. A model's search stops at its first T below --target: T_max is
+the last T that passed, and its network is also scored at every length 3..T_max. Each run is saved as
+<out-dir>/long_memory/<model>_T<T>.json (--resume skips it); long_memory.json and long_memory.png
+gather them. Checkpoints go to --checkpoints, to pick the served model from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure  # Agg canvas, no pyplot state, no display needed
+from tqdm import tqdm
+
+from digitlab.checkpoint import load_model, save_checkpoint
+from training.experiments import COLOURS, MODELS, save_json
+from training.palindrome import FINAL_SEED_OFFSET, TrainConfig, accuracy_per_length, train
+
+
+def train_to(cfg: TrainConfig, samples: int, checkpoint: Path) -> dict:
+    """Train 3..T with `cfg`, save the network, and score it at T on `samples` fresh palindromes."""
+    start = time.perf_counter()
+    model, history = train(cfg, torch.device("cpu"), progress=False)
+    (acc,) = accuracy_per_length(model, range(cfg.max_length, cfg.max_length + 1), samples, cfg.seed + FINAL_SEED_OFFSET).values()
+    meta = {"min_length": cfg.min_length, "max_length": cfg.max_length, "train": asdict(cfg), "history": history}
+    save_checkpoint(checkpoint, model, meta)
+    return {"config": asdict(cfg), "history": history, "accuracy_at_T": acc,
+            "seconds": time.perf_counter() - start}
+
+
+def search(base: TrainConfig, model: str, lengths, target: float, samples: int, runs_dir: Path,
+           checkpoints: Path, resume: bool) -> list[dict]:
+    """Runs for ascending T until the first one whose accuracy at T is below `target`."""
+    runs = []
+    bar = tqdm(sorted(lengths), desc=f"{model} long memory", unit="run")
+    for length in bar:
+        bar.set_postfix_str(f"T={length}")
+        path = runs_dir / f"{model}_T{length}.json"
+        if resume and path.exists():
+            run = json.loads(path.read_text())
+        else:
+            cfg = TrainConfig(**{**asdict(base), "model": model, "max_length": length})
+            run = train_to(cfg, samples, checkpoints / f"{model}_T{length}.pt")
+            save_json(path, run)
+        runs.append(run)
+        if run["accuracy_at_T"] < target:
+            break
+    return runs
+
+
+def t_max(runs: list[dict], target: float) -> int | None:
+    """The longest T whose run reached `target` (the search stops at the first failure)."""
+    passed = [r["config"]["max_length"] for r in runs if r["accuracy_at_T"] >= target]
+    return max(passed, default=None)
+
+
+def plot_long_memory(results: dict, target: float, path: Path) -> None:
+    """Left: accuracy at T of the network trained on 3..T. Right: the T_max network at every length."""
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for model, res in results.items():
+        runs = res["runs"]
+        left.plot([r["config"]["max_length"] for r in runs], [r["accuracy_at_T"] for r in runs], marker="o",
+                  color=COLOURS[model], label=f"{model.upper()} (T_max = {res['t_max']})")
+        if res["per_length"]:
+            right.plot([int(t) for t in res["per_length"]], list(res["per_length"].values()), color=COLOURS[model],
+                       label=f"{model.upper()} trained on 3..{res['t_max']}")
+    for ax, title in ((left, "accuracy at T, trained on 3..T"), (right, "T_max network at every length")):
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"{target:.0%} bar")
+        ax.set_xlabel("palindrome length T (input digits)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left")
+    left.set_ylabel("accuracy (fresh palindromes)")
+    fig.savefig(path, dpi=110)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--lengths", type=int, nargs="+", default=[20, 30, 50, 100], help="target lengths T, tried in order")
+    p.add_argument("--min-length", type=int, default=3)
+    p.add_argument("--encoding", choices=["scalar", "onehot"], default="onehot")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--curriculum-fraction", type=float, default=0.5, help="share of the steps spent growing the length")
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--target", type=float, default=0.99, help="accuracy at T that counts as remembering T digits")
+    p.add_argument("--samples", type=int, default=10_000, help="fresh palindromes per scored length")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--out-dir", type=Path, default=Path("docs/palindrome"))
+    p.add_argument("--checkpoints", type=Path, default=Path("runs/long_memory"))
+    p.add_argument("--resume", action="store_true", help="keep runs already saved under <out-dir>/long_memory")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    base = TrainConfig(min_length=args.min_length, encoding=args.encoding, lr_schedule="cosine", steps=args.steps,
+                       curriculum_steps=int(args.curriculum_fraction * args.steps), eval_every=args.eval_every,
+                       seed=args.seed)
+    runs_dir = args.out_dir / "long_memory"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for model in args.models:
+        runs = search(base, model, args.lengths, args.target, args.samples, runs_dir, args.checkpoints, args.resume)
+        best = t_max(runs, args.target)
+        per_length = {}
+        if best is not None:  # the T_max network scored at every length it was trained on
+            network = load_model(args.checkpoints / f"{model}_T{best}.pt")
+            per_length = accuracy_per_length(network, range(args.min_length, best + 1), args.samples,
+                                             args.seed + FINAL_SEED_OFFSET)
+        results[model] = {"t_max": best, "runs": runs, "per_length": per_length}
+        print(f"{model.upper()}: T_max = {best}; accuracy at T: "
+              + ", ".join(f"T={r['config']['max_length']} {r['accuracy_at_T']:.4f}" for r in runs), flush=True)
+    (args.out_dir / "long_memory.json").write_text(json.dumps({"target": args.target, "train": asdict(base),
+                                                               "results": results}, indent=1))
+    plot_long_memory(results, args.target, args.out_dir / "long_memory.png")
+    return results
+
+
+if __name__ == "__main__":
+    main()
