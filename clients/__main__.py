@@ -1,19 +1,25 @@
 """Command line for the served models. Only this module prints; the library raises.
 
-    python -m clients palindrome 1 2 3 2            # REST
-    python -m clients palindrome 1232 --grpc        # gRPC
-    python -m clients token                         # the inference key, for curl
+    python -m clients palindrome 1 2 3 2                      # REST
+    python -m clients palindrome 1232 --grpc                  # gRPC
+    python -m clients sample --n 16 --seed 7 -o grid.png
+    python -m clients interpolate --from digit:9 --to digit:3 --steps 24 --grpc -o nine_to_three.gif
+    python -m clients token                                   # the inference key, for curl
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from tqdm import tqdm
 
 from clients import grpc as grpc_client
 from clients import rest
 from clients.auth import find_token
 from clients.errors import ServerError
+from clients.images import frames_file
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
@@ -24,17 +30,62 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=rest.DEFAULT_TIMEOUT, help="seconds per call")
 
 
-def predict(args: argparse.Namespace, model: str, payload: dict) -> dict:
+def connection(args: argparse.Namespace) -> dict:
     if args.grpc:
-        return grpc_client.predict(model, payload, target=args.target, token=args.token, timeout=args.timeout)
-    return rest.predict(model, payload, url=args.url, token=args.token, timeout=args.timeout)
+        return {"target": args.target, "token": args.token, "timeout": args.timeout}
+    return {"url": args.url, "token": args.token, "timeout": args.timeout}
+
+
+def client(args: argparse.Namespace):
+    return grpc_client if args.grpc else rest
+
+
+def point(spec: str) -> dict:
+    """"digit:9", "digit:9:SEED" or "id:SEED:INDEX" -> a request point."""
+    kind, *numbers = spec.split(":")
+    try:
+        values = [int(n) for n in numbers]
+        if kind == "digit" and len(values) in (1, 2):
+            return {"digit": values[0], **({"seed": values[1]} if len(values) == 2 else {})}
+        if kind == "id" and len(values) == 2:
+            return {"seed": values[0], "index": values[1]}
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{spec!r}: use digit:D, digit:D:SEED or id:SEED:INDEX")
 
 
 def cmd_palindrome(args: argparse.Namespace) -> None:
     digits = "".join(args.digits)
-    answer = predict(args, args.model, {"digits": digits})
+    answer = client(args).predict(args.model, {"digits": digits}, **connection(args))
     confidence = answer["probabilities"][answer["digit"]]
     print(f"{digits} -> {answer['digit']}   ({answer['model']}, p={confidence:.4f}, T={answer['length']})")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    payload = {"n": args.n, **({"seed": args.seed} if args.seed is not None else {})}
+    if args.output:
+        data = client(args).predict_bytes("sample", {**payload, "format": "grid"}, **connection(args))
+        args.output.write_bytes(data)
+        print(f"wrote {args.n} samples as a grid to {args.output}")
+        return
+    answer = client(args).predict("sample", payload, **connection(args))
+    ids = ", ".join(f"{im['id']['seed']}:{im['id']['index']}" for im in answer["images"])
+    print(f"{len(answer['images'])} samples from seed {answer['seed']} (ids {ids}); use -o FILE.png to save a grid")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    payload = {"start": args.start, "end": args.end, "steps": args.steps, "method": args.method}
+    calls = client(args)
+    frames = []
+    with tqdm(total=args.steps, desc="frames", unit="frame", disable=args.quiet) as bar:
+        for frame in calls.stream("interpolate", payload, **connection(args)):  # frames as they are rendered
+            frames.append(frame)
+            bar.update(1)
+            bar.set_postfix(digit=frame["digit"])
+    print("digits read along the path: " + " ".join(str(f["digit"]) for f in frames))
+    if args.output:
+        args.output.write_bytes(frames_file(frames, gif=args.output.suffix.lower() == ".gif"))
+        print(f"wrote {len(frames)} frames to {args.output}")
 
 
 def cmd_token(args: argparse.Namespace) -> None:
@@ -44,22 +95,43 @@ def cmd_token(args: argparse.Namespace) -> None:
     print(token)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m clients", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+    defaults = argparse.ArgumentDefaultsHelpFormatter
 
-    pal = sub.add_parser("palindrome", help="complete a palindrome", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pal = sub.add_parser("palindrome", help="complete a palindrome", formatter_class=defaults)
     pal.add_argument("digits", nargs="+", help="the first T digits, as '1 2 3 2' or '1232'")
     pal.add_argument("--model", default="palindrome", choices=["palindrome", "palindrome_rnn"])
-    add_connection_args(pal)
     pal.set_defaults(run=cmd_palindrome)
+
+    smp = sub.add_parser("sample", help="random digits from the GAN", formatter_class=defaults)
+    smp.add_argument("--n", type=int, default=16, help="how many images")
+    smp.add_argument("--seed", type=int, help="same seed, same images (default: the server picks one)")
+    smp.add_argument("-o", "--output", type=Path, help="write the images as one PNG grid")
+    smp.set_defaults(run=cmd_sample)
+
+    itp = sub.add_parser("interpolate", help="frames between two digits, streamed", formatter_class=defaults)
+    itp.add_argument("--from", dest="start", type=point, default="digit:9", help="digit:D[:SEED] or id:SEED:INDEX")
+    itp.add_argument("--to", dest="end", type=point, default="digit:3", help="digit:D[:SEED] or id:SEED:INDEX")
+    itp.add_argument("--steps", type=int, default=24)
+    itp.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
+    itp.add_argument("-o", "--output", type=Path, help="write a .gif animation or a .png strip")
+    itp.add_argument("--quiet", action="store_true", help="no progress bar")
+    itp.set_defaults(run=cmd_interpolate)
+
+    for command in (pal, smp, itp):
+        add_connection_args(command)
 
     tok = sub.add_parser("token", help="print an API key from the server's key file")
     tok.add_argument("--kind", default="inference", choices=["inference", "management"])
     tok.set_defaults(run=cmd_token)
+    return p
 
-    args = p.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         args.run(args)
     except ServerError as err:

@@ -20,6 +20,7 @@ from clients.ts_grpc import inference_pb2, inference_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:7070"
 DEFAULT_TIMEOUT = 10.0
+STREAMING_MODELS = {"interpolate"}  # models whose handler sends one message per frame when asked
 
 
 def _request(model: str, payload: dict[str, Any]) -> inference_pb2.PredictionsRequest:
@@ -48,29 +49,45 @@ def _decode(prediction: bytes) -> Any:
     return value
 
 
-def predict(
+def predict_bytes(
     model: str, payload: dict[str, Any], target: str = DEFAULT_TARGET, token: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
-) -> dict[str, Any]:
-    """Unary `Predictions` call -> the decoded JSON answer."""
+) -> bytes:
+    """Unary `Predictions` call -> the answer's raw bytes (a PNG grid, a GIF, or JSON)."""
     with grpcio.insecure_channel(target) as channel:
         stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
         try:
             reply = stub.Predictions(_request(model, payload), metadata=_metadata(token), timeout=timeout)
         except grpcio.RpcError as err:
             raise _server_error(err) from None
-    return _decode(reply.prediction)
+    if reply.prediction.startswith(b"{"):
+        _decode(reply.prediction)  # raises when it is a refusal
+    return reply.prediction
+
+
+def predict(
+    model: str, payload: dict[str, Any], target: str = DEFAULT_TARGET, token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> dict[str, Any]:
+    """Unary `Predictions` call -> the decoded JSON answer."""
+    return _decode(predict_bytes(model, payload, target, token, timeout))
 
 
 def stream(
     model: str, payload: dict[str, Any], target: str = DEFAULT_TARGET, token: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
-) -> Iterator[bytes]:
-    """Server-streaming `StreamPredictions`: yields each message's raw prediction bytes as it arrives."""
+) -> Iterator[Any]:
+    """Server-streaming `StreamPredictions`: yields each decoded message as it arrives.
+
+    Adds `"stream": true` for models that take it (interpolate). Never send that flag on a unary
+    `Predictions` call: TorchServe 0.12 completes a unary call on its first message and its worker
+    thread then stalls on the next one; the worker cannot tell the two calls apart.
+    """
+    body = {**payload, "stream": True} if model in STREAMING_MODELS else payload
     with grpcio.insecure_channel(target) as channel:
         stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
         try:
-            for reply in stub.StreamPredictions(_request(model, payload), metadata=_metadata(token), timeout=timeout):
-                yield reply.prediction
+            for reply in stub.StreamPredictions(_request(model, body), metadata=_metadata(token), timeout=timeout):
+                yield _decode(reply.prediction)
         except grpcio.RpcError as err:
             raise _server_error(err) from None

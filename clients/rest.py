@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -48,3 +49,36 @@ def predict(
         raise ServerError("unreachable", f"no server at {url}: start it with `make serve`") from None
     _raise_for_status(resp)
     return resp.json()
+
+
+def predict_bytes(
+    model: str, payload: dict[str, Any], url: str = DEFAULT_URL, token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT, accept: str = "*/*",
+) -> bytes:
+    """Like `predict`, for answers that are files (PNG grid, GIF) -> the body's bytes."""
+    token = token if token is not None else find_token()
+    headers = {**_headers(token), "Accept": accept}
+    try:
+        resp = requests.post(f"{url}/predictions/{model}", data=json.dumps(payload), headers=headers, timeout=timeout)
+    except requests.ConnectionError:
+        raise ServerError("unreachable", f"no server at {url}: start it with `make serve`") from None
+    _raise_for_status(resp)
+    return resp.content
+
+
+def stream(
+    model: str, payload: dict[str, Any], url: str = DEFAULT_URL, token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Iterator[dict[str, Any]]:
+    """POST with `"stream": true` and yield each newline-delimited JSON message as its chunk arrives."""
+    token = token if token is not None else find_token()
+    try:
+        resp = requests.post(f"{url}/predictions/{model}", data=json.dumps({**payload, "stream": True}),
+                             headers=_headers(token), timeout=timeout, stream=True)
+    except requests.ConnectionError:
+        raise ServerError("unreachable", f"no server at {url}: start it with `make serve`") from None
+    with resp:
+        _raise_for_status(resp)
+        for line in resp.iter_lines():
+            if line:
+                yield json.loads(line)

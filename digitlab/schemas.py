@@ -7,11 +7,12 @@ Every field a user sends is bounded here. `parse_request` turns any bad input in
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from digitlab.constants import NUM_CLASSES
+from digitlab.constants import LATENT_DIM, NUM_CLASSES
 from digitlab.palindrome import is_palindrome_prefix
 
 # The served palindrome model answers T in [min_length, max_length] (from its checkpoint); this is
@@ -118,3 +119,135 @@ def _describe(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- generator
+
+MAX_SEED = 2**31 - 1  # seeds and latent indices are non-negative 31-bit ints: safe in every JSON client
+MAX_LATENT_ABS = 10.0  # an explicit z beyond this is not a plausible standard-normal latent
+POINT_HELP = '{"seed": s, "index": i}, {"z": [100 floats]} or {"digit": 0-9, "seed": s (optional)}'
+
+
+class GeneratorLimits(BaseModel):
+    """Per-model limits from the model config (`handler:` section); passed as validation context."""
+
+    max_samples: int = 64
+    max_steps: int = 64
+
+
+def _limits(info: ValidationInfo) -> GeneratorLimits:
+    return GeneratorLimits.model_validate(info.context or {})
+
+
+class LatentId(BaseModel):
+    """A latent by id: the same id always names the same 100 numbers (see `digitlab.latent.latent_for`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    seed: int = Field(ge=0, le=MAX_SEED, strict=True)
+    index: int = Field(ge=0, le=MAX_SEED, strict=True)
+
+
+class ExplicitLatent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    z: list[float] = Field(min_length=LATENT_DIM, max_length=LATENT_DIM, description=f"{LATENT_DIM} finite floats")
+
+    @field_validator("z")
+    @classmethod
+    def _finite_and_sane(cls, z: list[float]) -> list[float]:
+        if not all(math.isfinite(v) for v in z):
+            raise ValueError("every value of z must be a finite number (no NaN or infinity)")
+        if max(abs(v) for v in z) > MAX_LATENT_ABS:
+            raise ValueError(f"values of z must lie within ±{MAX_LATENT_ABS} (a standard normal rarely leaves ±5)")
+        return z
+
+
+class DigitPoint(BaseModel):
+    """"a latent whose sample the classifier reads as `digit`", found by a bounded, seeded search."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    digit: int = Field(ge=0, le=9, strict=True)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, strict=True)
+
+
+Point = LatentId | ExplicitLatent | DigitPoint
+
+
+def _point(value: Any) -> Any:
+    """Pick the point's kind by its keys, so an error talks about that kind and not all three."""
+    if not isinstance(value, dict):
+        raise ValueError(f"a point is an object: {POINT_HELP}")
+    for key, kind in (("z", ExplicitLatent), ("digit", DigitPoint), ("index", LatentId)):
+        if key in value:
+            return kind.model_validate(value)
+    raise ValueError(f"unknown point {sorted(value)}: use {POINT_HELP}")
+
+
+class SampleRequest(BaseModel):
+    """`{"n": 1..max_samples, "seed": optional int, "format": "png" | "grid" | "raw"}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    n: int = Field(default=1, ge=1, strict=True)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, strict=True)
+    format: Literal["png", "grid", "raw"] = "png"
+
+    @field_validator("n")
+    @classmethod
+    def _n_within_limit(cls, n: int, info: ValidationInfo) -> int:
+        if n > (limit := _limits(info).max_samples):
+            raise ValueError(f"at most {limit} samples per request, got {n}")
+        return n
+
+
+class InterpolateRequest(BaseModel):
+    """Frames from `start` to `end`: `{"start": P, "end": P, "steps", "method", "format", "stream"}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    start: Point
+    end: Point
+    steps: int = Field(default=16, ge=2, strict=True)
+    method: Literal["slerp", "lerp"] = "slerp"
+    format: Literal["png", "gif"] = "png"
+    stream: bool = Field(default=False, description="one message per frame (gRPC StreamPredictions or chunked HTTP)")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _points(cls, value: Any) -> Any:
+        return _point(value)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_within_limit(cls, steps: int, info: ValidationInfo) -> int:
+        if steps > (limit := _limits(info).max_steps):
+            raise ValueError(f"at most {limit} steps per interpolation, got {steps}")
+        return steps
+
+    @model_validator(mode="after")
+    def _gif_is_whole(self) -> InterpolateRequest:
+        if self.stream and self.format == "gif":
+            raise ValueError('a GIF is one file and cannot be streamed: use "format": "png" with "stream": true')
+        return self
+
+
+class ImageOut(BaseModel):
+    id: LatentId | None = None  # None for frames between two points: they have no id of their own
+    png: str | None = None  # base64 PNG, 28 x 28 grayscale
+    pixels: list[list[int]] | None = None  # "raw": 28 rows of 28 values 0-255
+
+
+class SampleResponse(BaseModel):
+    seed: int
+    images: list[ImageOut]
+
+
+class Frame(BaseModel):
+    index: int
+    of: int
+    png: str  # base64 PNG
+    digit: int  # what the MNIST classifier reads in the frame
+    confidence: float
+    generated_at: float  # server clock (Unix seconds) when the frame was rendered: lets clients see streaming
+
+
+class InterpolateResponse(BaseModel):
+    method: str
+    frames: list[Frame]

@@ -112,5 +112,5 @@ def test_grpc_stream_call_to_a_unary_model_gets_one_answer_and_no_worker_dies(se
     pids = server.worker_pids("palindrome")
     messages = list(grpc_client.stream("palindrome", {"digits": [6, 0, 0]}, target=server.endpoints.grpc_inference,
                                        token=server.key(), timeout=TIMEOUT))
-    assert [json.loads(m)["digit"] for m in messages] == [6]
+    assert [m["digit"] for m in messages] == [6]
     assert server.worker_pids("palindrome") == pids

@@ -30,11 +30,15 @@ class Archive:
     weights: str
     handler: str
     config: str
+    extra: tuple[str, ...] = ()  # more files for the archive root (e.g. a second checkpoint)
 
 
 ARCHIVES = {
     "palindrome": Archive("weights/palindrome_lstm.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"),
     "palindrome_rnn": Archive("weights/palindrome_rnn.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"),
+    "sample": Archive("weights/generator.pt", "handlers/generator_handler.py", "model_config/sample.yaml"),
+    "interpolate": Archive("weights/generator.pt", "handlers/generator_handler.py", "model_config/interpolate.yaml",
+                           extra=("weights/classifier.pt",)),
 }
 PACKAGES = ("digitlab", "handlers")  # copied whole into every archive
 
@@ -53,6 +57,8 @@ def build(name: str, spec: Archive, store: Path = STORE, overrides: dict[str, An
         stage = Path(tmp) / "stage"
         for pkg in PACKAGES:
             shutil.copytree(ROOT / pkg, stage / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for extra in spec.extra:
+            shutil.copy2(ROOT / extra, stage)
         cmd = [
             str(Path(sys.executable).parent / "torch-model-archiver"),
             "--model-name", name,

@@ -83,6 +83,7 @@ def plot_long_memory(results: dict, target: float, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left")
     left.set_ylabel("accuracy (fresh palindromes)")
+    left.set_ylim(0, 1.02)
     fig.savefig(path, dpi=110)
 
 

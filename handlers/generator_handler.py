@@ -1,0 +1,121 @@
+"""TorchServe handler for the GAN generator: `sample` and `interpolate` (model config `handler.endpoint`).
+
+Streaming: an interpolation with `"stream": true` sends one message per frame as soon as it is
+generated (gRPC StreamPredictions, or chunked HTTP); without it, all frames come in one answer, which
+is what a unary gRPC `Predictions` call needs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import torch
+from ts.handler_utils.utils import send_intermediate_predict_response
+
+from digitlab.checkpoint import load_model
+from digitlab.generation import (
+    DigitSearch,
+    frames,
+    generate,
+    interpolation_latents,
+    sample_response,
+)
+from digitlab.imaging import gif_bytes, grid_png, to_uint8
+from digitlab.latent import sample_latents
+from digitlab.schemas import (
+    MAX_SEED,
+    GeneratorLimits,
+    InterpolateRequest,
+    InterpolateResponse,
+    InvalidRequest,
+    SampleRequest,
+    parse_request,
+)
+
+from handlers.common import JsonHandler
+
+ENDPOINTS = {"sample": SampleRequest, "interpolate": InterpolateRequest}
+
+
+class GeneratorHandler(JsonHandler):
+    def setup(self) -> None:
+        self.endpoint = self.options.get("endpoint", "sample")
+        if self.endpoint not in ENDPOINTS:
+            raise ValueError(f"handler.endpoint must be one of {list(ENDPOINTS)}, got {self.endpoint!r}")
+        self.schema = ENDPOINTS[self.endpoint]
+        self.limits = GeneratorLimits(**{k: v for k, v in self.options.items() if k in GeneratorLimits.model_fields})
+        self.search = DigitSearch(self.options.get("digit_search_budget", DigitSearch.budget),
+                                  self.options.get("digit_min_confidence", DigitSearch.min_confidence))
+        self.generator = load_model(self.serialized_file, self.device, expect="generator")
+        if self.endpoint == "interpolate":  # reads digits: finds `{"digit": d}` points, labels frames
+            self.classifier = load_model(self.model_dir / self.options.get("classifier", "classifier.pt"),
+                                         self.device, expect="classifier")
+
+    def validation_context(self) -> dict[str, int]:
+        return self.limits.model_dump()
+
+    def decode(self, body: Any, headers: dict[str, Any]) -> SampleRequest | InterpolateRequest:
+        request = parse_request(self.schema, body, self.validation_context())
+        if self.endpoint == "sample" and "image/png" in str(headers.get("accept", "")):
+            request = request.model_copy(update={"format": "grid"})  # `curl -H "Accept: image/png" -o grid.png`
+        return request
+
+    # -- sample ----------------------------------------------------------------------------------
+
+    def predict(self, requests: list[SampleRequest]) -> list[tuple[int, torch.Tensor]]:
+        """One generator forward for every image of the batch -> (seed, images (n, 1, 28, 28)) per request."""
+        seeds = [r.seed if r.seed is not None else secrets.randbelow(MAX_SEED + 1) for r in requests]
+        z = torch.cat([sample_latents(seed, r.n) for seed, r in zip(seeds, requests)])  # (sum n, 100)
+        images = generate(self.generator, z).split([r.n for r in requests])
+        return list(zip(seeds, images))
+
+    def encode(self, output: Any, request: Any, idx: int, context) -> Any:
+        if isinstance(request, SampleRequest):
+            seed, images = output
+            if request.format == "grid":
+                context.set_response_content_type(idx, "image/png")
+                context.set_response_header(idx, "X-Seed", str(seed))
+                return grid_png(images)
+            output = sample_response(seed, images, raw=request.format == "raw")
+        elif request.format == "gif":
+            context.set_response_content_type(idx, "image/gif")
+            return gif_bytes(to_uint8(output))
+        else:
+            output = InterpolateResponse(method=request.method, frames=frames(output, self.classifier, 0, len(output)))
+        return super().encode(output, request, idx, context)
+
+    # -- interpolate -------------------------------------------------------------------------------
+
+    def handle(self, batch: list[dict[str, Any]], context) -> list[Any]:
+        if self.endpoint == "sample":
+            return super().handle(batch, context)
+        responses, valid = self.decode_batch(batch, context)
+        paths = []  # (idx, request, latents (steps, 100))
+        for idx, request in valid:
+            try:
+                paths.append((idx, request, interpolation_latents(request, self.generator, self.classifier, self.search)))
+            except InvalidRequest as err:
+                responses[idx] = self.refuse(err, idx, context)
+        whole = [(idx, r, z) for idx, r, z in paths if not r.stream]
+        if whole:  # one forward for every frame of every non-streamed request
+            images = generate(self.generator, torch.cat([z for _, _, z in whole])).split([len(z) for _, _, z in whole])
+            for (idx, request, _), imgs in zip(whole, images):
+                responses[idx] = self.encode(imgs, request, idx, context)
+        for idx, request, z in paths:
+            if request.stream:
+                responses[idx] = self.stream(idx, z, context)
+        self.mark_final(batch, context)
+        return responses
+
+    def stream(self, idx: int, z: torch.Tensor, context) -> str:
+        """Send frames 0..steps-2 as they are generated; return the last, which TorchServe sends as final."""
+        context.set_response_content_type(idx, "application/json")
+        for k in range(len(z)):
+            frame = frames(generate(self.generator, z[k : k + 1]), self.classifier, k, len(z))[0]
+            message = frame.model_dump_json() + "\n"  # NDJSON over HTTP: a client splits on newlines
+            if k == len(z) - 1:
+                return message
+            send_intermediate_predict_response({idx: message}, {idx: context.request_ids[idx]},
+                                               "Intermediate Prediction success", 200, context)
+        raise AssertionError("an interpolation has at least 2 steps")
