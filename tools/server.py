@@ -107,8 +107,9 @@ def start(workdir: Path, config: Path, model_store: Path = MODEL_STORE, env: dic
         "--model-store", str(model_store.resolve()),
         "--models", *[f"{m}={m}.mar" for m in models],
     ]
-    log = open(workdir / "console.log", "wb")
-    proc = subprocess.Popen(cmd, cwd=workdir, env=run_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(workdir / "console.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, cwd=workdir, env=run_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     (workdir / PID_FILE).write_text(str(proc.pid))
     return proc.pid
 
