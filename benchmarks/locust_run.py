@@ -11,6 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
+# Names of the locustfile's gRPC entries in locust's statistics (REST entries are named after the model).
+GRPC_PALINDROME, FIRST_FRAME, LAST_FRAME = "palindrome gRPC", "interpolate first frame", "interpolate last frame"
 
 
 @dataclass(frozen=True)
@@ -25,13 +27,17 @@ class LoadResult:
 
 
 def run_locust(host: str, users: int, seconds: int, out_prefix: Path, user_classes: list[str],
-               token: str | None = None, spawn_rate: int | None = None, html: bool = False) -> dict[str, LoadResult]:
-    """Run locust headless for `seconds`; returns the per-endpoint rows (and "Aggregated") of its CSV."""
+               token: str | None = None, spawn_rate: int | None = None, html: bool = False,
+               extra_args: tuple[str, ...] = ()) -> dict[str, LoadResult]:
+    """Run locust headless for `seconds`; returns the per-endpoint rows (and "Aggregated") of its CSV.
+
+    `extra_args` go to locust as they are: the locustfile's own options (--sample-n, --grpc-target) or --tags.
+    """
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE), "--headless", "--only-summary",
         "--host", host, "-u", str(users), "-r", str(spawn_rate or users), "-t", f"{seconds}s",
-        "--stop-timeout", "5", "--csv", str(out_prefix), *user_classes,
+        "--stop-timeout", "5", "--csv", str(out_prefix), *extra_args, *user_classes,
     ]
     if html:
         cmd += ["--html", f"{out_prefix}.html"]
@@ -40,6 +46,11 @@ def run_locust(host: str, users: int, seconds: int, out_prefix: Path, user_class
     subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    timeout=seconds + 60)
     return read_stats(Path(f"{out_prefix}_stats.csv"))
+
+
+def percentile(cell: str) -> float:
+    """Locust writes N/A for an entry with no completed request (e.g. a stream still running at the end)."""
+    return float("nan") if cell == "N/A" else float(cell)
 
 
 def read_stats(path: Path) -> dict[str, LoadResult]:
@@ -52,8 +63,8 @@ def read_stats(path: Path) -> dict[str, LoadResult]:
                 requests=int(row["Request Count"]),
                 failures=int(row["Failure Count"]),
                 rps=float(row["Requests/s"]),
-                p50_ms=float(row["50%"]),
-                p95_ms=float(row["95%"]),
-                p99_ms=float(row["99%"]),
+                p50_ms=percentile(row["50%"]),
+                p95_ms=percentile(row["95%"]),
+                p99_ms=percentile(row["99%"]),
             )
     return rows

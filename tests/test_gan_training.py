@@ -47,7 +47,7 @@ def test_gan_dry_run_writes_nothing(data_dir, classifier_path, tmp_path):
 
 
 def test_gan_run_logs_and_resumes_exactly(data_dir, classifier_path, tmp_path):
-    common = ["--data-dir", data_dir, "--classifier", str(classifier_path), "--schedule", "5:2", *TINY_GAN]
+    common = ["--data-dir", data_dir, "--classifier", str(classifier_path), "--schedule", "5:2", "--ema", "0.9", *TINY_GAN]
     whole = gan_cli.main([*common, "--steps", "6", "--out-dir", str(tmp_path / "whole")])
     gan_cli.main([*common, "--steps", "4", "--out-dir", str(tmp_path / "split")])
     split = gan_cli.main([*common, "--steps", "6", "--resume", "--out-dir", str(tmp_path / "split")])
@@ -58,9 +58,19 @@ def test_gan_run_logs_and_resumes_exactly(data_dir, classifier_path, tmp_path):
     assert len((run / "scores.csv").read_text().splitlines()) == 1 + 3
     meta = read_checkpoint(split)["meta"]
     assert meta["iteration"] == 6 and meta["batches"] == 15 and {"fid", "inception_score", "kl_uniform"} <= set(meta)
+    assert meta["ema"] == 0.9 and meta["ema_from"] == 0  # generator.pt holds the weight average
     a, b = load_model(whole, expect="generator"), load_model(split, expect="generator")
     for key, value in a.state_dict().items():  # same data order, same noise: resuming changes nothing
         assert torch.allclose(value.float(), b.state_dict()[key].float()), key
+
+
+def test_gan_average_can_start_at_resume(data_dir, tmp_path):
+    common = ["--data-dir", data_dir, "--classifier", "", *TINY_GAN, "--out-dir", str(tmp_path)]
+    gan_cli.main([*common, "--steps", "2"])
+    gan_cli.main([*common, "--steps", "4", "--resume", "--ema", "0.5"])
+    meta = read_checkpoint(tmp_path / "generator.pt")["meta"]
+    assert (meta["iteration"], meta["ema"], meta["ema_from"]) == (4, 0.5, 2)
+    assert "average" in torch.load(tmp_path / "state.pt", weights_only=True)
 
 
 def test_gan_resume_refuses_another_schedule(data_dir, tmp_path):

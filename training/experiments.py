@@ -16,7 +16,7 @@ import csv
 import json
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 from matplotlib.figure import Figure  # Agg canvas, no pyplot state, no display needed
 from tqdm import tqdm
 
+from digitlab.constants import NUM_CLASSES
 from digitlab.palindrome import accuracy
 from training.palindrome import FINAL_SEED_OFFSET, TrainConfig, train
 
@@ -59,13 +60,13 @@ def run_grid(base: TrainConfig, models, lengths, seeds, final_samples: int, runs
     runs = []
     bar = tqdm(grid, desc="grid", unit="run")
     for model, length, seed in bar:
-        path = runs_dir / f"{run_name(model, length, seed)}.json"
-        bar.set_postfix_str(run_name(model, length, seed))
+        name = run_name(model, length, seed)
+        bar.set_postfix_str(name)
+        path = runs_dir / f"{name}.json"
         if resume and path.exists():
             runs.append(json.loads(path.read_text()))
             continue
-        cfg = TrainConfig(**{**asdict(base), "model": model, "min_length": length, "max_length": length, "seed": seed})
-        run = run_one(cfg, final_samples)
+        run = run_one(replace(base, model=model, min_length=length, max_length=length, seed=seed), final_samples)
         save_json(path, run)
         runs.append(run)
     return runs
@@ -161,7 +162,7 @@ def plot_curves(runs: list[dict], path: Path) -> None:
 
 
 def plot_final_accuracy(summary: list[dict], path: Path) -> None:
-    """Final accuracy vs T per model: mean with a min-max error bar over seeds."""
+    """Final accuracy vs T per model: mean with a min-max error bar over seeds, and the 10 % of guessing."""
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     for model in dict.fromkeys(row["model"] for row in summary):
@@ -170,10 +171,11 @@ def plot_final_accuracy(summary: list[dict], path: Path) -> None:
         acc = np.array([[row["final_accuracy"][k] for k in ("mean", "min", "max")] for row in rows])  # (T, 3)
         ax.errorbar(t, acc[:, 0], yerr=[acc[:, 0] - acc[:, 1], acc[:, 2] - acc[:, 0]], marker="o", capsize=4,
                     color=COLOURS[model], label=model.upper())
+    ax.axhline(1 / NUM_CLASSES, color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set_xlabel("palindrome length T (input digits)")
     ax.set_ylabel("final accuracy (fresh palindromes)")
     ax.set_ylim(0, 1.02)
-    ax.legend()
+    ax.legend(loc="lower left")
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=110)
 

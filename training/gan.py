@@ -14,6 +14,7 @@ loadable with weights_only=True) and state.pt (optimisers and counters, for --re
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import math
 import time
@@ -48,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999),
                    help="Adam betas; torch's default (0.9, 0.999) collapsed here within 5 epochs")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="decay of a moving average of the generator's weights; when > 0 the average is what is "
+                        "sampled, scored and saved (0: off). Turning it on at --resume starts it from the current weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help='"auto" picks CUDA, then MPS, then CPU')
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -114,6 +118,8 @@ class GanRun:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=args.lr, betas=tuple(args.betas))
         self.state = {"schedule": args.schedule, "iteration": 0, "batches": 0, "wall_s": 0.0, "losses": [], "scores": []}
         self.fixed_z = sample_latents(args.seed, 64).to(device)  # (64, 100): the same digits in every grid
+        self.average = copy.deepcopy(self.generator).requires_grad_(False) if args.ema else None
+        self.calibration_z = sample_latents(args.seed + 2, 4096).to(device) if args.ema else None  # (4096, 100)
         self.bce = nn.BCEWithLogitsLoss()
 
     def total_iterations(self) -> int:
@@ -131,6 +137,10 @@ class GanRun:
         self.opt_g.load_state_dict(saved.pop("opt_g"))
         self.opt_d.load_state_dict(saved.pop("opt_d"))
         torch.set_rng_state(saved.pop("rng"))
+        average = saved.pop("average", None)
+        if self.average is not None:  # continue the saved average, or start one from the resumed weights
+            self.average.load_state_dict(average or self.generator.state_dict())
+            saved.setdefault("ema_from", saved["iteration"])
         self.state = saved
 
     def noise(self) -> torch.Tensor:
@@ -156,11 +166,33 @@ class GanRun:
         self.opt_g.zero_grad()
         loss.backward()
         self.opt_g.step()
+        if self.average is not None:
+            with torch.no_grad():
+                for avg, live in zip(self.average.parameters(), self.generator.parameters()):
+                    avg.lerp_(live, 1 - self.args.ema)  # avg = ema * avg + (1 - ema) * live
         return loss.item()
+
+    @torch.no_grad()
+    def served_generator(self) -> Generator:
+        """What is sampled, scored and saved, in eval mode: the live generator, or its weight average.
+
+        The average's BatchNorm statistics are re-estimated for the averaged weights by one train-mode
+        pass over fixed latents (momentum None: the pass sets them exactly, and no global RNG is drawn).
+        """
+        if self.average is None:
+            return self.generator.eval()
+        for module in self.average.modules():
+            if isinstance(module, nn.BatchNorm1d):
+                module.reset_running_stats()
+                module.momentum = None
+        self.average.train()(self.calibration_z)
+        return self.average.eval()
 
     def train(self, total: int) -> None:
         """Rounds of D steps then G steps until `total` iterations, sampling and scoring on the way."""
         args, state = self.args, self.state
+        if self.average is not None:
+            state.setdefault("ema_from", state["iteration"])
         if state["iteration"] == 0:
             self.sample_grid()
         self.generator.train()
@@ -178,6 +210,7 @@ class GanRun:
                     self.sample_grid()
                 if state["iteration"] % args.score_every == 0:
                     self.checkpoint()
+                self.generator.train()  # sampling and scoring switch it to eval mode
                 started = time.perf_counter()
             bar.set_postfix(g=f"{loss_g:.3f}", d=f"{loss_d:.3f}")
         bar.close()
@@ -187,33 +220,34 @@ class GanRun:
             self.checkpoint()
 
     def sample_grid(self) -> None:
-        """The fixed latent batch through the eval-mode generator (BatchNorm running stats, as served)."""
+        """The fixed latent batch through the served generator (eval-mode BatchNorm, as served)."""
         if self.args.dry_run:
             return
-        self.generator.eval()
         with torch.no_grad():
-            grid = grid_png(self.generator(self.fixed_z), nrow=8)
+            grid = grid_png(self.served_generator()(self.fixed_z), nrow=8)
         write_bytes(self.out / "samples" / f"iter_{self.state['iteration']:06d}.png", grid)
-        self.generator.train()
 
     def checkpoint(self) -> None:
         """Score (when a classifier is given), then save generator.pt, state.pt and the logs."""
         args, state = self.args, self.state
         meta = {"iteration": state["iteration"], "schedule": args.schedule, "batches": state["batches"],
                 "epochs": state["batches"] / self.batches.per_epoch, "wall_s": state["wall_s"], "seed": args.seed,
-                "lr": args.lr, "betas": list(args.betas), "batch_size": args.batch_size}
+                "lr": args.lr, "betas": list(args.betas), "batch_size": args.batch_size,
+                "ema": args.ema, "ema_from": state.get("ema_from")}
+        served = self.served_generator()
         if self.classifier is not None:
-            scores = score_generator(self.generator, self.classifier, self.real, n=args.score_n, seed=args.seed + 1)
+            scores = score_generator(served, self.classifier, self.real, n=args.score_n, seed=args.seed + 1)
             meta.update({k: scores[k] for k in SCORE_FIELDS[3:]}, score_n=args.score_n)
             state["scores"].append([meta[k] for k in ("iteration", "epochs", "wall_s", *SCORE_FIELDS[3:])])
             tqdm.write(f"iteration {state['iteration']}: FID {scores['fid']:.2f}  IS {scores['inception_score']:.3f}  "
                        f"KL {scores['kl_uniform']:.4f}")
         if args.dry_run:
             return
-        save_checkpoint(self.out / "generator.pt", self.generator, meta)
-        torch.save({**state, "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
-                    "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": torch.get_rng_state()},
-                   self.out / "state.pt")
+        save_checkpoint(self.out / "generator.pt", served, meta)
+        average = {} if self.average is None else {"average": self.average.state_dict()}
+        torch.save({**state, **average, "generator": self.generator.state_dict(), "opt_g": self.opt_g.state_dict(),
+                    "discriminator": self.discriminator.state_dict(), "opt_d": self.opt_d.state_dict(),
+                    "rng": torch.get_rng_state()}, self.out / "state.pt")
         write_logs(self.out, state)
 
 

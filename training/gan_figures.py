@@ -80,22 +80,24 @@ def losses_figure(runs: list[Path], path: Path) -> None:
 
 
 def scores_figure(runs: list[Path], path: Path) -> None:
-    fig = Figure(figsize=(15, 3.5))
-    axes = fig.subplots(1, 3)
+    """FID / IS / KL against iterations (top row) and against training seconds on this machine (bottom row)."""
+    fig = Figure(figsize=(15, 7))
+    axes = fig.subplots(2, 3)
     panels = (("fid", "classifier FID (lower is better)", "log"), ("inception_score", "classifier IS (max 10)", "linear"),
               ("kl_uniform", "KL(class histogram || uniform)", "log"))
-    for ax, (key, label, scale) in zip(axes, panels):
-        for run in runs:
-            log = read_csv(run / "scores.csv")
-            ax.plot(log["iteration"], log[key], marker=".", label=run.name)
-        ax.set(xlabel="iteration (generator updates)", ylabel=label, yscale=scale)
-        ax.legend()
+    logs = {run: read_csv(run / "scores.csv") for run in runs}
+    for row, (x_key, x_label) in enumerate((("iteration", "iteration (generator updates)"), ("wall_s", "training seconds"))):
+        for ax, (key, label, scale) in zip(axes[row], panels):
+            for run, log in logs.items():
+                ax.plot(log[x_key], log[key], marker=".", label=run.name)
+            ax.set(xlabel=x_label, ylabel=label, yscale=scale)
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
 def score_table(runs: list[Path]) -> str:
-    """Markdown: FID / IS / KL of every run at each iteration scored in all runs, then each run's last row."""
+    """Markdown: each run's FID / IS / KL at the last iteration scored in all runs, then at its own end."""
     logs = {run: read_csv(run / "scores.csv") for run in runs}
     common = sorted(set.intersection(*(set(log["iteration"].astype(int)) for log in logs.values())))
     lines = ["| run | iteration | epochs | training s | FID | IS | KL |", "|---|---|---|---|---|---|---|"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -50,8 +50,7 @@ def search(base: TrainConfig, model: str, lengths, target: float, samples: int, 
         if resume and path.exists():
             run = json.loads(path.read_text())
         else:
-            cfg = TrainConfig(**{**asdict(base), "model": model, "max_length": length})
-            run = train_to(cfg, samples, checkpoints / f"{model}_T{length}.pt")
+            run = train_to(replace(base, model=model, max_length=length), samples, checkpoints / f"{model}_T{length}.pt")
             save_json(path, run)
         runs.append(run)
         if run["accuracy_at_T"] < target:
@@ -66,24 +65,36 @@ def t_max(runs: list[dict], target: float) -> int | None:
 
 
 def plot_long_memory(results: dict, target: float, path: Path) -> None:
-    """Left: accuracy at T of the network trained on 3..T. Right: the T_max network at every length."""
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    left, right = fig.subplots(1, 2)
+    """Left: accuracy at T of the network trained on 3..T. Middle: the T_max network at every length.
+    Right: how fast each run learnt (eval accuracy over all its lengths vs step)."""
+    fig = Figure(figsize=(16, 4.2), layout="constrained")
+    at_t, per_length, learning = fig.subplots(1, 3)
+    style = {"lstm": {"linestyle": "-", "marker": "o"}, "rnn": {"linestyle": "--", "marker": "s", "markersize": 4}}
     for model, res in results.items():
         runs = res["runs"]
-        left.plot([r["config"]["max_length"] for r in runs], [r["accuracy_at_T"] for r in runs], marker="o",
-                  color=COLOURS[model], label=f"{model.upper()} (T_max = {res['t_max']})")
+        at_t.plot([r["config"]["max_length"] for r in runs], [r["accuracy_at_T"] for r in runs], color=COLOURS[model],
+                  label=f"{model.upper()} (T_max = {res['t_max']})", **style[model])
         if res["per_length"]:
-            right.plot([int(t) for t in res["per_length"]], list(res["per_length"].values()), color=COLOURS[model],
-                       label=f"{model.upper()} trained on 3..{res['t_max']}")
-    for ax, title in ((left, "accuracy at T, trained on 3..T"), (right, "T_max network at every length")):
-        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"{target:.0%} bar")
+            per_length.plot([int(t) for t in res["per_length"]], list(res["per_length"].values()), color=COLOURS[model],
+                            linestyle=style[model]["linestyle"], label=f"{model.upper()} trained on 3..{res['t_max']}")
+        for k, r in enumerate(runs):
+            steps = [row["step"] for row in r["history"]]
+            learning.plot(steps, [row["eval_accuracy"] for row in r["history"]], color=COLOURS[model],
+                          alpha=0.4 + 0.6 * (k + 1) / len(runs), label=f"{model.upper()} 3..{r['config']['max_length']}",
+                          **style[model])
+    for ax in (at_t, per_length):
+        ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"{target:.0%} bar")
         ax.set_xlabel("palindrome length T (input digits)")
-        ax.set_title(title)
+    at_t.set_title(f"accuracy at T ({target:.0%} bar), trained on 3..T")
+    per_length.set_title("T_max network at every length")
+    learning.set_title("eval accuracy over 3..T while training")
+    learning.set_xlabel("training step")
+    at_t.set_ylabel("accuracy (fresh palindromes)")
+    at_t.set_ylim(0, 1.02)
+    learning.set_ylim(0, 1.02)
+    for ax in (at_t, per_length, learning):
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower left")
-    left.set_ylabel("accuracy (fresh palindromes)")
-    left.set_ylim(0, 1.02)
+        ax.legend(loc="lower right", fontsize="small", ncol=2 if ax is learning else 1)
     fig.savefig(path, dpi=110)
 
 
