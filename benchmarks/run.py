@@ -72,20 +72,30 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def load_endpoint(live: targets.Live, plan: Plan, out: Path, endpoint: str, options: tuple[str, ...]
-                  ) -> tuple[LoadResult, CpuShare]:
+def locust_start_cpu_s(out: Path) -> float:
+    """CPU seconds a locust run costs besides its requests (interpreter, imports): a run with no users."""
+    before = children_cpu_s()
+    run_locust(f"http://{targets.LOOPBACK}:9", 0, 1, out / "no-users", ["PingUser"], spawn_rate=1)
+    return children_cpu_s() - before
+
+
+def load_endpoint(live: targets.Live, plan: Plan, out: Path, endpoint: str, options: tuple[str, ...],
+                  locust_start_s: float) -> tuple[LoadResult, CpuShare]:
     """One locust run against one REST endpoint, and the CPU the server and locust spent per request."""
     server, client = live.cpu_s(), children_cpu_s()
     row = run_locust(live.http, plan.users, plan.seconds, out / endpoint, [HTTP_USERS[endpoint]], live.token,
                      extra_args=options)[endpoint]
     per_request = 1000 / max(row.requests, 1)
-    return row, CpuShare((live.cpu_s() - server) * per_request, (children_cpu_s() - client) * per_request)
+    client_s = max(children_cpu_s() - client - locust_start_s, 0.0)
+    return row, CpuShare((live.cpu_s() - server) * per_request, client_s * per_request)
 
 
-def load_server(live: targets.Live, plan: Plan, out: Path) -> tuple[dict[str, LoadResult], dict[str, CpuShare]]:
+def load_server(live: targets.Live, plan: Plan, out: Path,
+                locust_start_s: float) -> tuple[dict[str, LoadResult], dict[str, CpuShare]]:
     """The locust runs against one started server: /ping, palindrome, sample, and the gRPC stream where there is one."""
     options = ("--sample-n", str(plan.sample_n), "--interpolate-steps", str(plan.steps))
-    measured = {e: load_endpoint(live, plan, out, e, options) for e in HTTP_USERS if e in plan.endpoints}
+    measured = {e: load_endpoint(live, plan, out, e, options, locust_start_s)
+                for e in HTTP_USERS if e in plan.endpoints}
     rows, cpu = {e: m[0] for e, m in measured.items()}, {e: m[1] for e, m in measured.items()}
     if live.grpc and "interpolate" in plan.endpoints:
         stats = run_locust(live.http, plan.stream_users, plan.seconds, out / "interpolate", ["GrpcUser"], live.token,
@@ -113,6 +123,7 @@ def progress(rep: int, plan: Plan, target: str, loads: dict[str, LoadResult]) ->
 
 def run(plan: Plan, workdir: Path) -> dict[str, Runs]:
     start = servers(plan, workdir)
+    locust_start_s = locust_start_cpu_s(workdir)
     runs = {target: Runs() for target in ("inprocess", *SERVERS)}
     for rep in range(plan.repeats):
         loads = inprocess.measure(plan.endpoints, plan.seconds, plan.sample_n, plan.steps, seed=rep)
@@ -123,7 +134,7 @@ def run(plan: Plan, workdir: Path) -> dict[str, Runs]:
             here.mkdir()
             with start[target](here) as live:
                 warm_up(live, plan)
-                loads, cpu = load_server(live, plan, here)
+                loads, cpu = load_server(live, plan, here, locust_start_s)
                 runs[target].add(loads, live.cold_start_s, live.rss_mb(), cpu)
             progress(rep, plan, target, loads)
     return runs
@@ -133,7 +144,8 @@ def measure(plan: Plan, command: str) -> Record:
     began, load_before = time.monotonic(), psutil.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         runs = run(plan, Path(tmp))
-    settings = {"cores": str(os.cpu_count()), "locust users": str(plan.users), "seconds per run": str(plan.seconds), "repetitions": str(plan.repeats),
+    settings = {"cores": str(os.cpu_count()), "locust users": str(plan.users), "seconds per run": str(plan.seconds),
+                "repetitions": str(plan.repeats),
                 "gRPC streams": str(plan.stream_users), "sample n": str(plan.sample_n),
                 "interpolation frames": str(plan.steps), "served archives": ", ".join(plan.models),
                 "load average (1 min) before / after": f"{load_before:.1f} / {psutil.getloadavg()[0]:.1f}",

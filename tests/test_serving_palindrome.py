@@ -9,16 +9,27 @@ import torch
 from clients import grpc as grpc_client
 from clients import rest
 from clients.errors import ServerError
+from digitlab.checkpoint import read_checkpoint
 from digitlab.palindrome import palindrome_batch
 
 pytestmark = pytest.mark.server
 TIMEOUT = 10
-LENGTHS = range(3, 16)
+CHECKPOINTS = {"palindrome": "weights/palindrome_lstm.pt", "palindrome_rnn": "weights/palindrome_rnn.pt"}
 
 
-def fresh_prefixes(seed: int, per_length: int = 4):
+def served_lengths(model: str) -> tuple[int, int]:
+    """The range the model validates against: its checkpoint's trained range."""
+    meta = read_checkpoint(CHECKPOINTS[model])["meta"]
+    return meta["min_length"], meta["max_length"]
+
+
+MAX_LENGTH = served_lengths("palindrome")[1]
+
+
+def fresh_prefixes(seed: int, max_length: int, per_length: int = 4):
+    """Fresh (digits, missing digit) pairs for every length 3-15 and the model's longest."""
     generator = torch.Generator().manual_seed(seed)
-    for length in LENGTHS:
+    for length in sorted({*range(3, 16), max_length}):
         inputs, targets = palindrome_batch(per_length, length, generator)
         yield from zip(inputs.tolist(), targets.tolist())
 
@@ -32,7 +43,7 @@ def post(server, body: bytes, token: str | None = "inference", model="palindrome
 
 @pytest.mark.parametrize("model", ["palindrome", "palindrome_rnn"])
 def test_rest_answers_fresh_palindromes_of_every_length(server, model):
-    for digits, expected in fresh_prefixes(seed=1):
+    for digits, expected in fresh_prefixes(seed=1, max_length=served_lengths(model)[1]):
         answer = rest.predict(model, {"digits": digits}, url=server.endpoints.inference,
                               token=server.key(), timeout=TIMEOUT)
         assert answer["digit"] == expected, digits
@@ -42,7 +53,7 @@ def test_rest_answers_fresh_palindromes_of_every_length(server, model):
 
 
 def test_grpc_answers_fresh_palindromes_of_every_length(server):
-    for digits, expected in fresh_prefixes(seed=2):
+    for digits, expected in fresh_prefixes(seed=2, max_length=MAX_LENGTH):
         answer = grpc_client.predict("palindrome", {"digits": "".join(map(str, digits))},
                                      target=server.endpoints.grpc_inference, token=server.key(), timeout=TIMEOUT)
         assert answer["digit"] == expected, digits
@@ -55,7 +66,7 @@ BAD_BODIES = {
     "digit out of range": b'{"digits": [1, 2, 12, 2]}',
     "not a palindrome prefix": b'{"digits": [1, 2, 3, 4]}',
     "too short": b'{"digits": [1, 2]}',
-    "too long": json.dumps({"digits": [1] * 16}).encode(),
+    "too long": json.dumps({"digits": [1] * (MAX_LENGTH + 1)}).encode(),
     "empty digits": b'{"digits": []}',
     "empty body": b"",
     "unknown field": b'{"digits": [1, 2, 2], "temperature": 2}',
