@@ -10,7 +10,7 @@ WEIGHTS  := $(wildcard weights/*.pt)
 SOURCES  := $(wildcard digitlab/*.py handlers/*.py model_config/*.yaml) tools/build_archives.py
 ARCHIVES := model_store/.built
 
-.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome
+.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -47,9 +47,16 @@ test: $(ARCHIVES) $(STUBS)  ## the whole suite: pure functions, handlers, traini
 test-fast: $(STAMP) $(STUBS)  ## everything but the tests that start TorchServe
 	$(PY) -m pytest -m "not server"
 
-weights-palindrome: $(STAMP)  ## retrain the shipped palindrome LSTM and RNN (about 2 min on 2 CPU cores)
-	$(PY) -m training.palindrome --model lstm --min-length 3 --max-length 15 --steps 6000 --lr-schedule cosine --out weights/palindrome_lstm.pt
-	$(PY) -m training.palindrome --model rnn --min-length 3 --max-length 15 --steps 6000 --lr-schedule cosine --out weights/palindrome_rnn.pt
+weights-palindrome: $(STAMP)  ## retrain the shipped palindrome LSTM (T 3..100) and RNN (T 3..15) (about 12 min)
+	$(PY) -m training.palindrome --model lstm --min-length 3 --max-length 100 --encoding onehot --lr-schedule cosine \
+		--steps 6000 --curriculum-steps 3000 --eval-every 500 --threads 1 --out weights/palindrome_lstm.pt
+	$(PY) -m training.palindrome --model rnn --min-length 3 --max-length 15 --steps 6000 --lr-schedule cosine \
+		--out weights/palindrome_rnn.pt
+
+experiments: $(STAMP)  ## Part I grid, long memory, training speed -> docs/palindrome/ (about 50 min on 1 core)
+	$(PY) -m training.experiments --out-dir docs/palindrome --seeds 0 1 2 --steps 5000 --threads 1
+	$(PY) -m training.long_memory --lengths 20 30 50 100 --steps 6000 --threads 1
+	$(PY) -m benchmarks.train_speed --lengths 15 50 --steps 50 --repeats 5 --threads 1
 
 clean:  ## remove built files (archives, stubs, protos); keeps .venv and weights
 	rm -rf model_store/*.mar $(ARCHIVES) clients/ts_grpc protos/*.proto build

@@ -219,9 +219,10 @@ def chart(runs: dict[str, Runs], path: Path, title: str, sample_n: str) -> Path:
     width = 0.8 / len(runs)
     for ax, (name, values, groups) in zip(axes, panels):
         for i, (target, r) in enumerate(runs.items()):
-            bars = ax.bar([g + i * width for g in range(len(groups))], [v or 0 for v in values(r)], width,
+            heights = values(r)
+            bars = ax.bar([g + i * width for g in range(len(groups))], [v or 0 for v in heights], width,
                           label=LABELS[target])
-            ax.bar_label(bars, fmt="%.0f", fontsize="x-small")
+            ax.bar_label(bars, [fmt(v) for v in heights], fontsize="x-small")  # "—": not measured for this target
         ax.set_xticks([g + width * (len(runs) - 1) / 2 for g in range(len(groups))], groups)
         ax.set_title(name)
     axes[0].legend(fontsize="small")

@@ -1,4 +1,4 @@
-"""Training throughput of the fused nn.LSTM against the report's per-step cell loop, side by side.
+"""Training throughput of the fused nn.LSTM (or nn.RNN) against the report's per-step cell loop, side by side.
 
     python -m benchmarks.train_speed --lengths 15 50 --steps 50 --repeats 5 --threads 1
 
@@ -21,7 +21,7 @@ from digitlab.networks import PalindromeConfig, PalindromeNet, reference_forward
 from digitlab.palindrome import palindrome_batch
 from training.palindrome import TrainConfig
 
-VARIANTS = {"fused nn.LSTM": PalindromeNet.__call__, "per-step loop": reference_forward}
+VARIANTS = {"fused": PalindromeNet.__call__, "per-step loop": reference_forward}  # each: (net, digits) -> logits
 
 
 def steps_per_second(forward, net: PalindromeNet, cfg: TrainConfig, inputs, targets, steps: int, warmup: int) -> float:
@@ -53,15 +53,16 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
         args.lengths, args.steps, args.warmup, args.repeats = args.lengths[:1], 2, 1, 1
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(model=args.model)  # the report's hidden size, batch, lr and clip
+    config = PalindromeConfig(cell=cfg.model, hidden_dim=cfg.hidden_dim, encoding=cfg.encoding)
     medians: dict[int, dict[str, float]] = {}
     for length in args.lengths:
         torch.manual_seed(args.seed)
-        initial = PalindromeNet(PalindromeConfig(cell=cfg.model, hidden_dim=cfg.hidden_dim, encoding=cfg.encoding)).state_dict()
+        initial = PalindromeNet(config).state_dict()
         inputs, targets = palindrome_batch(cfg.batch_size, length, torch.Generator().manual_seed(args.seed))
         results: dict[str, list[float]] = {v: [] for v in VARIANTS}
         for _ in range(args.repeats):
             for variant, forward in VARIANTS.items():
-                net = PalindromeNet(PalindromeConfig(cell=cfg.model, hidden_dim=cfg.hidden_dim, encoding=cfg.encoding))
+                net = PalindromeNet(config)
                 net.load_state_dict(initial)  # both variants start from the same weights
                 results[variant].append(steps_per_second(forward, net, cfg, inputs, targets, args.steps, args.warmup))
         medians[length] = {v: statistics.median(r) for v, r in results.items()}
