@@ -9,8 +9,11 @@ STUBS  := clients/ts_grpc/inference_pb2_grpc.py
 WEIGHTS  := $(wildcard weights/*.pt)
 SOURCES  := $(wildcard digitlab/*.py handlers/*.py model_config/*.yaml) tools/build_archives.py
 ARCHIVES := model_store/.built
+# MNIST for training: torchvision downloads it here when missing; DATA_DIR=/path/to/copy uses yours.
+DATA_DIR ?= data
+GAN_ARGS := --data-dir $(DATA_DIR) --seed 0 --betas 0.5 0.999 --sample-every 1000 --score-every 1000
 
-.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments
+.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -57,6 +60,19 @@ experiments: $(STAMP)  ## Part I grid, long memory, training speed -> docs/palin
 	$(PY) -m training.experiments --out-dir docs/palindrome --seeds 0 1 2 --steps 5000 --threads 1
 	$(PY) -m training.long_memory --lengths 20 30 50 100 --steps 6000 --threads 1
 	$(PY) -m benchmarks.train_speed --lengths 15 50 --steps 50 --repeats 5 --threads 1
+
+weights-classifier: $(STAMP)  ## retrain the MNIST classifier that scores generators and finds digits (about 6 min)
+	$(PY) -m training.classifier --data-dir $(DATA_DIR) --epochs 6 --seed 0 --out weights/classifier.pt
+
+weights-gan: $(STAMP)  ## retrain the shipped generator: 1:1 for 30k iterations, 30k more with a weight average (about 50 min)
+	$(PY) -m training.gan --schedule 1:1 --steps 30000 $(GAN_ARGS) --out-dir runs/gan-1-1
+	$(PY) -m training.gan --schedule 1:1 --steps 60000 --resume --ema 0.999 $(GAN_ARGS) --out-dir runs/gan-1-1
+	cp runs/gan-1-1/generator.pt weights/generator.pt
+	$(PY) -m training.score_gan weights/generator.pt --n 10000 --data-dir $(DATA_DIR) --record
+
+gan-experiments: weights-gan  ## the 5:2 schedule for comparison, then the figures in docs/gan/ (about 35 min more)
+	$(PY) -m training.gan --schedule 5:2 --steps 30000 $(GAN_ARGS) --out-dir runs/gan-5-2
+	$(PY) -m training.gan_figures --runs runs/gan-1-1 runs/gan-5-2 --generator weights/generator.pt --out-dir docs/gan
 
 clean:  ## remove built files (archives, stubs, protos); keeps .venv and weights
 	rm -rf model_store/*.mar $(ARCHIVES) clients/ts_grpc protos/*.proto build
