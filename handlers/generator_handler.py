@@ -33,7 +33,7 @@ from digitlab.schemas import (
     parse_request,
 )
 
-from handlers.common import JsonHandler
+from handlers.common import JsonHandler, log
 
 ENDPOINTS = {"sample": SampleRequest, "interpolate": InterpolateRequest}
 
@@ -47,6 +47,7 @@ class GeneratorHandler(JsonHandler):
         self.limits = GeneratorLimits(**{k: v for k, v in self.options.items() if k in GeneratorLimits.model_fields})
         self.search = DigitSearch(self.options.get("digit_search_budget", DigitSearch.budget),
                                   self.options.get("digit_min_confidence", DigitSearch.min_confidence))
+        log.info("%s limits: %s, %s", self.endpoint, self.limits, self.search)  # defaults included
         self.generator = load_model(self.serialized_file, self.device, expect="generator")
         if self.endpoint == "interpolate":  # reads digits: finds `{"digit": d}` points, labels frames
             self.classifier = load_model(self.model_dir / self.options.get("classifier", "classifier.pt"),
