@@ -13,7 +13,7 @@ ARCHIVES := model_store/.built
 DATA_DIR ?= data
 GAN_ARGS := --data-dir $(DATA_DIR) --seed 0 --betas 0.5 0.999 --sample-every 1000 --score-every 1000
 
-.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments
+.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -73,6 +73,22 @@ weights-gan: $(STAMP)  ## retrain the shipped generator: 1:1 for 30k iterations,
 gan-experiments: weights-gan  ## the 5:2 schedule for comparison, then the figures in docs/gan/ (about 35 min more)
 	$(PY) -m training.gan --schedule 5:2 --steps 30000 $(GAN_ARGS) --out-dir runs/gan-5-2
 	$(PY) -m training.gan_figures --runs runs/gan-1-1 runs/gan-5-2 --generator weights/generator.pt --out-dir docs/gan
+
+# `make load`: a bounded headless locust run against `make serve`; CSV + HTML report in $(LOAD_OUT)/.
+USERS    ?= 10
+RATE     ?= 5
+DURATION ?= 30s
+SCENARIO ?= MixedUser GrpcUser
+LOAD_OUT ?= runs/load
+
+load: $(STAMP) $(STUBS)  ## locust against make serve (USERS, RATE, DURATION, SCENARIO); stops by itself
+	mkdir -p $(LOAD_OUT)
+	PYTHONPATH=. $(VENV)/bin/locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8080 \
+		-u $(USERS) -r $(RATE) -t $(DURATION) --stop-timeout 10 \
+		--csv $(LOAD_OUT)/locust --html $(LOAD_OUT)/locust.html $(SCENARIO)
+
+bench: $(STAMP) $(STUBS)  ## TorchServe vs naive vs FastAPI vs in-process, side by side (about 12 min) -> docs/BENCHMARKS.md
+	$(PY) -m benchmarks.run
 
 clean:  ## remove built files (archives, stubs, protos); keeps .venv and weights
 	rm -rf model_store/*.mar $(ARCHIVES) clients/ts_grpc protos/*.proto build
