@@ -23,7 +23,8 @@ DEFAULT_TIMEOUT = 10.0
 STREAMING_MODELS = {"interpolate"}  # models whose handler sends one message per frame when asked
 
 
-def _request(model: str, payload: dict[str, Any]) -> inference_pb2.PredictionsRequest:
+def request_message(model: str, payload: dict[str, Any]) -> inference_pb2.PredictionsRequest:
+    """The JSON `payload` for `model` as a PredictionsRequest (input "data"): for callers keeping their own channel."""
     return inference_pb2.PredictionsRequest(model_name=model, input={"data": json.dumps(payload).encode()})
 
 
@@ -41,7 +42,7 @@ def _server_error(err: grpcio.RpcError) -> ServerError:
     return ServerError(err.code().name, details)
 
 
-def _decode(prediction: bytes) -> Any:
+def decode_reply(prediction: bytes) -> Any:
     """A JSON reply -> its value, raising the handler's refusal as `ServerError`."""
     value = json.loads(prediction)
     if isinstance(value, dict) and value.get("type") == "InvalidRequest":
@@ -57,11 +58,11 @@ def predict_bytes(
     with grpcio.insecure_channel(target) as channel:
         stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
         try:
-            reply = stub.Predictions(_request(model, payload), metadata=_metadata(token), timeout=timeout)
+            reply = stub.Predictions(request_message(model, payload), metadata=_metadata(token), timeout=timeout)
         except grpcio.RpcError as err:
             raise _server_error(err) from None
     if reply.prediction.startswith(b"{"):
-        _decode(reply.prediction)  # raises when it is a refusal
+        decode_reply(reply.prediction)  # raises when it is a refusal
     return reply.prediction
 
 
@@ -70,7 +71,7 @@ def predict(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
     """Unary `Predictions` call -> the decoded JSON answer."""
-    return _decode(predict_bytes(model, payload, target, token, timeout))
+    return decode_reply(predict_bytes(model, payload, target, token, timeout))
 
 
 def stream(
@@ -87,7 +88,8 @@ def stream(
     with grpcio.insecure_channel(target) as channel:
         stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
         try:
-            for reply in stub.StreamPredictions(_request(model, body), metadata=_metadata(token), timeout=timeout):
-                yield _decode(reply.prediction)
+            replies = stub.StreamPredictions(request_message(model, body), metadata=_metadata(token), timeout=timeout)
+            for reply in replies:
+                yield decode_reply(reply.prediction)
         except grpcio.RpcError as err:
             raise _server_error(err) from None

@@ -26,7 +26,7 @@ from locust import FastHttpUser, User, between, constant, events, tag, task
 from benchmarks.locust_run import FIRST_FRAME, GRPC_PALINDROME, LAST_FRAME
 from clients.auth import find_token
 from clients.errors import ServerError
-from clients.grpc import DEFAULT_TARGET, DEFAULT_TIMEOUT, _decode, _request
+from clients.grpc import DEFAULT_TARGET, DEFAULT_TIMEOUT, decode_reply, request_message
 from clients.images import decode_png
 from clients.ts_grpc import inference_pb2_grpc
 from digitlab.constants import NUM_CLASSES
@@ -224,14 +224,14 @@ class GrpcUser(User):
         digits, expected = self.draws.prefix()
         began = time.perf_counter()
         try:
-            reply = self.stub.Predictions(_request("palindrome", {"digits": digits}), metadata=self.metadata,
+            reply = self.stub.Predictions(request_message("palindrome", {"digits": digits}), metadata=self.metadata,
                                           timeout=DEFAULT_TIMEOUT)
         except grpc.RpcError as err:
             self.report(GRPC_PALINDROME, ms_since(began), problem=err)
             return
         ms = ms_since(began)  # the answer's checks are not part of its latency
         try:
-            problem = palindrome_problem(_decode(reply.prediction), digits, expected)
+            problem = palindrome_problem(decode_reply(reply.prediction), digits, expected)
         except (ServerError, ValueError, KeyError, TypeError) as err:  # a refusal, or not the promised shape
             problem = err
         self.report(GRPC_PALINDROME, ms, len(reply.prediction), problem)
@@ -241,13 +241,13 @@ class GrpcUser(User):
     def interpolate_stream(self) -> None:
         steps = self.environment.parsed_options.interpolate_steps
         # "stream": true only ever goes to StreamPredictions: on a unary call it stalls TorchServe 0.12's worker.
-        request = _request("interpolate", {**self.draws.interpolation(steps), "stream": True})
+        request = request_message("interpolate", {**self.draws.interpolation(steps), "stream": True})
         began, count, size, problem = time.perf_counter(), 0, 0, None
         try:
             for reply in self.stub.StreamPredictions(request, metadata=self.metadata, timeout=STREAM_TIMEOUT):
                 if count == 0:
                     self.report(FIRST_FRAME, ms_since(began), len(reply.prediction))
-                problem = problem or frame_problem(_decode(reply.prediction), count, steps)
+                problem = problem or frame_problem(decode_reply(reply.prediction), count, steps)
                 count, size = count + 1, size + len(reply.prediction)
             problem = problem or (None if count == steps else f"{count} frames, asked for {steps}")
         except (grpc.RpcError, ServerError, ValueError, KeyError, TypeError) as err:
