@@ -18,7 +18,8 @@ import uvicorn
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
 
-from benchmarks.work import load_generator, load_palindrome, palindrome_answers, sample_answers
+from benchmarks.work import load_generator, load_palindrome, sample_answers
+from digitlab.answers import palindrome_answers
 from digitlab.schemas import (
     InvalidRequest,
     PalindromeRequest,

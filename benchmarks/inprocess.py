@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from benchmarks.locust_run import FIRST_FRAME, LAST_FRAME, LoadResult
-from benchmarks.work import load_generator, load_palindrome, model_config, palindrome_answers, sample_answers, weights
+from benchmarks.work import load_generator, load_palindrome, model_config, sample_answers, weights
+from digitlab.answers import palindrome_answers
 from digitlab.checkpoint import load_model
 from digitlab.generation import DigitSearch, frames, generate, interpolation_latents
 from digitlab.palindrome import palindrome_batch

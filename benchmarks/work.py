@@ -7,26 +7,17 @@ in, one forward for the whole batch, schema object out.
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from digitlab.answers import sample_images
 from digitlab.checkpoint import load_model, load_model_and_meta
-from digitlab.generation import generate, sample_response
-from digitlab.latent import sample_latents
+from digitlab.generation import sample_response
 from digitlab.networks import PalindromeNet
-from digitlab.palindrome import predict_probabilities
-from digitlab.schemas import (
-    MAX_SEED,
-    GeneratorLimits,
-    PalindromeRequest,
-    PalindromeResponse,
-    SampleRequest,
-    SampleResponse,
-)
+from digitlab.schemas import GeneratorLimits, SampleRequest, SampleResponse
 from tools.build_archives import ARCHIVES, ROOT
 
 
@@ -52,18 +43,7 @@ def load_generator(name: str) -> tuple[torch.nn.Module, dict[str, int]]:
     return load_model(weights(name), expect="generator"), limits.model_dump()
 
 
-def palindrome_answers(model: PalindromeNet, requests: list[PalindromeRequest]) -> list[PalindromeResponse]:
-    probs = predict_probabilities(model, [r.digits for r in requests])  # (B, 10), one forward
-    return [
-        PalindromeResponse(digit=int(p.argmax()), probabilities=[round(float(x), 6) for x in p],
-                           length=len(r.digits), model=model.config.cell)
-        for r, p in zip(requests, probs)
-    ]
-
-
 def sample_answers(generator: torch.nn.Module, requests: list[SampleRequest]) -> list[SampleResponse]:
     """One generator forward for every image of the batch; PNG (or raw) answers. The grid format is not timed."""
-    seeds = [r.seed if r.seed is not None else secrets.randbelow(MAX_SEED + 1) for r in requests]
-    z = torch.cat([sample_latents(seed, r.n) for seed, r in zip(seeds, requests)])
-    images = generate(generator, z).split([r.n for r in requests])
-    return [sample_response(seed, imgs, raw=r.format == "raw") for seed, imgs, r in zip(seeds, images, requests)]
+    return [sample_response(seed, imgs, raw=r.format == "raw")
+            for (seed, imgs), r in zip(sample_images(generator, requests), requests)]

@@ -7,12 +7,12 @@ is what a unary gRPC `Predictions` call needs.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import torch
 from ts.handler_utils.utils import send_intermediate_predict_response
 
+from digitlab.answers import sample_images
 from digitlab.checkpoint import load_model
 from digitlab.generation import (
     DigitSearch,
@@ -22,9 +22,7 @@ from digitlab.generation import (
     sample_response,
 )
 from digitlab.imaging import gif_bytes, grid_png, to_uint8
-from digitlab.latent import sample_latents
 from digitlab.schemas import (
-    MAX_SEED,
     GeneratorLimits,
     InterpolateRequest,
     InterpolateResponse,
@@ -65,11 +63,7 @@ class GeneratorHandler(JsonHandler):
     # -- sample ----------------------------------------------------------------------------------
 
     def predict(self, requests: list[SampleRequest]) -> list[tuple[int, torch.Tensor]]:
-        """One generator forward for every image of the batch -> (seed, images (n, 1, 28, 28)) per request."""
-        seeds = [r.seed if r.seed is not None else secrets.randbelow(MAX_SEED + 1) for r in requests]
-        z = torch.cat([sample_latents(seed, r.n) for seed, r in zip(seeds, requests)])  # (sum n, 100)
-        images = generate(self.generator, z).split([r.n for r in requests])
-        return list(zip(seeds, images))
+        return sample_images(self.generator, requests)  # one forward for every image of the batch
 
     def encode(self, output: Any, request: Any, idx: int, context) -> Any:
         if isinstance(request, SampleRequest):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from digitlab.answers import palindrome_answers
 from digitlab.checkpoint import load_model_and_meta
-from digitlab.palindrome import predict_probabilities
 from digitlab.schemas import PalindromeRequest, PalindromeResponse
 
 from handlers.common import JsonHandler
@@ -21,13 +21,4 @@ class PalindromeHandler(JsonHandler):
         return self.limits
 
     def predict(self, requests: list[PalindromeRequest]) -> list[PalindromeResponse]:
-        probs = predict_probabilities(self.model, [r.digits for r in requests])  # (B, 10), one forward
-        return [
-            PalindromeResponse(
-                digit=int(p.argmax()),
-                probabilities=[round(float(x), 6) for x in p],
-                length=len(r.digits),
-                model=self.model.config.cell,
-            )
-            for r, p in zip(requests, probs)
-        ]
+        return palindrome_answers(self.model, requests)  # one forward for the batch
