@@ -96,7 +96,10 @@ def start(workdir: Path, config: Path, model_store: Path = MODEL_STORE, env: dic
         **os.environ,
         # One intra-op thread per worker: on a small CPU, workers competing for every core ran 3x slower.
         "OMP_NUM_THREADS": "1",
+        # Per-instance temp: TMPDIR for Python, TEMP becomes the frontend's java.io.tmpdir, which holds the
+        # extracted models and the worker sockets (.ts.sock.9000+). Shared, two instances delete each other's.
         "TMPDIR": str(workdir / "tmp"),
+        "TEMP": str(workdir / "tmp"),
         "LOG_LOCATION": str(workdir / "logs"),
         "METRICS_LOCATION": str(workdir / "logs"),
         **(env or {}),
