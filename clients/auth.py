@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 KEY_FILE_ENV = "TORCHSERVE_KEY_FILE"  # path to a key_file.json
 TOKEN_ENV = "TORCHSERVE_TOKEN"  # an inference key, e.g. for a remote server
+T = TypeVar("T")
 DEFAULT_KEY_FILES = (Path(".ts/key_file.json"), Path(__file__).resolve().parent.parent / ".ts" / "key_file.json")
 
 
@@ -25,3 +28,23 @@ def find_token(kind: str = "inference", key_file: str | Path | None = None) -> s
         if path.is_file():
             return json.loads(path.read_text())[kind]["key"]
     return None
+
+
+def call_with_fresh_key(call: Callable[[str | None], T], token: str | None, is_auth_error: Callable[[Exception], bool],
+                        kind: str = "inference") -> T:
+    """`call(key)`; when it fails for authentication and the key came from the key file, re-read and retry once.
+
+    TorchServe's keys expire and are renewed by the supervisor (or `make rotate-keys`), which rewrites
+    the key file: a client holding the old key gets one refusal, then goes on with the new one. A key
+    the caller passed explicitly is used as given.
+    """
+    key = token if token is not None else find_token(kind)
+    try:
+        return call(key)
+    except Exception as err:
+        if token is not None or not is_auth_error(err):
+            raise
+        fresh = find_token(kind)
+        if fresh == key:
+            raise
+        return call(fresh)
