@@ -45,8 +45,9 @@ KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 MIN_CLIENT_KEY_LENGTH = 16  # a client key is a password facing the network; TorchServe's own are 8 long
 MAX_KEY_LENGTH = 100  # "Bearer " + key must fit the template's map_hash_bucket_size (128)
 PLACEHOLDER = re.compile(r"\{\{ (\w+) \}\}")
-# Until the readiness endpoint (tools/supervisor.py) is on this branch, TorchServe's /ping stands in.
-READY_PATH = "/ping"
+# The supervisor's readiness check (tools/supervisor.py): 200 when every worker is READY and answering.
+# Not TorchServe's /ping, which says Healthy before workers load and while one is stalled.
+READY_PATH = "/ready"
 STOP_GRACE_S = 10.0
 
 
@@ -105,9 +106,8 @@ def host_port(url: str) -> str:
 
 
 def replica(endpoints: ts.Endpoints) -> Replica:
-    """The door's view of one TorchServe: its inference listeners, and where to ask whether it is ready."""
-    rest = host_port(endpoints.inference)
-    return Replica(rest=rest, grpc=endpoints.grpc_inference, ready=rest)
+    """The door's view of one TorchServe: its inference listeners, and its supervisor's readiness address."""
+    return Replica(rest=host_port(endpoints.inference), grpc=endpoints.grpc_inference, ready=host_port(endpoints.ready))
 
 
 # -- keys --------------------------------------------------------------------------------------------
