@@ -205,7 +205,7 @@ def test_keys_rotate_without_a_restart(door):
 
 
 def test_a_first_start_writes_one_private_random_key(tmp_path, monkeypatch):
-    monkeypatch.delenv(gateway.KEY_ENV, raising=False)
+    monkeypatch.delenv(gateway.API_KEY_ENV, raising=False)
     key_file = tmp_path / "api_keys"
     gateway.ensure_client_key(key_file)
     assert key_file.stat().st_mode & 0o777 == 0o600
@@ -216,7 +216,7 @@ def test_a_first_start_writes_one_private_random_key(tmp_path, monkeypatch):
 
 
 def test_keys_that_would_break_the_config_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv(gateway.KEY_ENV, 'short"; }')
+    monkeypatch.setenv(gateway.API_KEY_ENV, 'short"; }')
     with pytest.raises(ValueError):
         gateway.read_client_keys(tmp_path / "none")
 
