@@ -123,9 +123,10 @@ def flood(url: str, key: str, seconds: float, flood_threads: int = FLOOD_THREADS
 def door_for(props: dict[str, str], limits: gateway.Limits, key_file: Path) -> gateway.Door:
     """A door on free ports in front of `make serve`'s TorchServe."""
     port, grpc_port = ts.free_ports(2)
-    return gateway.Door(host="127.0.0.1", port=port, grpc_port=grpc_port, replicas=[gateway.replica(ts.endpoints(props))],
-                        models=ts.archives(), torchserve_key_file=str(ts.ROOT / ".ts" / "key_file.json"),
-                        client_key_file=str(key_file), max_body_bytes=int(props["max_request_size"]), limits=limits)
+    return gateway.Door(host="127.0.0.1", port=port, grpc_port=grpc_port,
+                        replicas=[gateway.replica(ts.endpoints(props))], models=ts.archives(),
+                        torchserve_key_file=str(ts.ROOT / ".ts" / "key_file.json"), client_key_file=str(key_file),
+                        max_body_bytes=int(props["max_request_size"]), limits=limits)
 
 
 def overhead(direct: str, direct_key: str, door: str, door_key: str, users: int, seconds: int, repeats: int,
@@ -135,8 +136,10 @@ def overhead(direct: str, direct_key: str, door: str, door_key: str, users: int,
     for i in range(repeats):
         for name, host, key in (("direct", direct, direct_key), ("door", door, door_key)):
             stats = run_locust(host, users, seconds, out / f"{name}-{i}", ["PalindromeUser"], token=key)
-            runs[name].append(stats["palindrome"])
+            if "palindrome" not in stats:
+                raise SystemExit(f"locust completed no request against {host} in {seconds} s: see {out}")
             row = stats["palindrome"]
+            runs[name].append(row)
             print(f"  {name:6s} run {i + 1}: {row.rps:7.1f} req/s  p50 {row.p50_ms:5.0f} ms  p99 {row.p99_ms:5.0f} ms"
                   f"  failures {row.failures}")
     return runs
@@ -192,11 +195,11 @@ def main(argv: list[str] | None = None) -> None:
                             args.users, args.seconds, args.repeats, args.out)
             print(f"flood: B one palindrome after another for {args.flood_seconds:.0f} s, A {FLOOD_THREADS} threads "
                   f"of {FLOOD_STEPS}-step interpolations")
+            shipped_url = f"http://127.0.0.1:{shipped.port}"
             floods = {
                 "no flood, straight to TorchServe": flood(endpoints.inference, direct_key, args.flood_seconds, 0),
-                "no flood, through the door": flood(f"http://127.0.0.1:{shipped.port}", door_key, args.flood_seconds, 0),
-                "flood, through the door (shipped limits)": flood(f"http://127.0.0.1:{shipped.port}", door_key,
-                                                                   args.flood_seconds),
+                "no flood, through the door": flood(shipped_url, door_key, args.flood_seconds, 0),
+                "flood, through the door (shipped limits)": flood(shipped_url, door_key, args.flood_seconds),
                 "flood, straight to TorchServe": flood(endpoints.inference, direct_key, args.flood_seconds),
             }
         finally:

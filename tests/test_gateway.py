@@ -37,6 +37,7 @@ TIMEOUT = 30
 LOG_WAIT_S = 10.0
 INTERPOLATION = {"start": {"seed": 5, "index": 0}, "end": {"seed": 5, "index": 1}, "steps": 64}
 # Limits low enough that a few requests in a row cross them whatever the machine's speed.
+CLIENT_C = "127.0.0.4"  # a third client, whose budget no other test has spent
 STRICT = gateway.Limits(rate=1, burst=1, heavy_rate=1, heavy_burst=1, in_flight=4, heavy_in_flight=1,
                         grpc_in_flight=1)
 
@@ -65,6 +66,10 @@ class RunningDoor:
 
     def log_lines(self) -> list[str]:
         return (self.runtime / "logs" / "access.log").read_text().splitlines()
+
+    def error_log(self) -> str:
+        """nginx's error log, where each refusal by a limit names the limit ("limiting requests/connections")."""
+        return (self.runtime / "logs" / "error.log").read_text()
 
 
 def open_door(server: ts.RunningServer, runtime: Path, limits: gateway.Limits = gateway.LIMITS,
@@ -125,6 +130,7 @@ def grpc_stub(door: RunningDoor) -> tuple[grpcio.Channel, inference_pb2_grpc.Inf
 
 
 def test_rest_answers_through_the_door(door):
+    # TorchServe checks its own key: these answers also show the door replaced the client's key with it.
     for model, digits, expected in (("palindrome", [1, 2, 3, 2], 1), ("palindrome_rnn", "73456543", 7)):
         answer = rest.predict(model, {"digits": digits}, url=door.url, token=door.key, timeout=TIMEOUT)
         assert answer["digit"] == expected
@@ -339,6 +345,8 @@ def test_over_its_rate_a_client_gets_429_and_another_client_is_served(strict_doo
     assert refused is not None, "ten requests in a row never met the limit of 1/s"
     assert refused.json()["type"] == "TooManyRequests" and "limit" in refused.json()["message"]
     assert refused.headers["Retry-After"] == "1"
+    logged = rf'limiting requests, excess: [\d.]+ by zone "requests", client: {CLIENT_A}'
+    assert re.search(logged, strict_door.error_log())
     answer = post(b, strict_door.url, "palindrome", {"digits": [5, 6, 6]})
     assert answer.status_code == 200 and answer.json()["digit"] == 5
 
@@ -357,16 +365,16 @@ def test_over_its_rate_a_grpc_client_gets_resource_exhausted(strict_door):
 
 
 def test_a_client_over_its_concurrency_gets_429(strict_door):
-    """heavy_in_flight is 1: while A's first request is still sending its body, its second is refused."""
+    """heavy_in_flight is 1: while C's first request is still sending its body, its second is refused."""
     host, port = "127.0.0.1", strict_door.door.port
-    with socket.create_connection((host, port), timeout=TIMEOUT, source_address=(CLIENT_A, 0)) as held:
+    with socket.create_connection((host, port), timeout=TIMEOUT, source_address=(CLIENT_C, 0)) as held:
         # Headers and half a body: the door has counted the request and waits for the rest (10 s).
         held.sendall(f"POST /predictions/sample HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {strict_door.key}"
                      "\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{".encode())
-        a = client_session(CLIENT_A, strict_door.key)
+        c = client_session(CLIENT_C, strict_door.key)
 
         def second():
-            resp = post(a, strict_door.url, "sample", {"n": 1})
+            resp = post(c, strict_door.url, "sample", {"n": 1})
             if resp.status_code == 429:
                 return resp
             time.sleep(0.1)  # the door may not have read the held request's headers yet
@@ -374,6 +382,7 @@ def test_a_client_over_its_concurrency_gets_429(strict_door):
 
         refused = until_refused(second)
     assert refused is not None and refused.json()["type"] == "TooManyRequests"
+    assert f'limiting connections by zone "heavy_in_flight", client: {CLIENT_C}' in strict_door.error_log()
 
 
 def test_a_flood_of_interpolations_does_not_starve_another_clients_palindromes(door, record_property):

@@ -215,7 +215,8 @@ def render_door(door: Door) -> tuple[str, str]:
 
 def nginx_binary() -> str | None:
     """nginx on PATH, or where distributions put it (/usr/sbin is not on every user's PATH)."""
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+    found = [p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)]
+    return shutil.which("nginx") or next(iter(found), None)
 
 
 def require_nginx() -> str:
@@ -226,7 +227,9 @@ def require_nginx() -> str:
 
 
 def nginx(runtime: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([require_nginx(), "-p", f"{runtime.resolve()}/", "-c", CONFIG, *args],
+    # -e stderr: until it has read the config, nginx logs to its built-in path (/var/log/nginx/ on
+    # some distributions), which a user who is not root cannot open.
+    return subprocess.run([require_nginx(), "-p", f"{runtime.resolve()}/", "-c", CONFIG, "-e", "stderr", *args],
                           capture_output=True, text=True, timeout=30)
 
 
@@ -349,11 +352,12 @@ def door_from_args(args: argparse.Namespace) -> Door:
 
 def print_endpoints(door: Door, pid: int) -> None:
     print(f"front door up (nginx pid {pid}) for models: {', '.join(door.models)}")
-    print(f"  REST    http://{door.host}:{door.port}/predictions/<model>   health: http://{door.host}:{door.port}/health")
+    rest = f"http://{door.host}:{door.port}"
+    print(f"  REST    {rest}/predictions/<model>   health: {rest}/health")
     print(f"  gRPC    {door.host}:{door.grpc_port} (StreamPredictions only)")
     print(f"  key     Authorization: Bearer $(.venv/bin/python -m tools.gateway key)   [{door.client_key_file}]")
     if door.torchserve_key_file is None:
-        print("  note    no TorchServe key file found: nothing is sent upstream (TorchServe must run without token auth)")
+        print("  note    no TorchServe key file: nothing is sent upstream (TorchServe must run without token auth)")
     print("  reload  make gateway-reload (after changing keys); stop: make gateway-stop")
 
 
@@ -364,7 +368,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help="address the door listens on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="REST port")
     p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port")
-    p.add_argument("--config", type=Path, default=ROOT / "config.properties", help="TorchServe's config (upstream addresses)")
+    p.add_argument("--config", type=Path, default=ROOT / "config.properties",
+                   help="TorchServe's config (upstream addresses)")
     p.add_argument("--torchserve-workdir", type=Path, default=ROOT / ".ts", help="where TorchServe wrote key_file.json")
     p.add_argument("--key-file", type=Path, help="client keys, one per line (default: RUNTIME/api_keys)")
     p.add_argument("--models", nargs="+", help="served models (default: the archives in model_store/)")
