@@ -2,6 +2,7 @@
 
     make serve
     python -m benchmarks.gateway_overhead [--seconds 15] [--repeats 3] [--users 32] [--flood-seconds 15]
+                                          [--parts overhead flood]
 
 1. Overhead: the same locust palindrome load (PalindromeUser, --users users, one locust process)
    against TorchServe directly and through a door, alternating direct / door, medians of --repeats:
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--users", type=int, default=32)
     p.add_argument("--flood-seconds", type=float, default=15.0)
     p.add_argument("--out", type=Path, default=ts.ROOT / "runs" / "gateway")
+    p.add_argument("--parts", nargs="+", choices=["overhead", "flood"], default=["overhead", "flood"])
     args = p.parse_args(argv)
     props = ts.read_properties(ts.ROOT / "config.properties")
     endpoints = ts.endpoints(props)
@@ -190,23 +192,23 @@ def main(argv: list[str] | None = None) -> None:
         gateway.start(Path(tmp) / "open", open_door)
         gateway.start(Path(tmp) / "shipped", shipped)
         try:
-            print(f"overhead: {args.users} locust users, {args.seconds} s per run, direct/door alternating")
-            runs = overhead(endpoints.inference, direct_key, f"http://127.0.0.1:{open_door.port}", door_key,
-                            args.users, args.seconds, args.repeats, args.out)
-            print(f"flood: B one palindrome after another for {args.flood_seconds:.0f} s, A {FLOOD_THREADS} threads "
-                  f"of {FLOOD_STEPS}-step interpolations")
-            shipped_url = f"http://127.0.0.1:{shipped.port}"
-            floods = {
-                "no flood, straight to TorchServe": flood(endpoints.inference, direct_key, args.flood_seconds, 0),
-                "no flood, through the door": flood(shipped_url, door_key, args.flood_seconds, 0),
-                "flood, through the door (shipped limits)": flood(shipped_url, door_key, args.flood_seconds),
-                "flood, straight to TorchServe": flood(endpoints.inference, direct_key, args.flood_seconds),
-            }
+            if "overhead" in args.parts:
+                print(f"overhead: {args.users} locust users, {args.seconds} s per run, direct/door alternating")
+                print_overhead(overhead(endpoints.inference, direct_key, f"http://127.0.0.1:{open_door.port}",
+                                        door_key, args.users, args.seconds, args.repeats, args.out))
+            if "flood" in args.parts:
+                print(f"\nflood: B one palindrome after another for {args.flood_seconds:.0f} s, A {FLOOD_THREADS} "
+                      f"threads of {FLOOD_STEPS}-step interpolations")
+                shipped_url = f"http://127.0.0.1:{shipped.port}"
+                print_flood({
+                    "no flood, straight to TorchServe": flood(endpoints.inference, direct_key, args.flood_seconds, 0),
+                    "no flood, through the door": flood(shipped_url, door_key, args.flood_seconds, 0),
+                    "flood, through the door (shipped limits)": flood(shipped_url, door_key, args.flood_seconds),
+                    "flood, straight to TorchServe": flood(endpoints.inference, direct_key, args.flood_seconds),
+                })
         finally:
             gateway.stop(Path(tmp) / "open")
             gateway.stop(Path(tmp) / "shipped")
-    print_overhead(runs)
-    print_flood(floods)
 
 
 if __name__ == "__main__":
