@@ -36,7 +36,7 @@ from tools.config import (
     with_ports,
     write_properties,
 )
-from tools.supervisor import INSTANCE_CONFIG, TORCHSERVE_PID_FILE, Supervisor
+from tools.supervisor import INSTANCE_CONFIG, TORCHSERVE_PID_FILE, Supervisor, group_alive
 
 MODEL_STORE = ROOT / "model_store"
 PID_FILE = "supervisor.pid"
@@ -158,23 +158,24 @@ def stop(workdir: Path, grace: float = 30.0) -> bool:
     pid = int(pid_file.read_text())
     pid_file.unlink()
     if not owned(pid, workdir):
+        print(f"{pid_file} named process {pid}, which is not this workdir's supervisor: not signalled", file=sys.stderr)
         return False
     ts_file = workdir / TORCHSERVE_PID_FILE
-    ts_pid = int(ts_file.read_text()) if ts_file.exists() else None
+    ts_group = int(ts_file.read_text()) if ts_file.exists() else None
     try:
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-            try:
-                os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child (tests)
-            except ChildProcessError:
-                pass
-        for group in (pid, ts_pid):
-            if group and alive(group):
-                os.killpg(group, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    deadline = time.monotonic() + grace
+    while (group_alive(pid) or (ts_group and group_alive(ts_group))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child (tests)
+        except ChildProcessError:
+            pass
+    for group in (pid, ts_group):
+        if group and group_alive(group):
+            os.killpg(group, signal.SIGKILL)
     return True
 
 
