@@ -73,10 +73,10 @@ class RunningDoor:
 
 
 def open_door(server: ts.RunningServer, runtime: Path, limits: gateway.Limits = gateway.LIMITS,
-              replica: gateway.Replica | None = None) -> RunningDoor:
+              replicas: list[gateway.Replica] | None = None) -> RunningDoor:
     port, grpc_port = ts.free_ports(2)
     door = gateway.Door(
-        host="127.0.0.1", port=port, grpc_port=grpc_port, replicas=[replica or gateway.replica(server.endpoints)],
+        host="127.0.0.1", port=port, grpc_port=grpc_port, replicas=replicas or [gateway.replica(server.endpoints)],
         models=server.models, torchserve_key_file=str(server.key_file),
         client_key_file=str(runtime / gateway.CLIENT_KEY_FILE),
         max_body_bytes=int(ts.read_properties(server.workdir / "config.properties")["max_request_size"]),
@@ -290,9 +290,13 @@ def test_health_says_ready_and_nothing_else_without_a_key(door):
     assert resp.status_code == 200 and resp.json() == {"status": "ready"}
 
 
-def test_a_door_without_a_live_replica_is_not_ready_and_says_unavailable(server, tmp_path):
+def dead_replica() -> gateway.Replica:
     dead = f"127.0.0.1:{ts.free_ports(1)[0]}"  # nothing listens there
-    running = open_door(server, tmp_path, replica=gateway.Replica(rest=dead, grpc=dead, ready=dead))
+    return gateway.Replica(rest=dead, grpc=dead, ready=dead)
+
+
+def test_a_door_without_a_live_replica_is_not_ready_and_says_unavailable(server, tmp_path):
+    running = open_door(server, tmp_path, replicas=[dead_replica()])
     try:
         health = requests.get(f"{running.url}/health", timeout=TIMEOUT)
         assert health.status_code == 503 and health.json() == {"status": "not ready"}
@@ -303,6 +307,21 @@ def test_a_door_without_a_live_replica_is_not_ready_and_says_unavailable(server,
             grpc_client.predict("palindrome", {"digits": [1, 2, 2]}, target=running.target, token=running.key,
                                 timeout=TIMEOUT)
         assert grpc_err.value.status == "UNAVAILABLE"
+    finally:
+        gateway.stop(running.runtime)
+
+
+def test_with_one_replica_down_the_door_is_ready_and_serves_from_the_other(server, tmp_path):
+    running = open_door(server, tmp_path, replicas=[dead_replica(), gateway.replica(server.endpoints)])
+    try:
+        for _ in range(4):  # round robin: every other first try meets the dead replica, then the live one
+            health = requests.get(f"{running.url}/health", timeout=TIMEOUT)
+            assert health.status_code == 200 and health.json() == {"status": "ready"}
+            answer = rest.predict("palindrome", {"digits": [7, 8, 8]}, url=running.url, token=running.key,
+                                  timeout=TIMEOUT)
+            assert answer["digit"] == 7
+            assert grpc_client.predict("palindrome", {"digits": [7, 8, 8]}, target=running.target, token=running.key,
+                                       timeout=TIMEOUT)["digit"] == 7
     finally:
         gateway.stop(running.runtime)
 

@@ -171,18 +171,19 @@ def server_lines(addresses: list[str]) -> str:
 
 
 def render(replicas: list[Replica], models: list[str], client_keys: list[str], upstream_key: str | None,
-           host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, grpc_port: int = DEFAULT_GRPC_PORT,
-           max_body_bytes: int = 65536, limits: Limits = LIMITS) -> tuple[str, str]:
+           max_body_bytes: int, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+           grpc_port: int = DEFAULT_GRPC_PORT, limits: Limits = LIMITS) -> tuple[str, str]:
     """(nginx.conf, keys.conf) for a door on host:port (REST) and host:grpc_port (gRPC).
 
     `replicas` are the TorchServe instances behind the door, one `Replica` each (REST and gRPC
     inference addresses, readiness address). With several, nginx balances round robin, skips a replica
     that fails 3 times in 10 s for 10 s (passive health check), and retries a prediction once on another
     replica when the first refuses the connection or answers 502/503 before sending anything (safe:
-    predictions have no side effects). /health is ready when a replica's readiness check answers 200.
+    predictions have no side effects). /health is ready while one replica's readiness check answers 200.
     `models` are the served model names (the only /predictions/<model> routes). `client_keys` are the
     accepted keys. `upstream_key` is TorchServe's inference key, sent upstream in place of the client's;
     None sends no Authorization (replicas running with disable_token_authorization=true, in containers).
+    `max_body_bytes` is the replicas' max_request_size (config.properties), enforced at the door.
     """
     if not replicas or not models or not client_keys:
         raise ValueError("a door needs at least one replica, one model and one client key")
@@ -206,8 +207,8 @@ def render(replicas: list[Replica], models: list[str], client_keys: list[str], u
 
 def render_door(door: Door) -> tuple[str, str]:
     return render(door.replicas, door.models, read_client_keys(Path(door.client_key_file)),
-                  torchserve_key(door.torchserve_key_file), door.host, door.port, door.grpc_port,
-                  door.max_body_bytes, door.limits)
+                  torchserve_key(door.torchserve_key_file), door.max_body_bytes, door.host, door.port,
+                  door.grpc_port, door.limits)
 
 
 # -- running nginx -----------------------------------------------------------------------------------
