@@ -24,6 +24,19 @@ def test_stop_never_signals_a_process_that_is_not_its_own_supervisor(tmp_path):
     assert ts.stop(tmp_path) is False  # no PID file: nothing to do
 
 
+def test_its_own_supervisor_is_recognised_however_long_its_command_line(tmp_path):
+    """ps cuts lines at 80 columns when it finds no terminal (as under pytest) unless told not to."""
+    workdir = tmp_path / ("w" * 100)
+    workdir.mkdir()
+    lookalike = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", ts.SUPERVISOR_MODULE,
+                                  "--workdir", str(workdir)])
+    try:
+        assert ts.owned(lookalike.pid, workdir)
+    finally:
+        lookalike.kill()
+        lookalike.wait()
+
+
 def test_instance_config_closes_every_url_but_the_model_store(tmp_path):
     base = {"inference_address": "http://127.0.0.1:8080", "enable_model_api": "true",
             "allowed_urls": "file://.*|http(s)?://.*"}

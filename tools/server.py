@@ -139,7 +139,9 @@ def wait_ready(workdir: Path, props: dict[str, str], pid: int, timeout: float = 
 def owned(pid: int, workdir: Path) -> bool:
     """Is `pid` this workdir's supervisor? A PID file can outlive its process and the PID be reused."""
     try:
-        args = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True,
+        # -ww: unlimited width. Without it ps cuts the line at 80 columns whenever it cannot find a
+        # terminal (under pytest), the workdir falls off, and a test server is never stopped.
+        args = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True,
                               check=False).stdout
     except FileNotFoundError:  # no ps: fall back to Linux's /proc
         path = Path(f"/proc/{pid}/cmdline")
