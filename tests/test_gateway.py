@@ -104,16 +104,19 @@ def strict_door(server, tmp_path_factory):
         gateway.stop(running.runtime)
 
 
-def new_log_lines(door: RunningDoor, before: int, expected: int) -> list[str]:
-    """The `expected` access-log lines written since there were `before`.
+def logged_with_status(door: RunningDoor, before: int, status: int, expected: int) -> list[str]:
+    """The `expected` access-log lines with `status` written since there were `before` lines.
 
     nginx logs a request once it is finished, which can come after the client has its answer (a refused
-    body is still read and discarded): wait for the lines, at most LOG_WAIT_S.
+    body is still read and discarded; an earlier test's stream is still closing): wait for the lines,
+    at most LOG_WAIT_S, and pick them by status, so a late line of another request is not mistaken.
     """
     deadline = time.monotonic() + LOG_WAIT_S
-    while len(door.log_lines()) < before + expected and time.monotonic() < deadline:
+    while True:
+        lines = [line for line in door.log_lines()[before:] if f'" {status} ' in line]
+        if len(lines) >= expected or time.monotonic() > deadline:
+            return lines
         time.sleep(0.05)
-    return door.log_lines()[before:]
 
 
 def upstreams(lines: list[str]) -> list[str]:
@@ -190,7 +193,7 @@ def test_requests_without_the_door_key_are_refused_at_the_door(door, server):
             list(grpc_client.stream("palindrome", {"digits": [1, 2, 2]}, target=door.target,
                                     token=token or "", timeout=TIMEOUT))
         assert err.value.status == "UNAUTHENTICATED" and "key" in err.value.message
-    assert upstreams(new_log_lines(door, before, 6)) == ["-"] * 6
+    assert upstreams(logged_with_status(door, before, 401, 6)) == ["-"] * 6
 
 
 def test_keys_rotate_without_a_restart(door):
@@ -258,7 +261,7 @@ def test_every_route_not_served_is_refused_at_the_door(door):
                                 timeout=TIMEOUT)
         assert resp.status_code == 404, (method, path, resp.text)
         assert resp.json()["type"] == "NotFound"
-    assert upstreams(new_log_lines(door, before, len(NOT_SERVED))) == ["-"] * len(NOT_SERVED)
+    assert upstreams(logged_with_status(door, before, 404, len(NOT_SERVED))) == ["-"] * len(NOT_SERVED)
 
 
 def test_grpc_calls_other_than_stream_predictions_are_unimplemented_at_the_door(door, server):
@@ -281,7 +284,7 @@ def test_grpc_calls_other_than_stream_predictions_are_unimplemented_at_the_door(
                 call()
             assert err.value.code() == grpcio.StatusCode.UNIMPLEMENTED, name
             assert "StreamPredictions" in err.value.details()
-    assert upstreams(new_log_lines(door, before, len(calls))) == ["-"] * len(calls)
+    assert upstreams(logged_with_status(door, before, 404, len(calls))) == ["-"] * len(calls)
     assert server.worker_pids("interpolate") == pids
 
 
@@ -335,7 +338,7 @@ def test_a_body_over_the_limit_is_refused_at_the_door(door):
     resp = requests.post(f"{door.url}/predictions/palindrome", json=huge,
                          headers={"Authorization": f"Bearer {door.key}"}, timeout=TIMEOUT)
     assert resp.status_code == 413 and resp.json()["type"] == "RequestTooLarge"
-    assert upstreams(new_log_lines(door, before, 1)) == ["-"]
+    assert upstreams(logged_with_status(door, before, 413, 1)) == ["-"]
     # A gRPC body streams upstream as it arrives; the door cuts it off at the limit, with its own message.
     with pytest.raises(ServerError) as err:
         grpc_client.predict("palindrome", huge, target=door.target, token=door.key, timeout=TIMEOUT)
