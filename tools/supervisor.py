@@ -39,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from clients.auth import read_key_file
 from tools.config import ROOT, instance_properties, read_properties, write_properties
 
 log = logging.getLogger("supervisor")
@@ -94,7 +95,7 @@ def read_keys(workdir: Path) -> dict[str, dict]:
     Empty when token authorization is off (no key file).
     """
     try:
-        return json.loads((workdir / "key_file.json").read_text())
+        return read_key_file(workdir / "key_file.json")
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
