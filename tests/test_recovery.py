@@ -95,6 +95,8 @@ def test_a_worker_killed_under_load_is_replaced(own_server, key_file_clients):
                     results.append((time.monotonic(), answer["digit"]))
                 except ServerError as err:
                     results.append((time.monotonic(), err.status))
+                except requests.RequestException as err:  # e.g. a read timeout while no worker runs
+                    results.append((time.monotonic(), type(err).__name__))
 
     with ThreadPoolExecutor(8) as pool:
         for i in range(8):
@@ -110,7 +112,7 @@ def test_a_worker_killed_under_load_is_replaced(own_server, key_file_clients):
     last_failure = max((t for t, _ in failures), default=killed_at)
     print(f"\nkill: {len(failures)} failed of {len(after)} after the kill, the last {last_failure - killed_at:.1f} s "
           f"after it; statuses {sorted({d for _, d in failures}, key=str)}")
-    assert all(d in (4, 503, 500) for _, d in after)  # a failure is an honest error, never a wrong answer
+    assert all(not isinstance(d, int) or d in (4, 500, 503) for _, d in after)  # errors, never a wrong answer
     assert own_server.worker_pids("palindrome") != [pid]
 
 

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from clients.auth import read_key_file
 from tools.config import (
     ADDRESS_KEYS,
     GRPC_PORT_KEYS,
@@ -79,8 +80,7 @@ def endpoints(props: dict[str, str]) -> Endpoints:
 
 def read_keys(workdir: Path) -> dict[str, str]:
     """{"management": key, "inference": key, "API": key} from TorchServe's key_file.json."""
-    data = json.loads((workdir / "key_file.json").read_text())
-    return {name: entry["key"] for name, entry in data.items()}
+    return {name: entry["key"] for name, entry in read_key_file(workdir / "key_file.json").items()}
 
 
 def archives(model_store: Path = MODEL_STORE) -> list[str]:

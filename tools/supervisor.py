@@ -39,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from clients.auth import read_key_file
 from tools.config import ROOT, instance_properties, read_properties, write_properties
 
 log = logging.getLogger("supervisor")
@@ -49,8 +50,9 @@ IDLE_PROBE_S = 10.0  # a model that completed nothing for this long gets a canar
 CANARY_GAP_S = 1.0  # new arrivals trigger a canary at most this often
 # A canary unanswered this long, with no sign of work meanwhile: the model is stalled.
 STALL_AFTER_S = 4.0
+GONE_GRACE_S = 20.0  # a dead worker TorchServe has not replaced by then never will be (it still lists it READY)
 CANARY_TIMEOUT_S = 60.0  # a canary that is stuck is abandoned after this (the restart answers it first)
-SCALE_TIMEOUT_S = 60.0  # longest wait for workers to leave or come back when restarting a model
+SCALE_TIMEOUT_S = 120.0  # longest wait for workers to leave or come back when restarting a model
 RENEW_AT_FRACTION = 0.25  # renew a key when less than this share of its lifetime is left
 HTTP_TIMEOUT_S = 5.0
 STOP_GRACE_S = 10.0  # TorchServe's own shutdown (workers finish their batch) before SIGKILL
@@ -93,7 +95,7 @@ def read_keys(workdir: Path) -> dict[str, dict]:
     Empty when token authorization is off (no key file).
     """
     try:
-        return json.loads((workdir / "key_file.json").read_text())
+        return read_key_file(workdir / "key_file.json")
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
@@ -137,6 +139,7 @@ class ModelState:
     arrivals: float = 0.0  # ARRIVAL_METRIC when last seen
     canary_sent: float | None = None  # monotonic time of the canary in flight, if any
     canary_at: float = 0.0  # monotonic time of the last canary sent
+    gone_since: float | None = None  # when a listed worker process was first found gone
     answered: bool = False  # has completed a request since (re)start
     restarting: bool = False
     restarts: int = 0
@@ -190,13 +193,22 @@ class Supervisor:
                     model.answered = model.answered or model.progress >= 0 or value > 0
                     model.progress, model.progress_at = value, now
                 cpu = worker_cpu(model.pids)
-                if cpu is not None and cpu != model.cpu:
-                    model.cpu, model.cpu_at = cpu, now
+                if cpu is None and model.pids:  # a worker died: TorchServe usually starts another within seconds
+                    model.gone_since = model.gone_since or now
+                    self.described_at = 0.0  # read the new PIDs at the next pass
+                elif cpu is not None:
+                    model.gone_since = None
+                    if cpu != model.cpu:
+                        model.cpu, model.cpu_at = cpu, now
                 new_arrivals = arrived.get(model.name, 0.0) > model.arrivals
                 model.arrivals = arrived.get(model.name, 0.0)
                 if model.restarting or not model.workers_ready() or model.name not in CANARIES:
                     continue  # a model still loading its workers is not stalled
-                if model.canary_sent is not None:
+                if model.gone_since is not None:
+                    if now - model.gone_since >= GONE_GRACE_S:  # listed as READY, dead, never replaced
+                        model.restarting = True
+                        self.pool.submit(self.restart, model, f"a worker has been gone {now - model.gone_since:.0f} s")
+                elif model.canary_sent is not None:
                     quiet = now - max(model.canary_sent, model.progress_at, model.cpu_at)
                     if quiet >= STALL_AFTER_S:
                         model.restarting = True
@@ -207,13 +219,12 @@ class Supervisor:
         self.renew_keys()
 
     def refresh_models(self) -> None:
-        token = self.key("management")
-        status, body = http("GET", f"{self.management}/models?limit=1000", token)
+        status, body = http("GET", f"{self.management}/models?limit=1000", self.key("management"))
         if status != 200:
             return
         for entry in json.loads(body)["models"]:
             name = entry["modelName"]
-            status, body = http("GET", f"{self.management}/models/{name}", token)
+            status, body = http("GET", f"{self.management}/models/{name}", self.key("management"))
             if status != 200:
                 continue
             described = json.loads(body)[0]
@@ -237,11 +248,9 @@ class Supervisor:
         """Scale the model's workers to 0 and back: the only way out of a stalled TorchServe worker."""
         began = time.monotonic()
         log.warning("restarting %s: %s", model.name, why)
-        token = self.key("management")
         try:
             for count in (0, model.workers):
-                http("PUT", f"{self.management}/models/{model.name}?min_worker={count}&max_worker={count}", token)
-                self.wait_workers(model.name, count, token)
+                self.scale(model.name, count)
         finally:
             with self.lock:
                 model.restarting, model.answered, model.canary_sent = False, False, None
@@ -252,11 +261,22 @@ class Supervisor:
             self.events.append(event)
             log.warning("restarted %s in %.1f s", model.name, event["seconds"])
 
-    def wait_workers(self, name: str, count: int, token: str | None) -> None:
+    def scale(self, name: str, count: int) -> None:
+        """Ask for `count` workers until TorchServe has exactly that many, all READY (or SCALE_TIMEOUT_S passes).
+
+        The key is read for every call: a restart can outlast a key renewal.
+        """
         deadline = time.monotonic() + SCALE_TIMEOUT_S
+        asked = False
         while time.monotonic() < deadline:
-            status, body = http("GET", f"{self.management}/models/{name}", token)
-            if status == 200:
+            if not asked:
+                status, body = http("PUT", f"{self.management}/models/{name}?min_worker={count}&max_worker={count}",
+                                    self.key("management"))
+                asked = status in (200, 202)
+                if not asked:
+                    log.warning("scaling %s to %d: %s %s", name, count, status, body[:200])
+            status, body = http("GET", f"{self.management}/models/{name}", self.key("management"))
+            if asked and status == 200:
                 workers = json.loads(body)[0]["workers"]
                 if len(workers) == count and all(w["status"] == "READY" for w in workers):
                     return
