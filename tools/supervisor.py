@@ -59,6 +59,9 @@ STOP_GRACE_S = 10.0  # TorchServe's own shutdown (workers finish their batch) be
 LOG4J_CONFIG = ROOT / "log4j2.xml"
 INSTANCE_CONFIG = "config.properties"
 TORCHSERVE_PID_FILE = "torchserve.pid"
+# Runtime directories of the front doors that inject this instance's key upstream, one per line; written by
+# tools.gateway at start. A door holds TorchServe's key in its config, so each is reloaded after a renewal.
+DOORS_FILE = "doors"
 
 # Each served model's smallest valid request: what a canary sends. A model not listed is judged by
 # its workers' states alone.
@@ -301,7 +304,24 @@ class Supervisor:
         if renewed:
             self.events.append({"event": "keys renewed", "kinds": renewed, "at": time.time()})
             log.warning("renewed TorchServe keys: %s", ", ".join(renewed))
+            if "inference" in renewed:
+                self.reload_doors()
         return renewed
+
+    def reload_doors(self) -> None:
+        """Give every registered front door the new inference key (a door that is gone is forgotten)."""
+        path = self.workdir / DOORS_FILE
+        if not path.exists():
+            return
+        from tools import gateway  # the door builds on this module; imported here, not at the top, for that
+        alive = []
+        for runtime in dict.fromkeys(path.read_text().split()):
+            try:
+                gateway.reload(Path(runtime))
+                alive.append(runtime)
+            except (RuntimeError, OSError) as err:
+                log.warning("front door %s not reloaded: %s", runtime, err)
+        path.write_text("".join(f"{r}\n" for r in alive))
 
     def watch(self, stop: threading.Event) -> None:
         while not stop.wait(POLL_S):
