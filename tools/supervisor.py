@@ -49,7 +49,7 @@ DESCRIBE_EVERY_S = 5.0  # how often it reads worker states once ready (each read
 IDLE_PROBE_S = 10.0  # a model that completed nothing for this long gets a canary (0.1 req/s when idle)
 CANARY_GAP_S = 1.0  # new arrivals trigger a canary at most this often
 # A canary unanswered this long, with no sign of work meanwhile: the model is stalled.
-STALL_AFTER_S = 4.0
+STALL_AFTER_S = 6.0
 GONE_GRACE_S = 20.0  # a dead worker TorchServe has not replaced by then never will be (it still lists it READY)
 CANARY_TIMEOUT_S = 60.0  # a canary that is stuck is abandoned after this (the restart answers it first)
 SCALE_TIMEOUT_S = 120.0  # longest wait for workers to leave or come back when restarting a model
