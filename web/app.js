@@ -266,6 +266,13 @@ function interpolatePanel() {
     setTimeout(() => URL.revokeObjectURL(link.href), 0);
   }));
 
+  // Typing an end's digit or id chooses that kind of end.
+  for (const end of ["start", "end"]) {
+    for (const [name, kind] of [["digit", "digit"], ["seed", "id"], ["index", "id"]]) {
+      form.elements[`${end}-${name}`].addEventListener("input", () => { form.elements[`${end}-kind`].value = kind; });
+    }
+  }
+
   // Picking from the sample grid sets an end "by sample id".
   return (end, id) => {
     form.elements[`${end}-kind`].value = "id";
