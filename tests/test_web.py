@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ if CHROMIUM is None or not Path(CHROMEDRIVER).is_file():
 from selenium import webdriver  # noqa: E402 - only where a browser can run
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 TIMEOUT = 30
@@ -178,7 +180,8 @@ def test_without_a_key_the_page_asks_for_it_and_a_wrong_one_is_refused(browser, 
 def test_the_palindrome_panel_shows_the_answer_and_ten_probabilities(browser, door):
     url, key, _ = door
     open_page(browser, url, key)
-    ask_palindrome(browser, "73456543")
+    by_id(browser, "palindrome-input").clear()
+    by_id(browser, "palindrome-input").send_keys("73456543", Keys.ENTER)  # a form: Enter asks, as the button does
     wait(browser, lambda d: "→" in by_id(d, "palindrome-answer").text)
     assert by_id(browser, "palindrome-answer").text.startswith("73456543 → 7")
     bars = browser.find_elements(By.CSS_SELECTOR, '[data-testid="palindrome-bars"] li')
@@ -213,12 +216,17 @@ def test_the_sample_grid_shows_n_images_and_two_clicks_set_the_interpolations_en
     picks = browser.find_elements(By.CSS_SELECTOR, '[data-testid="sample-grid"] .pick')
     assert [p.text for p in picks] == [f"11:{i}" for i in range(6)]
     picks[2].click()
-    picks[5].click()
+    picks[5].send_keys(Keys.ENTER)  # the images are buttons: reachable and usable from the keyboard
     ends = browser.execute_script("""
         const f = document.getElementById('interp-form').elements;
         return [f['start-kind'].value, f['start-seed'].value, f['start-index'].value,
                 f['end-kind'].value, f['end-seed'].value, f['end-index'].value];""")
     assert ends == ["id", "11", "2", "id", "11", "5"]
+    by_id(browser, "interp-steps").clear()
+    by_id(browser, "interp-steps").send_keys("5", Keys.ENTER)
+    frames = by_id(browser, "interp-frames")
+    wait(browser, lambda d: frames.get_attribute("data-state") == "done" or shown_errors(d), STREAM_TIMEOUT)
+    assert len(frames.find_elements(By.TAG_NAME, "img")) == 5 and shown_errors(browser) == []
     assert console_errors(browser) == []
 
 
@@ -271,6 +279,25 @@ def test_screenshots_of_every_panel_at_desktop_and_phone_width(browser, door):
         (SCREENSHOTS / f"{name}.png").write_bytes(full_page_png(browser))
     browser.set_window_size(*DESKTOP)
     assert console_errors(browser) == []
+
+
+def test_a_slow_server_is_shown_as_such(browser, server, tmp_path):
+    # A listener that never answers: the kernel accepts the door's connections, nothing reads them.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        address = "127.0.0.1:%d" % silent.getsockname()[1]
+        runtime = tmp_path / "door"
+        url = open_door(server, runtime, gateway.Replica(rest=address, grpc=address, ready=address))
+        try:
+            open_page(browser, url, gateway.newest_client_key(runtime / gateway.CLIENT_KEY_FILE))
+            ask_palindrome(browser, "1232")
+            wait(browser, lambda d: "still waiting for the server" in by_id(d, "palindrome-answer").text)
+            assert by_id(browser, "palindrome-submit").get_attribute("disabled") == "true"
+            browser.get("about:blank")  # leave before the door goes: the pending call is dropped, not failed
+            assert console_errors(browser, allowed=r"/health .*status of 503") == []
+        finally:
+            gateway.stop(runtime)
 
 
 def test_a_stopped_server_is_shown_as_such(browser, server, tmp_path):
