@@ -110,7 +110,7 @@ GATEWAY_GRPC_PORT ?= 7090
 
 .PHONY: gateway gateway-stop gateway-reload
 
-gateway: $(STAMP)  ## start the front door (nginx) on GATEWAY_HOST:GATEWAY_PORT (REST) and GATEWAY_GRPC_PORT (gRPC), after make serve
+gateway: $(STAMP)  ## start the front door (nginx) on GATEWAY_HOST:GATEWAY_PORT (REST) and GATEWAY_GRPC_PORT (gRPC), after make serve; prints the try-it page's link
 	PYTHONPATH=. $(PY) -m tools.gateway start --host $(GATEWAY_HOST) --port $(GATEWAY_PORT) --grpc-port $(GATEWAY_GRPC_PORT)
 
 gateway-reload: $(STAMP)  ## re-read the door's client keys and TorchServe's key, no restart (key rotation)

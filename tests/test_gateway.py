@@ -242,8 +242,7 @@ def test_keys_that_would_break_the_config_are_refused(tmp_path, monkeypatch):
 # -- routes --------------------------------------------------------------------------------------
 
 NOT_SERVED = [
-    ("OPTIONS", "/"),
-    ("GET", "/"),
+    ("OPTIONS", "/"),  # GET / is the try-it page (tests/test_web.py)
     ("GET", "/ping"),
     ("GET", "/models"),
     ("POST", "/models"),

@@ -67,3 +67,15 @@ def test_nginx_accepts_a_door_for_several_replicas(tmp_path):
     (tmp_path / "api_keys").write_text(KEY + "\n")
     gateway.install_config(tmp_path, door)  # runs nginx -t; raises when nginx refuses it
     assert (tmp_path / gateway.CONFIG).stat().st_mode & 0o777 == 0o600
+
+
+def test_the_try_it_page_is_served_from_web_and_only_by_get():
+    conf = rendered()
+    for location in ("location = / {", "location /web/ {"):
+        block = conf[conf.index(location):].split("\n        }", 1)[0]
+        assert str(gateway.WEB_ROOT.resolve()) in block and "if ($request_method !~ ^(GET|HEAD)$)" in block
+        assert "proxy_pass" not in block  # nothing of the page reaches TorchServe
+
+
+def test_the_page_link_carries_the_key_in_the_fragment_only():
+    assert gateway.page_link("http://127.0.0.1:8090", KEY) == f"http://127.0.0.1:8090/#key={KEY}"

@@ -6,6 +6,9 @@
     python -m tools.gateway render     # print the config that start would run (it holds TorchServe's key)
     python -m tools.gateway key        # the newest client key, for curl
 
+The door also serves the try-it page (web/) at / without a key; start prints its link, with the key
+in the URL fragment, which the browser keeps and never sends.
+
 Everything nginx writes (the rendered config, keys, pid, logs, temp files) lives in one runtime
 directory, `.gateway/` by default, and nginx runs with that directory as its prefix.
 
@@ -35,6 +38,7 @@ from tools.supervisor import DOORS_FILE
 
 ROOT = ts.ROOT
 TEMPLATE = ROOT / "gateway" / "nginx.conf.template"
+WEB_ROOT = ROOT / "web"  # the try-it page, served at / without a key
 RUNTIME = ROOT / ".gateway"
 CONFIG, KEYS_INCLUDE, SETTINGS, PID = "nginx.conf", "keys.conf", "settings.json", "nginx.pid"
 CLIENT_KEY_FILE = "api_keys"
@@ -197,6 +201,7 @@ def render(replicas: list[Replica], models: list[str], client_keys: list[str], u
         "grpc_servers": server_lines([r.grpc for r in replicas]),
         "ready_servers": server_lines([r.ready for r in replicas]),
         "ready_path": READY_PATH,
+        "web_root": WEB_ROOT.resolve(),
         "models": "|".join(re.escape(m) for m in models),
         "upstream_authorization": f"Bearer {checked_key(upstream_key, min_length=1)}" if upstream_key else "",
         "max_body_bytes": max_body_bytes,
@@ -355,9 +360,16 @@ def door_from_args(args: argparse.Namespace) -> Door:
     )
 
 
+def page_link(url: str, key: str) -> str:
+    """The try-it page with `key` in the URL fragment (web/app.js reads it from there)."""
+    return f"{url}/#key={key}"
+
+
 def print_endpoints(door: Door, pid: int) -> None:
     print(f"front door up (nginx pid {pid}) for models: {', '.join(door.models)}")
     rest = f"http://{door.host}:{door.port}"
+    # The key rides in the fragment, which the browser never sends: the page reads it and keeps it for the tab.
+    print(f"  page    {page_link(rest, newest_client_key(Path(door.client_key_file)))}")
     print(f"  REST    {rest}/predictions/<model>   health: {rest}/health")
     print(f"  gRPC    {door.host}:{door.grpc_port} (StreamPredictions only)")
     print(f"  key     Authorization: Bearer $(.venv/bin/python -m tools.gateway key)   [{door.client_key_file}]")
