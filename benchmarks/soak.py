@@ -66,8 +66,8 @@ class Soak:
                     code = session.post(f"{url}/predictions/{model}", data=body, headers=headers, timeout=30).status_code
                     self.record("hostile", began, 400 <= code < 500, f"status {code}")
                     continue
-                half = [rng.randrange(10) for _ in range(rng.randint(1, 7))]
-                digits = [half[0], *half, *half[::-1][:-1]]  # the first T digits of a palindrome of T + 1
+                half = [rng.randrange(10) for _ in range(rng.randint(2, 7))]
+                digits = [*half, *half[::-1]][:-1]  # the first T digits of a palindrome of T + 1
                 if pick < 0.55:
                     answer = session.post(f"{url}/predictions/palindrome", json={"digits": digits}, headers=headers,
                                           timeout=30).json()

@@ -56,7 +56,8 @@ json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4)
                            | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=12)
 small_ints = st.integers(-3, 12)
 digit_lists = st.lists(st.integers(0, 9), min_size=1, max_size=20)
-palindromes = st.lists(st.integers(0, 9), min_size=1, max_size=10).map(lambda h: [h[0], *h, *h[::-1][:-1]])
+# The first T digits of a palindrome of T + 1 (its last digit, the answer, repeats the first).
+palindromes = st.lists(st.integers(0, 9), min_size=1, max_size=10).map(lambda h: [*h, *h[::-1]][:-1])
 points = st.one_of(
     st.fixed_dictionaries({"seed": st.integers(-1, 2**31), "index": st.integers(-1, 50)}),
     st.fixed_dictionaries({"digit": small_ints}, optional={"seed": st.integers(-1, 20)}),

@@ -50,7 +50,7 @@ IDLE_PROBE_S = 10.0  # a model that completed nothing for this long gets a canar
 CANARY_GAP_S = 1.0  # new arrivals trigger a canary at most this often
 # A canary unanswered this long, with no sign of work meanwhile: the model is stalled.
 STALL_AFTER_S = 6.0
-GONE_GRACE_S = 20.0  # a dead worker TorchServe has not replaced by then never will be (it still lists it READY)
+GONE_GRACE_S = 30.0  # a dead worker TorchServe has not replaced by then never will be (it still lists it READY)
 CANARY_TIMEOUT_S = 60.0  # a canary that is stuck is abandoned after this (the restart answers it first)
 SCALE_TIMEOUT_S = 120.0  # longest wait for workers to leave or come back when restarting a model
 RENEW_AT_FRACTION = 0.25  # renew a key when less than this share of its lifetime is left
@@ -207,15 +207,14 @@ class Supervisor:
                 model.arrivals = arrived.get(model.name, 0.0)
                 if model.restarting or not model.workers_ready() or model.name not in CANARIES:
                     continue  # a model still loading its workers is not stalled
-                if model.gone_since is not None:
-                    if now - model.gone_since >= GONE_GRACE_S:  # listed as READY, dead, never replaced
-                        model.restarting = True
-                        self.pool.submit(self.restart, model, f"a worker has been gone {now - model.gone_since:.0f} s")
-                elif model.canary_sent is not None:
+                if model.canary_sent is not None:
                     quiet = now - max(model.canary_sent, model.progress_at, model.cpu_at)
-                    if quiet >= STALL_AFTER_S:
+                    # A worker that died is normally replaced by TorchServe itself: give it time first.
+                    limit = STALL_AFTER_S if model.gone_since is None else GONE_GRACE_S
+                    if quiet >= limit:
                         model.restarting = True
-                        self.pool.submit(self.restart, model, f"canary unanswered and workers idle for {quiet:.1f} s")
+                        why = "a worker died and was not replaced" if model.gone_since else "workers idle"
+                        self.pool.submit(self.restart, model, f"canary unanswered {quiet:.1f} s, {why}")
                 elif now - model.progress_at >= IDLE_PROBE_S or (new_arrivals and now - model.canary_at >= CANARY_GAP_S):
                     model.canary_sent = model.canary_at = now
                     self.pool.submit(self.canary, model)
