@@ -114,7 +114,8 @@ def test_a_worker_killed_under_load_is_replaced(own_server, key_file_clients):
     last_failure = max((t for t, _ in failures), default=killed_at)
     print(f"\nkill: {len(failures)} failed of {len(after)} after the kill, the last {last_failure - killed_at:.1f} s "
           f"after it; statuses {sorted({d for _, d in failures}, key=str)}")
-    assert all(not isinstance(d, int) or d in (4, 500, 503) for _, d in after)  # errors, never a wrong answer
+    # While no worker runs, requests fail (TorchServe answers 5xx, or a client times out), never wrongly.
+    assert all(not isinstance(d, int) or d == 4 or d >= 500 for _, d in after)
     assert own_server.worker_pids("palindrome") != [pid]
 
 
