@@ -2,6 +2,7 @@
 
     python -m tools.server start [--workdir .ts] [--config config.properties]
     python -m tools.server stop  [--workdir .ts]
+    python -m tools.server run   [--workdir .ts] [--config config.properties]   # foreground (containers)
 
 TorchServe writes key_file.json and logs/ into its working directory, so each instance gets its own
 (`.ts/` for `make serve`, a temporary one for tests) and a user's server and the tests never meet.
@@ -10,6 +11,7 @@ TorchServe writes key_file.json and logs/ into its working directory, so each in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -82,8 +84,12 @@ def archives(model_store: Path = MODEL_STORE) -> list[str]:
     return sorted(p.stem for p in model_store.glob("*.mar"))
 
 
-def start(workdir: Path, config: Path, model_store: Path = MODEL_STORE, env: dict[str, str] | None = None) -> int:
-    """Launch TorchServe in its own process group, serving every archive in `model_store`; returns its PID."""
+def start(workdir: Path, config: Path, model_store: Path = MODEL_STORE, env: dict[str, str] | None = None,
+          console_log: bool = True) -> int:
+    """Launch TorchServe in its own process group, serving every archive in `model_store`; returns its PID.
+
+    Its output goes to `workdir/console.log`, or with `console_log=False` to our own stdout (a container's log).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     models = archives(model_store)
     if not models:
@@ -110,7 +116,8 @@ def start(workdir: Path, config: Path, model_store: Path = MODEL_STORE, env: dic
         "--model-store", str(model_store.resolve()),
         "--models", *[f"{m}={m}.mar" for m in models],
     ]
-    with open(workdir / "console.log", "wb") as log:  # the child keeps its own copy of the descriptor
+    # The child keeps its own copy of the descriptor; stdout=None inherits ours.
+    with open(workdir / "console.log", "wb") if console_log else contextlib.nullcontext() as log:
         proc = subprocess.Popen(cmd, cwd=workdir, env=run_env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     (workdir / PID_FILE).write_text(str(proc.pid))
@@ -176,6 +183,19 @@ def stop(workdir: Path, grace: float = 30.0) -> bool:
     return True
 
 
+def run(workdir: Path, config: Path) -> int:
+    """Serve in the foreground until TorchServe exits (a container's main process); returns its exit code.
+
+    SIGTERM or SIGINT (docker stop, a Kubernetes pod ending) stops its whole process group. Readiness is
+    not awaited here: the readiness endpoint tells the orchestrator.
+    """
+    pid = start(workdir, config, console_log=False)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: os.killpg(pid, signal.SIGTERM))
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def free_ports(n: int) -> list[int]:
     """`n` distinct TCP ports free on 127.0.0.1 right now."""
     socks = [socket.socket() for _ in range(n)]
@@ -228,7 +248,7 @@ def serving(workdir: Path, model_store: Path = MODEL_STORE, base_config: Path = 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("action", choices=["start", "stop"])
+    p.add_argument("action", choices=["start", "stop", "run"])
     p.add_argument("--workdir", type=Path, default=ROOT / ".ts", help="TorchServe's working directory (keys, logs)")
     p.add_argument("--config", type=Path, default=ROOT / "config.properties")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for every worker READY")
@@ -236,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "stop":
         print("TorchServe stopped" if stop(args.workdir) else "TorchServe was not running (no pid file)")
         return
+    if args.action == "run":  # a container's own server: a pid file left by its last run names no server
+        raise SystemExit(run(args.workdir, args.config))
     if (args.workdir / PID_FILE).exists() and alive(int((args.workdir / PID_FILE).read_text())):
         raise SystemExit("TorchServe is already running: `make stop` first")
     props = read_properties(args.config)
