@@ -1,0 +1,379 @@
+"""The front door: nginx in front of TorchServe, from the one template gateway/nginx.conf.template.
+
+    python -m tools.gateway start  [--host 127.0.0.1] [--port 8090] [--grpc-port 7090]   (make gateway)
+    python -m tools.gateway reload     # re-read the client keys and TorchServe's key, no restart (make gateway-reload)
+    python -m tools.gateway stop       # (make gateway-stop)
+    python -m tools.gateway render     # print the config that start would run
+    python -m tools.gateway key        # the newest client key, for curl
+
+Everything nginx writes (the rendered config, keys, pid, logs, temp files) lives in one runtime
+directory, `.gateway/` by default, and nginx runs with that directory as its prefix.
+
+Client keys: $DIGITLAB_API_KEY and every line of the key file (`.gateway/api_keys`) are accepted, so
+a key is rotated by adding the new one, `make gateway-reload`, and deleting the old one later. When
+neither exists, start writes the key file (mode 0600) with one fresh random key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tools import server as ts
+
+ROOT = ts.ROOT
+TEMPLATE = ROOT / "gateway" / "nginx.conf.template"
+RUNTIME = ROOT / ".gateway"
+CONFIG, KEYS_INCLUDE, SETTINGS, PID = "nginx.conf", "keys.conf", "settings.json", "nginx.pid"
+CLIENT_KEY_FILE = "api_keys"
+KEY_ENV = "DIGITLAB_API_KEY"
+DEFAULT_HOST, DEFAULT_PORT, DEFAULT_GRPC_PORT = "127.0.0.1", 8090, 7090
+INSTALL_HINT = ("nginx not found: install it from the distribution "
+                "(Debian/Ubuntu: apt-get install nginx-light; Fedora: dnf install nginx; macOS: brew install nginx)")
+# Keys go verbatim into the config: only characters that cannot end a quoted nginx string.
+KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._~+/=-]+")
+MIN_CLIENT_KEY_LENGTH = 16  # a client key is a password facing the network; TorchServe's own are 8 long
+MAX_KEY_LENGTH = 100  # "Bearer " + key must fit the template's map_hash_bucket_size (128)
+PLACEHOLDER = re.compile(r"\{\{ (\w+) \}\}")
+# Until the readiness endpoint (tools/supervisor.py) is on this branch, TorchServe's /ping stands in.
+READY_PATH = "/ping"
+STOP_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the door allows one client (one source address); measured and explained in README.md."""
+
+    rate: int = 200  # predictions per second, REST and gRPC together
+    burst: int = 100  # requests over the rate served at once before 429
+    heavy_rate: int = 10  # REST sample + interpolate per second
+    heavy_burst: int = 10
+    in_flight: int = 16  # REST requests at once
+    heavy_in_flight: int = 4  # REST sample + interpolate at once: one interpolate batch (batchSize 4)
+    grpc_in_flight: int = 4  # gRPC calls at once: any of them may be an interpolation
+    read_timeout_s: int = 70  # upstream, per read: above every model's responseTimeout (max 60 s)
+
+
+LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One TorchServe behind the door: REST inference, gRPC inference and readiness, each host:port."""
+
+    rest: str
+    grpc: str
+    ready: str
+
+
+@dataclass(frozen=True)
+class Door:
+    """Everything `render` needs besides the keys, saved at start so that reload renders the same door."""
+
+    host: str
+    port: int
+    grpc_port: int
+    replicas: list[Replica]
+    models: list[str]
+    torchserve_key_file: str | None  # TorchServe's key_file.json; None when its token auth is off
+    client_key_file: str
+    max_body_bytes: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Door:
+        data = json.loads(text)
+        return cls(**{**data, "replicas": [Replica(**r) for r in data["replicas"]]})
+
+
+def host_port(url: str) -> str:
+    """"http://127.0.0.1:8080" -> "127.0.0.1:8080"."""
+    return urlsplit(url).netloc
+
+
+def replica_from_config(props: dict[str, str]) -> Replica:
+    """The TorchServe a config.properties describes (`make serve`'s, by default)."""
+    rest = host_port(props["inference_address"])
+    return Replica(rest=rest, grpc=f"{props['grpc_inference_address']}:{props['grpc_inference_port']}", ready=rest)
+
+
+# -- keys --------------------------------------------------------------------------------------------
+
+
+def checked_key(key: str, min_length: int = MIN_CLIENT_KEY_LENGTH) -> str:
+    if not KEY_CHARACTERS.fullmatch(key) or not min_length <= len(key) <= MAX_KEY_LENGTH:
+        raise ValueError(f"a key is {min_length} to {MAX_KEY_LENGTH} characters from A-Z a-z 0-9 . _ ~ + / = -")
+    return key
+
+
+def read_client_keys(key_file: Path) -> list[str]:
+    """$DIGITLAB_API_KEY, then every non-empty line of `key_file` (oldest first, newest last)."""
+    keys = [os.environ[KEY_ENV]] if os.environ.get(KEY_ENV) else []
+    if key_file.is_file():
+        keys += [line.strip() for line in key_file.read_text().splitlines() if line.strip()]
+    return [checked_key(k) for k in dict.fromkeys(keys)]
+
+
+def ensure_client_key(key_file: Path) -> None:
+    """Write `key_file` (mode 0600) with one fresh key when neither it nor $DIGITLAB_API_KEY exists."""
+    if os.environ.get(KEY_ENV) or key_file.exists():
+        return
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+
+
+def newest_client_key(key_file: Path) -> str:
+    """The key a client should send: the key file's last line, else $DIGITLAB_API_KEY."""
+    keys = read_client_keys(key_file)
+    if not keys:
+        raise SystemExit(f"no client key: set ${KEY_ENV} or start the door (make gateway) to create {key_file}")
+    return keys[-1]
+
+
+def torchserve_key(key_file: str | None) -> str | None:
+    """TorchServe's inference key, which the door sends upstream; None when TorchServe runs without auth."""
+    return ts.read_keys(Path(key_file).parent)["inference"] if key_file else None
+
+
+# -- rendering ---------------------------------------------------------------------------------------
+
+
+def fill(template: str, values: dict[str, object]) -> str:
+    """Replace every {{ name }}; a field without a value is an error, not an empty string."""
+    missing = set(PLACEHOLDER.findall(template)) - values.keys()
+    if missing:
+        raise KeyError(f"template fields without a value: {sorted(missing)}")
+    return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+
+
+def server_lines(addresses: list[str]) -> str:
+    # Passive health checks: after 3 failures in 10 s a replica rests for 10 s, its peers take its share.
+    return "\n".join(f"        server {a} max_fails=3 fail_timeout=10s;" for a in addresses)
+
+
+def render(replicas: list[Replica], models: list[str], client_keys: list[str], upstream_key: str | None,
+           host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, grpc_port: int = DEFAULT_GRPC_PORT,
+           max_body_bytes: int = 65536, limits: Limits = LIMITS) -> tuple[str, str]:
+    """(nginx.conf, keys.conf) for a door on host:port (REST) and host:grpc_port (gRPC).
+
+    `replicas` are the TorchServe instances behind the door, one `Replica` each (REST and gRPC
+    inference addresses, readiness address). With several, nginx balances round robin, skips a replica
+    that fails 3 times in 10 s for 10 s (passive health check), and retries a prediction once on another
+    replica when the first refuses the connection or answers 502/503 before sending anything (safe:
+    predictions have no side effects). /health is ready when a replica's readiness check answers 200.
+    `models` are the served model names (the only /predictions/<model> routes). `client_keys` are the
+    accepted keys. `upstream_key` is TorchServe's inference key, sent upstream in place of the client's;
+    None sends no Authorization (replicas running with disable_token_authorization=true, in containers).
+    """
+    if not replicas or not models or not client_keys:
+        raise ValueError("a door needs at least one replica, one model and one client key")
+    values = {
+        **asdict(limits),
+        "read_timeout": f"{limits.read_timeout_s}s",
+        "listen_rest": f"{host}:{port}",
+        "listen_grpc": f"{host}:{grpc_port}",
+        "rest_servers": server_lines([r.rest for r in replicas]),
+        "grpc_servers": server_lines([r.grpc for r in replicas]),
+        "ready_servers": server_lines([r.ready for r in replicas]),
+        "ready_path": READY_PATH,
+        "models": "|".join(re.escape(m) for m in models),
+        "upstream_authorization": f"Bearer {checked_key(upstream_key, min_length=1)}" if upstream_key else "",
+        "max_body_bytes": max_body_bytes,
+        "max_body_kib": max_body_bytes // 1024,
+    }
+    keys = "".join(f'    "Bearer {checked_key(k)}" 1;\n' for k in client_keys)
+    return fill(TEMPLATE.read_text(), values), keys
+
+
+def render_door(door: Door) -> tuple[str, str]:
+    return render(door.replicas, door.models, read_client_keys(Path(door.client_key_file)),
+                  torchserve_key(door.torchserve_key_file), door.host, door.port, door.grpc_port,
+                  door.max_body_bytes)
+
+
+# -- running nginx -----------------------------------------------------------------------------------
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+
+
+def nginx(runtime: Path, *args: str, config: str = CONFIG) -> subprocess.CompletedProcess:
+    binary = nginx_binary()
+    if binary is None:
+        raise SystemExit(INSTALL_HINT)
+    return subprocess.run([binary, "-p", f"{runtime.resolve()}/", "-c", config, *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def write_private(path: Path, text: str) -> None:
+    """The config and keys.conf hold keys: readable by their owner only (nginx's master reads them)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def install_config(runtime: Path, door: Door) -> None:
+    """Render `door` into `runtime` and have nginx check it; the previous files come back if it fails."""
+    for sub in ("logs", "tmp"):
+        (runtime / sub).mkdir(parents=True, exist_ok=True)
+    conf, keys = render_door(door)
+    saved = {name: (runtime / name).read_text() for name in (CONFIG, KEYS_INCLUDE) if (runtime / name).exists()}
+    write_private(runtime / CONFIG, conf)
+    write_private(runtime / KEYS_INCLUDE, keys)
+    check = nginx(runtime, "-t", "-q")
+    if check.returncode != 0:
+        for name, text in saved.items():
+            write_private(runtime / name, text)
+        raise RuntimeError(f"nginx refused the rendered config:\n{check.stderr.strip()}")
+    (runtime / SETTINGS).write_text(door.to_json())
+
+
+def master_pid(runtime: Path) -> int | None:
+    """The running nginx master of `runtime`, or None."""
+    try:
+        pid = int((runtime / PID).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if ts.alive(pid) else None
+
+
+def workers(master: int) -> set[int]:
+    """PIDs of the master's children (its worker processes), from /proc."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue  # exited while we looked
+        if int(fields[1]) == master:
+            children.add(int(stat.parent.name))
+    return children
+
+
+def start(runtime: Path, door: Door) -> int:
+    """Render, check and start nginx for `door` (daemonised); returns the master's PID.
+
+    nginx binds its listeners before it returns, so the door accepts connections from then on.
+    """
+    if master_pid(runtime):
+        raise RuntimeError(f"the door is already running (pid {master_pid(runtime)}): make gateway-stop first")
+    ensure_client_key(Path(door.client_key_file))
+    install_config(runtime, door)
+    started = nginx(runtime)
+    if started.returncode != 0:
+        raise RuntimeError(f"nginx did not start:\n{started.stderr.strip()}")
+    pid = master_pid(runtime)
+    if pid is None:
+        raise RuntimeError(f"nginx exited at start; see {runtime / 'logs' / 'error.log'}")
+    return pid
+
+
+def reload(runtime: Path = RUNTIME) -> int:
+    """Re-render (re-reading client keys and TorchServe's key) and reload nginx: no restart, no dropped call.
+
+    Returns the number of accepted client keys once the old worker has finished its requests and
+    exited (at most STOP_GRACE_S), so that from then on every request meets the new keys.
+    """
+    pid = master_pid(runtime)
+    if pid is None:
+        raise RuntimeError("the door is not running: make gateway first")
+    door = Door.from_json((runtime / SETTINGS).read_text())
+    install_config(runtime, door)
+    old = workers(pid)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and (workers(pid) & old or not workers(pid)):
+        time.sleep(0.05)
+    return len(read_client_keys(Path(door.client_key_file)))
+
+
+def stop(runtime: Path = RUNTIME) -> bool:
+    """Fast shutdown (SIGTERM) of the door's nginx; False when it was not running."""
+    pid = master_pid(runtime)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while ts.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # daemonised: not our child
+    if ts.alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+# -- command line ------------------------------------------------------------------------------------
+
+
+def door_from_args(args: argparse.Namespace) -> Door:
+    props = ts.read_properties(args.config)
+    ts_keys = args.torchserve_workdir / "key_file.json"
+    return Door(
+        host=args.host, port=args.port, grpc_port=args.grpc_port,
+        replicas=[replica_from_config(props)],
+        models=args.models or ts.archives(),
+        torchserve_key_file=str(ts_keys) if ts_keys.is_file() else None,
+        client_key_file=str(args.key_file),
+        max_body_bytes=int(props["max_request_size"]),
+    )
+
+
+def print_endpoints(door: Door, pid: int) -> None:
+    print(f"front door up (nginx pid {pid}) for models: {', '.join(door.models)}")
+    print(f"  REST    http://{door.host}:{door.port}/predictions/<model>   health: http://{door.host}:{door.port}/health")
+    print(f"  gRPC    {door.host}:{door.grpc_port} (StreamPredictions only)")
+    print(f"  key     Authorization: Bearer $(.venv/bin/python -m tools.gateway key)   [{door.client_key_file}]")
+    if door.torchserve_key_file is None:
+        print("  note    no TorchServe key file found: nothing is sent upstream (TorchServe must run without token auth)")
+    print("  reload  make gateway-reload (after changing keys); stop: make gateway-stop")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=["start", "stop", "reload", "render", "key"])
+    p.add_argument("--runtime", type=Path, default=RUNTIME, help="nginx prefix: config, keys, pid, logs")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address the door listens on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="REST port")
+    p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port")
+    p.add_argument("--config", type=Path, default=ROOT / "config.properties", help="TorchServe's config (upstream addresses)")
+    p.add_argument("--torchserve-workdir", type=Path, default=ROOT / ".ts", help="where TorchServe wrote key_file.json")
+    p.add_argument("--key-file", type=Path, help="client keys, one per line (default: RUNTIME/api_keys)")
+    p.add_argument("--models", nargs="+", help="served models (default: the archives in model_store/)")
+    args = p.parse_args(argv)
+    args.key_file = args.key_file or args.runtime / CLIENT_KEY_FILE
+    try:
+        if args.action == "start":
+            door = door_from_args(args)
+            print_endpoints(door, start(args.runtime, door))
+        elif args.action == "stop":
+            print("front door stopped" if stop(args.runtime) else "front door was not running")
+        elif args.action == "reload":
+            print(f"front door reloaded: {reload(args.runtime)} client key(s) accepted")
+        elif args.action == "render":
+            print(render_door(door_from_args(args))[0])
+        else:
+            print(newest_client_key(args.key_file))
+    except (RuntimeError, ValueError) as err:
+        raise SystemExit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
