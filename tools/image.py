@@ -4,6 +4,7 @@
     python -m tools.image base         # digitlab-base:bookworm, bootstrapped with debootstrap, unless present
     python -m tools.image wheelhouse   # build/wheelhouse: every wheel the image installs
     python -m tools.image build [--variant cpu|cuda] [--tag digitlab:latest]   # all of the above, then the image
+    python -m tools.image door         # digitlab-door:latest, the front door's nginx (same base)
 
 No image registry is assumed: the base is Debian bookworm bootstrapped here and imported, and the
 image installs its Python packages from a wheelhouse pip made on this host (honouring its pip
@@ -28,11 +29,13 @@ BUILD = ROOT / "build"
 WHEELHOUSE = BUILD / "wheelhouse"
 IMAGE_CONFIG = BUILD / "image" / "config.properties"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+DOOR_DOCKERFILE = ROOT / "deploy" / "door.Dockerfile"
 IMAGE_PACKAGES = ROOT / "deploy" / "image-requirements.in"
 CONFIG_OVERRIDES = ROOT / "deploy" / "config.image.properties"
 LOCK = ROOT / "requirements.txt"
 
 IMAGE = "digitlab:latest"
+DOOR_IMAGE = "digitlab-door:latest"
 BASE_IMAGE = "digitlab-base:bookworm"
 SUITE = "bookworm"  # Python 3.11 and Java 17 in its main archive: what TorchServe 0.12 and our lock need
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -124,6 +127,14 @@ def image_config() -> dict[str, str]:
     return {**read_properties(ROOT / "config.properties"), **read_properties(CONFIG_OVERRIDES)}
 
 
+def docker_build(dockerfile: Path, tag: str, context: Path, **build_args: str) -> None:
+    # The classic builder: Debian's docker.io has no buildx, and these Dockerfiles need nothing newer.
+    # Host networking: apt inside the build reaches the mirror without NAT rules.
+    args = [f"--build-arg={k}={v}" for k, v in build_args.items()]
+    subprocess.run(["docker", "build", "--network", "host", "--file", str(dockerfile), "--tag", tag, *args, str(context)],
+                   check=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+
+
 def build(tag: str = IMAGE, variant: str = "cpu", base: str = BASE_IMAGE) -> float:
     """Everything `make image` does; returns the seconds `docker build` took."""
     ensure_docker()
@@ -132,17 +143,21 @@ def build(tag: str = IMAGE, variant: str = "cpu", base: str = BASE_IMAGE) -> flo
     IMAGE_CONFIG.parent.mkdir(parents=True, exist_ok=True)
     write_properties(IMAGE_CONFIG, image_config())
     began = time.monotonic()
-    # The classic builder: Debian's docker.io has no buildx, and this Dockerfile needs nothing newer.
-    subprocess.run(["docker", "build", "--network", "host", "--file", str(DOCKERFILE), "--tag", tag,
-                    "--build-arg", f"BASE={base}", "--build-arg", f"VARIANT={variant}", str(ROOT)],
-                   check=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    docker_build(DOCKERFILE, tag, ROOT, BASE=base, VARIANT=variant)
     return time.monotonic() - began
+
+
+def build_door(tag: str = DOOR_IMAGE, base: str = BASE_IMAGE) -> None:
+    """The door's image; its context is deploy/ alone (the wheelhouse stays out)."""
+    ensure_docker()
+    base_image(base)
+    docker_build(DOOR_DOCKERFILE, tag, DOOR_DOCKERFILE.parent, BASE=base)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["docker", "base", "wheelhouse", "build"])
-    p.add_argument("--tag", default=IMAGE)
+    p.add_argument("step", choices=["docker", "base", "wheelhouse", "build", "door"])
+    p.add_argument("--tag", help=f"the image's name (default {IMAGE}; door: {DOOR_IMAGE})")
     p.add_argument("--variant", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--base", default=BASE_IMAGE, help="the base image's name (bootstrapped when missing)")
     args = p.parse_args(argv)
@@ -154,8 +169,11 @@ def main(argv: list[str] | None = None) -> None:
             base_image(args.base)
         elif args.step == "wheelhouse":
             wheelhouse()
+        elif args.step == "door":
+            build_door(args.tag or DOOR_IMAGE, args.base)
         else:
-            print(f"built {args.tag} ({args.variant}) in {build(args.tag, args.variant, args.base):.0f}s")
+            tag = args.tag or IMAGE
+            print(f"built {tag} ({args.variant}) in {build(tag, args.variant, args.base):.0f}s")
     except NoDocker as err:
         raise SystemExit(f"no Docker: {err}")
 
