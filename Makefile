@@ -93,6 +93,25 @@ bench: $(STAMP) $(STUBS)  ## TorchServe vs naive vs FastAPI vs in-process, side 
 clean:  ## remove built files (archives, stubs, protos); keeps .venv and weights
 	rm -rf model_store/*.mar $(ARCHIVES) clients/ts_grpc protos/*.proto build
 
+# -- Front door ------------------------------------------------------------------------------------
+# nginx in front of `make serve` (gateway/nginx.conf.template, tools/gateway.py): one client key, only
+# the safe routes, per-client limits. Runtime files (config, keys, logs) in .gateway/. Where nginx is
+# missing, tools.gateway says how to install it.
+GATEWAY_HOST      ?= 127.0.0.1
+GATEWAY_PORT      ?= 8090
+GATEWAY_GRPC_PORT ?= 7090
+
+.PHONY: gateway gateway-stop gateway-reload
+
+gateway: $(STAMP)  ## start the front door (nginx) on GATEWAY_HOST:GATEWAY_PORT (REST) and GATEWAY_GRPC_PORT (gRPC), after make serve
+	PYTHONPATH=. $(PY) -m tools.gateway start --host $(GATEWAY_HOST) --port $(GATEWAY_PORT) --grpc-port $(GATEWAY_GRPC_PORT)
+
+gateway-reload: $(STAMP)  ## re-read the door's client keys and TorchServe's key, no restart (key rotation)
+	PYTHONPATH=. $(PY) -m tools.gateway reload
+
+gateway-stop: $(STAMP)  ## stop the front door
+	PYTHONPATH=. $(PY) -m tools.gateway stop
+
 # -- Beyond one machine (README "Scaling out"): the image, N replicas behind the door, Kubernetes ------
 # Docker targets need a Docker daemon; run as root on a fresh Debian machine they install docker.io,
 # start dockerd and bootstrap the Debian base image themselves (tools/image.py).

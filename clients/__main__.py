@@ -5,6 +5,9 @@
     python -m clients sample --n 16 --seed 7 -o grid.png
     python -m clients interpolate --from digit:9 --to digit:3 --steps 24 --grpc -o nine_to_three.gif
     python -m clients token                                   # the inference key, for curl
+
+Through the front door (make gateway): --url http://127.0.0.1:8090 --target 127.0.0.1:7090 with the
+door's key from --key-file .gateway/api_keys or $DIGITLAB_API_KEY.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from tqdm import tqdm
 
 from clients import grpc as grpc_client
 from clients import rest
-from clients.auth import find_token
+from clients.auth import find_api_key, find_token
 from clients.errors import ServerError
 from clients.images import frames_file
 
@@ -26,14 +29,17 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=rest.DEFAULT_URL, help="REST inference address")
     p.add_argument("--target", default=grpc_client.DEFAULT_TARGET, help="gRPC inference address")
     p.add_argument("--grpc", action="store_true", help="call over gRPC instead of REST")
-    p.add_argument("--token", help="inference key (default: $TORCHSERVE_TOKEN or .ts/key_file.json)")
+    p.add_argument("--token", help="key to send (default: the door's key from --key-file or $DIGITLAB_API_KEY, "
+                                   "else TorchServe's from $TORCHSERVE_TOKEN or .ts/key_file.json)")
+    p.add_argument("--key-file", type=Path, help="the front door's key file (.gateway/api_keys): send its newest key")
     p.add_argument("--timeout", type=float, default=rest.DEFAULT_TIMEOUT, help="seconds per call")
 
 
 def connection(args: argparse.Namespace) -> dict:
+    token = args.token or find_api_key(args.key_file)  # None: the clients read TorchServe's own key
     if args.grpc:
-        return {"target": args.target, "token": args.token, "timeout": args.timeout}
-    return {"url": args.url, "token": args.token, "timeout": args.timeout}
+        return {"target": args.target, "token": token, "timeout": args.timeout}
+    return {"url": args.url, "token": token, "timeout": args.timeout}
 
 
 def client(args: argparse.Namespace):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 KEY_FILE_ENV = "TORCHSERVE_KEY_FILE"  # path to a key_file.json
 TOKEN_ENV = "TORCHSERVE_TOKEN"  # an inference key, e.g. for a remote server
+API_KEY_ENV = "DIGITLAB_API_KEY"  # a key of the front door (make gateway), not of TorchServe
 DEFAULT_KEY_FILES = (Path(".ts/key_file.json"), Path(__file__).resolve().parent.parent / ".ts" / "key_file.json")
 
 
@@ -25,3 +26,16 @@ def find_token(kind: str = "inference", key_file: str | Path | None = None) -> s
         if path.is_file():
             return json.loads(path.read_text())[kind]["key"]
     return None
+
+
+def find_api_key(key_file: str | Path | None = None) -> str | None:
+    """A key of the front door: the newest (last) line of `key_file`, else $DIGITLAB_API_KEY, else None.
+
+    The door's key file (`.gateway/api_keys`) holds one key per line, oldest first: during a rotation
+    both are accepted, and clients already send the new one.
+    """
+    if key_file is not None:
+        keys = [line.strip() for line in Path(key_file).read_text().splitlines() if line.strip()]
+        if keys:
+            return keys[-1]
+    return os.environ.get(API_KEY_ENV) or None

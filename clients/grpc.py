@@ -54,11 +54,16 @@ def predict_bytes(
     model: str, payload: dict[str, Any], target: str = DEFAULT_TARGET, token: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> bytes:
-    """Unary `Predictions` call -> the answer's raw bytes (a PNG grid, a GIF, or JSON)."""
+    """One answer's raw bytes (a PNG grid, a GIF, or JSON), as a one-message `StreamPredictions` call.
+
+    Not the unary `Predictions`: the front door refuses it, because a unary call carrying
+    `"stream": true` stalls a TorchServe worker; a single answer is a stream of one message.
+    """
     with grpcio.insecure_channel(target) as channel:
         stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
         try:
-            reply = stub.Predictions(request_message(model, payload), metadata=_metadata(token), timeout=timeout)
+            replies = stub.StreamPredictions(request_message(model, payload), metadata=_metadata(token), timeout=timeout)
+            (reply,) = replies
         except grpcio.RpcError as err:
             raise _server_error(err) from None
     if reply.prediction.startswith(b"{"):
@@ -70,7 +75,7 @@ def predict(
     model: str, payload: dict[str, Any], target: str = DEFAULT_TARGET, token: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
-    """Unary `Predictions` call -> the decoded JSON answer."""
+    """One answer (a one-message `StreamPredictions` call) -> the decoded JSON answer."""
     return decode_reply(predict_bytes(model, payload, target, token, timeout))
 
 
