@@ -59,7 +59,7 @@ def container(images, tmp_path_factory):
     (config_dir / "test.properties").chmod(0o644)
     name = f"digitlab-image-test-{int(time.time())}"
     docker("run", "--detach", "--name", name, "--network", "host", "--read-only",
-           "--tmpfs", f"/home/model-server:uid={IMAGE_USER_ID},gid={IMAGE_USER_ID},mode=0700",
+           "--tmpfs", f"/home/model-server:exec,uid={IMAGE_USER_ID},gid={IMAGE_USER_ID},mode=0700",
            "--tmpfs", "/tmp", "--volume", f"{config_dir}:/compose:ro",
            "--health-cmd", "python -m tools.ready --config /compose/test.properties", "--health-interval", "2s",
            image.IMAGE, "run", "--workdir", "/home/model-server/ts", "--config", "/compose/test.properties")
