@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 KEY_FILE_ENV = "TORCHSERVE_KEY_FILE"  # path to a key_file.json
 TOKEN_ENV = "TORCHSERVE_TOKEN"  # an inference key, e.g. for a remote server
 API_KEY_ENV = "DIGITLAB_API_KEY"  # a key of the front door (make gateway), not of TorchServe
+T = TypeVar("T")
 DEFAULT_KEY_FILES = (Path(".ts/key_file.json"), Path(__file__).resolve().parent.parent / ".ts" / "key_file.json")
 
 
@@ -28,6 +31,26 @@ def find_token(kind: str = "inference", key_file: str | Path | None = None) -> s
     return None
 
 
+def call_with_fresh_key(call: Callable[[str | None], T], token: str | None, is_auth_error: Callable[[Exception], bool],
+                        kind: str = "inference") -> T:
+    """`call(key)`; when it fails for authentication and the key came from the key file, re-read and retry once.
+
+    TorchServe's keys expire and are renewed by the supervisor (or `make rotate-keys`), which rewrites
+    the key file: a client holding the old key gets one refusal, then goes on with the new one. A key
+    the caller passed explicitly is used as given.
+    """
+    key = token if token is not None else find_token(kind)
+    try:
+        return call(key)
+    except Exception as err:
+        if token is not None or not is_auth_error(err):
+            raise
+        fresh = find_token(kind)
+        if fresh == key:
+            raise
+        return call(fresh)
+
+
 def find_api_key(key_file: str | Path | None = None) -> str | None:
     """A key of the front door: the newest (last) line of `key_file`, else $DIGITLAB_API_KEY, else None.
 
@@ -39,3 +62,4 @@ def find_api_key(key_file: str | Path | None = None) -> str | None:
         if keys:
             return keys[-1]
     return os.environ.get(API_KEY_ENV) or None
+

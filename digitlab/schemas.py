@@ -89,14 +89,55 @@ class PalindromeResponse(BaseModel):
     model: Literal["lstm", "rnn"]
 
 
+# A request is a few KB of flat JSON. Anything nested deeper is hostile: refused before parsing, so
+# that Python's recursion limit (RecursionError at ~1,000 levels) is never what stops it.
+MAX_JSON_DEPTH = 32
+JSON_EXAMPLE = '{"digits": [1, 2, 3, 2]}'
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of [ and { outside strings: a linear scan, cheap against a 64 KiB body."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def decode_json(body: Any) -> Any:
-    """TorchServe hands over parsed JSON, or raw bytes when the body was not JSON (or sent without its content type)."""
+    """The request body as TorchServe hands it over (bytes, text, or JSON it already parsed) -> JSON value.
+
+    Every way a body can fail to parse is the client's 400: invalid UTF-8 or JSON, nesting over
+    MAX_JSON_DEPTH, or an integer literal over Python's 4,300-digit limit (a ValueError, not a JSONDecodeError).
+    """
     if isinstance(body, (bytes, bytearray)):
         try:
-            return json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise InvalidRequest(f"the body is not valid JSON ({err}); send e.g. {{\"digits\": [1, 2, 3, 2]}}")
-    return body
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InvalidRequest(f"the body is not valid JSON: not UTF-8 text ({err.reason} at byte {err.start}); send JSON such as "
+                                 f"{JSON_EXAMPLE}") from None
+    if not isinstance(body, str):
+        return body
+    if _json_depth(body) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"the body nests arrays/objects more than {MAX_JSON_DEPTH} deep; requests are flat JSON "
+                             f"such as {JSON_EXAMPLE}")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError; so is a 5,000-digit int
+        raise InvalidRequest(f"the body is not valid JSON ({str(err)[:200]}); send e.g. {JSON_EXAMPLE}") from None
 
 
 def parse_request(schema: type[BaseModel], body: Any, context: dict[str, Any] | None = None) -> BaseModel:
@@ -207,7 +248,10 @@ class InterpolateRequest(BaseModel):
     steps: int = Field(default=16, ge=2, strict=True)
     method: Literal["slerp", "lerp"] = "slerp"
     format: Literal["png", "gif"] = "png"
-    stream: bool = Field(default=False, description="one message per frame (gRPC StreamPredictions or chunked HTTP)")
+    # Strict: only the JSON literal true streams. A unary gRPC call that streams stalls its worker
+    # (SECURITY.md), so "yes", 1 or "true" must be refused, never taken for true.
+    stream: bool = Field(default=False, strict=True,
+                         description="one message per frame (gRPC StreamPredictions or chunked HTTP)")
 
     @field_validator("start", "end", mode="before")
     @classmethod

@@ -1,14 +1,19 @@
 """The adapter every handler shares: setup / decode / predict / encode, with per-request errors.
 
-TorchServe calls `initialize(context)` once per worker and `handle(batch, context)` per batch. A bad
-request in a batch gets its own 4xx and JSON message; the rest of the batch is still served, and an
-invalid input can never raise out of the worker.
+TorchServe calls `initialize(context)` once per worker and `handle(batch, context)` per batch. Whatever
+one request does, it cannot take its neighbours or the worker down:
+- anything that goes wrong while reading or validating a request is that request's 4xx, with a message;
+- an unexpected error while answering fails that request alone (500, logged with its request id): a
+  batch that raises is answered again one request at a time to find the culprit;
+- nothing raises out of `handle`, where TorchServe would fail the whole batch with 503.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +25,36 @@ from digitlab.schemas import InvalidRequest, parse_request
 
 log = logging.getLogger(__name__)
 STREAM_NEXT = "ts_stream_next"  # TorchServe's response header: "true" = more messages follow
+GRPC_INPUT = "data"  # the one input a gRPC request may carry: the JSON body
+REST_BODY = "body"  # TorchServe's name for a REST request's body
+REST_MARK = "url_path"  # a request-level header the frontend sets on every REST request, as a string
 
 
-def request_body(row: dict[str, Any]) -> Any:
-    """TorchServe puts a REST body under "body" and a gRPC input under its map key (clients use "data")."""
-    for key in ("data", "body"):
-        if key in row:
-            return row[key]
-    raise InvalidRequest(
-        'no JSON body found: send it with the header "Content-Type: application/json" (REST) '
-        'or as the input named "data" (gRPC)'
-    )
+def is_grpc(headers: dict[str, Any]) -> bool:
+    """True for a gRPC request, in a way no client can forge.
+
+    TorchServe merges two things into the handler's headers: one entry per input, whose value is a dict
+    (`{"content-type": ...}`), then the request-level headers, whose values are strings. REST requests
+    always carry the string header `url_path`; gRPC requests have no request-level headers at all. A gRPC
+    client that names an input `url_path` therefore produces a dict there, never a string.
+    """
+    return not isinstance(headers.get(REST_MARK), str)
+
+
+def request_body(row: dict[str, Any], grpc: bool) -> Any:
+    """The request's JSON body: the gRPC input "data", or the REST body. Anything else is refused."""
+    if grpc:
+        if set(row) != {GRPC_INPUT}:
+            raise InvalidRequest(f'a gRPC request carries exactly one input, named "{GRPC_INPUT}" (the JSON body); '
+                                 f"got {sorted(map(str, row))[:5]}")
+        return row[GRPC_INPUT]
+    if REST_BODY not in row:
+        raise InvalidRequest('no JSON body found: POST it with the header "Content-Type: application/json"')
+    if len(row) > 1:  # query-string parameters and form fields arrive as extra inputs
+        extra = sorted(str(k) for k in row if k != REST_BODY)[:5]
+        raise InvalidRequest(f"send the request as a JSON body only: query parameters and form fields {extra} "
+                             "are not accepted")
+    return row[REST_BODY]
 
 
 def request_headers(context, idx: int) -> dict[str, Any]:
@@ -38,9 +62,19 @@ def request_headers(context, idx: int) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in context.get_all_request_header(idx).items()}
 
 
-def is_grpc(headers: dict[str, Any]) -> bool:
-    """TorchServe adds `url_path` (and the HTTP headers) to every REST request, none to a gRPC one."""
-    return "url_path" not in headers
+class InternalError(Exception):
+    """An unexpected failure while answering one request: its 500, the details stay in the log."""
+
+    status = 500
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(request_id)
+        self.request_id = request_id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": 500, "type": "InternalError",
+                "message": f"the server failed to answer this request (id {self.request_id}); it is logged. "
+                           "Retrying the same request will fail the same way."}
 
 
 class JsonHandler:
@@ -54,6 +88,9 @@ class JsonHandler:
     # -- TorchServe entry points -----------------------------------------------------------------
 
     def initialize(self, context) -> None:
+        # The worker reads this per request: "false" hands us the raw bytes, so that JSON is parsed once,
+        # by `decode_json`, with its depth limit, instead of by TorchServe with none.
+        os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
         props = context.system_properties
         self.model_dir = Path(props["model_dir"])
         self.device = serving_device(props.get("gpu_id"))
@@ -68,9 +105,10 @@ class JsonHandler:
     def handle(self, batch: list[dict[str, Any]], context) -> list[Any]:
         responses, valid = self.decode_batch(batch, context)
         if valid:
-            outputs = self.predict([req for _, req in valid])
+            outputs = self.guarded(self.predict, valid, responses, context)
             for (idx, req), output in zip(valid, outputs):
-                responses[idx] = self.encode(output, req, idx, context)
+                if responses[idx] is None:
+                    responses[idx] = self.encode_or_fail(output, req, idx, context)
         self.mark_final(batch, context)
         return responses
 
@@ -104,14 +142,53 @@ class JsonHandler:
         valid: list[tuple[int, BaseModel]] = []
         for idx, row in enumerate(batch):
             try:
-                valid.append((idx, self.decode(request_body(row), request_headers(context, idx))))
+                headers = request_headers(context, idx)
+                valid.append((idx, self.decode(request_body(row, is_grpc(headers)), headers)))
             except InvalidRequest as err:
                 responses[idx] = self.refuse(err, idx, context)
+            except Exception:  # noqa: BLE001 - whatever a body does to the parser, it is still the client's 400
+                log.warning("request %s: unreadable body", request_id(context, idx), exc_info=True)
+                responses[idx] = self.refuse(InvalidRequest("the body could not be read as a request; send JSON "
+                                                            "as shown in the README"), idx, context)
         return responses, valid
+
+    def guarded(self, work: Callable[[list[Any]], list[Any]], items: list[tuple[int, Any]],
+                responses: list[Any], context) -> list[Any]:
+        """`work` on every item's payload at once; if it raises, again one at a time so only the culprit fails.
+
+        `items` are (request index, payload). A failed request gets its error answer in `responses` and
+        None as its output.
+        """
+        try:
+            return work([payload for _, payload in items])
+        except Exception as err:  # noqa: BLE001 - isolated below, never raised out of the worker
+            if len(items) > 1:
+                return [self.guarded(work, [one], responses, context)[0] for one in items]
+            idx = items[0][0]
+            responses[idx] = (self.refuse(err, idx, context) if isinstance(err, InvalidRequest)
+                              else self.fail(idx, context))
+            return [None]
+
+    def encode_or_fail(self, output: Any, request: BaseModel, idx: int, context) -> Any:
+        try:
+            return self.encode(output, request, idx, context)
+        except InvalidRequest as err:
+            return self.refuse(err, idx, context)
+        except Exception:  # noqa: BLE001
+            return self.fail(idx, context)
 
     @staticmethod
     def refuse(err: InvalidRequest, idx: int, context) -> str:
         context.set_response_status(err.status, "Bad Request" if err.status == 400 else "Unprocessable Entity", idx)
+        context.set_response_content_type(idx, "application/json")
+        return json.dumps(err.to_json())
+
+    @staticmethod
+    def fail(idx: int, context) -> str:
+        """The answer to a request whose prediction raised unexpectedly; the traceback goes to the log."""
+        err = InternalError(request_id(context, idx))
+        log.exception("request %s failed", err.request_id)
+        context.set_response_status(500, "Internal Server Error", idx)
         context.set_response_content_type(idx, "application/json")
         return json.dumps(err.to_json())
 
@@ -126,3 +203,7 @@ class JsonHandler:
         for idx in range(len(batch)):
             if is_grpc(request_headers(context, idx)):
                 context.set_response_header(idx, STREAM_NEXT, "false")
+
+
+def request_id(context, idx: int) -> str:
+    return str((getattr(context, "request_ids", None) or {}).get(idx, f"#{idx}"))

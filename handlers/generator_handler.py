@@ -86,31 +86,46 @@ class GeneratorHandler(JsonHandler):
         if self.endpoint == "sample":
             return super().handle(batch, context)
         responses, valid = self.decode_batch(batch, context)
-        paths = []  # (idx, request, latents (steps, 100))
+        paths = []  # (idx, (request, latents (steps, 100))): a request whose endpoints cannot be found is refused
         for idx, request in valid:
-            try:
-                paths.append((idx, request, interpolation_latents(request, self.generator, self.classifier, self.search)))
-            except InvalidRequest as err:
-                responses[idx] = self.refuse(err, idx, context)
-        whole = [(idx, r, z) for idx, r, z in paths if not r.stream]
+            [z] = self.guarded(lambda reqs: [self.latents(r) for r in reqs], [(idx, request)], responses, context)
+            if z is not None:
+                paths.append((idx, (request, z)))
+        whole = [(idx, path) for idx, path in paths if not path[0].stream]
         if whole:  # one forward for every frame of every non-streamed request
-            images = generate(self.generator, torch.cat([z for _, _, z in whole])).split([len(z) for _, _, z in whole])
-            for (idx, request, _), imgs in zip(whole, images):
-                responses[idx] = self.encode(imgs, request, idx, context)
-        for idx, request, z in paths:
+            images = self.guarded(self.render, whole, responses, context)
+            for (idx, (request, _)), imgs in zip(whole, images):
+                if imgs is not None:
+                    responses[idx] = self.encode_or_fail(imgs, request, idx, context)
+        for idx, (request, z) in paths:
             if request.stream:
                 responses[idx] = self.stream(idx, z, context)
         self.mark_final(batch, context)
         return responses
 
+    def latents(self, request: InterpolateRequest) -> torch.Tensor:
+        return interpolation_latents(request, self.generator, self.classifier, self.search)
+
+    def render(self, paths: list[tuple[InterpolateRequest, torch.Tensor]]) -> list[torch.Tensor]:
+        """[(request, latents (steps_i, 100))] -> images (steps_i, 1, 28, 28) each, from one forward."""
+        zs = [z for _, z in paths]
+        return list(generate(self.generator, torch.cat(zs)).split([len(z) for z in zs]))
+
     def stream(self, idx: int, z: torch.Tensor, context) -> str:
-        """Send frames 0..steps-2 as they are generated; return the last, which TorchServe sends as final."""
+        """Send frames 0..steps-2 as they are generated; return the last, which TorchServe sends as final.
+
+        An unexpected error ends the stream with the error object as its last message (the status line
+        of a stream that has begun cannot change).
+        """
         context.set_response_content_type(idx, "application/json")
-        for k in range(len(z)):
-            frame = frames(generate(self.generator, z[k : k + 1]), self.classifier, k, len(z))[0]
-            message = frame.model_dump_json() + "\n"  # NDJSON over HTTP: a client splits on newlines
-            if k == len(z) - 1:
-                return message
-            send_intermediate_predict_response({idx: message}, {idx: context.request_ids[idx]},
-                                               "Intermediate Prediction success", 200, context)
+        try:
+            for k in range(len(z)):
+                frame = frames(generate(self.generator, z[k : k + 1]), self.classifier, k, len(z))[0]
+                message = frame.model_dump_json() + "\n"  # NDJSON over HTTP: a client splits on newlines
+                if k == len(z) - 1:
+                    return message
+                send_intermediate_predict_response({idx: message}, {idx: context.request_ids[idx]},
+                                                   "Intermediate Prediction success", 200, context)
+        except Exception:  # noqa: BLE001 - one stream's failure is its own
+            return self.fail(idx, context) + "\n"
         raise AssertionError("an interpolation has at least 2 steps")

@@ -193,7 +193,10 @@ def ms_since(began: float) -> float:
 
 
 class GrpcUser(User):
-    """Unary Predictions (palindrome) and StreamPredictions (interpolate) over one persistent channel.
+    """StreamPredictions for both the palindrome (a one-message stream) and interpolate, over one channel.
+
+    Never the unary Predictions call: the front door refuses it, and on TorchServe's own port a unary
+    call that streams stalls the worker (SECURITY.md).
 
     Locust has no gRPC client, so each call is reported through the request event, named apart from the
     REST entries: "palindrome gRPC", and the stream as "interpolate first frame" (time to its first
@@ -224,9 +227,9 @@ class GrpcUser(User):
         digits, expected = self.draws.prefix()
         began = time.perf_counter()
         try:
-            reply = self.stub.Predictions(request_message("palindrome", {"digits": digits}), metadata=self.metadata,
-                                          timeout=DEFAULT_TIMEOUT)
-        except grpc.RpcError as err:
+            [reply] = self.stub.StreamPredictions(request_message("palindrome", {"digits": digits}),
+                                                  metadata=self.metadata, timeout=DEFAULT_TIMEOUT)
+        except (grpc.RpcError, ValueError) as err:  # ValueError: not exactly one message
             self.report(GRPC_PALINDROME, ms_since(began), problem=err)
             return
         ms = ms_since(began)  # the answer's checks are not part of its latency

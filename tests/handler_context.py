@@ -15,10 +15,17 @@ def make_context(model_dir: Path, serialized_file: str, batch_size: int = 1, opt
                    model_yaml_config={"handler": options or {}})
 
 
+# What a worker's headers look like (see ts/service.py): one entry per input, with a dict value, then
+# the request-level headers, as strings. REST requests always carry `url_path`; gRPC ones nothing else.
+REST_HEADERS = {"body": {"content-type": "application/json"}, "url_path": "predictions/test",
+                "content-type": "application/json"}
+GRPC_HEADERS = {"data": {"content-type": None}}
+
+
 def start_batch(context: Context, n: int, headers: list[dict[str, Any]] | None = None) -> None:
-    """What TorchServe's service does before each `handle`: one RequestProcessor per request."""
+    """What TorchServe's service does before each `handle`: one RequestProcessor per request (REST by default)."""
     context.request_ids = {i: f"req-{i}" for i in range(n)}
-    context.request_processor = [RequestProcessor((headers or [{}] * n)[i]) for i in range(n)]
+    context.request_processor = [RequestProcessor((headers or [REST_HEADERS] * n)[i]) for i in range(n)]
 
 
 def statuses(context: Context, n: int) -> list[int]:

@@ -13,7 +13,7 @@ from digitlab.checkpoint import save_checkpoint
 from digitlab.latent import latent_for
 from digitlab.networks import ClassifierConfig, Generator, GeneratorConfig, MnistClassifier
 from handlers.generator_handler import GeneratorHandler
-from tests.handler_context import make_context, start_batch, statuses
+from tests.handler_context import REST_HEADERS, make_context, start_batch, statuses
 
 
 def png(b64: str) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_sample_grid_and_raw_formats(model_dir):
 
 def test_accept_image_png_asks_for_a_grid(model_dir):
     handler, context = make_handler(model_dir, "sample")
-    (answer,), _ = run(handler, context, [{"n": 2, "seed": 1}], headers=[{"Accept": "image/png", "url_path": ""}])
+    (answer,), _ = run(handler, context, [{"n": 2, "seed": 1}], headers=[{**REST_HEADERS, "accept": "image/png"}])
     assert answer.startswith(b"\x89PNG") and context.get_response_content_type(0) == "image/png"
 
 

@@ -45,8 +45,9 @@ KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 MIN_CLIENT_KEY_LENGTH = 16  # a client key is a password facing the network; TorchServe's own are 8 long
 MAX_KEY_LENGTH = 100  # "Bearer " + key must fit the template's map_hash_bucket_size (128)
 PLACEHOLDER = re.compile(r"\{\{ (\w+) \}\}")
-# Until the readiness endpoint (tools/supervisor.py) is on this branch, TorchServe's /ping stands in.
-READY_PATH = "/ping"
+# The supervisor's readiness check (tools/supervisor.py): 200 when every worker is READY and answering.
+# Not TorchServe's /ping, which says Healthy before workers load and while one is stalled.
+READY_PATH = "/ready"
 STOP_GRACE_S = 10.0
 
 
@@ -88,6 +89,7 @@ class Door:
     torchserve_key_file: str | None  # TorchServe's key_file.json; None when its token auth is off
     client_key_file: str
     max_body_bytes: int
+    limits: Limits = LIMITS
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -95,7 +97,7 @@ class Door:
     @classmethod
     def from_json(cls, text: str) -> Door:
         data = json.loads(text)
-        return cls(**{**data, "replicas": [Replica(**r) for r in data["replicas"]]})
+        return cls(**{**data, "replicas": [Replica(**r) for r in data["replicas"]], "limits": Limits(**data["limits"])})
 
 
 def host_port(url: str) -> str:
@@ -103,10 +105,9 @@ def host_port(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def replica_from_config(props: dict[str, str]) -> Replica:
-    """The TorchServe a config.properties describes (`make serve`'s, by default)."""
-    rest = host_port(props["inference_address"])
-    return Replica(rest=rest, grpc=f"{props['grpc_inference_address']}:{props['grpc_inference_port']}", ready=rest)
+def replica(endpoints: ts.Endpoints) -> Replica:
+    """The door's view of one TorchServe: its inference listeners, and its supervisor's readiness address."""
+    return Replica(rest=host_port(endpoints.inference), grpc=endpoints.grpc_inference, ready=host_port(endpoints.ready))
 
 
 # -- keys --------------------------------------------------------------------------------------------
@@ -202,21 +203,26 @@ def render(replicas: list[Replica], models: list[str], client_keys: list[str], u
 def render_door(door: Door) -> tuple[str, str]:
     return render(door.replicas, door.models, read_client_keys(Path(door.client_key_file)),
                   torchserve_key(door.torchserve_key_file), door.host, door.port, door.grpc_port,
-                  door.max_body_bytes)
+                  door.max_body_bytes, door.limits)
 
 
 # -- running nginx -----------------------------------------------------------------------------------
 
 
 def nginx_binary() -> str | None:
+    """nginx on PATH, or where distributions put it (/usr/sbin is not on every user's PATH)."""
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
 
 
-def nginx(runtime: Path, *args: str, config: str = CONFIG) -> subprocess.CompletedProcess:
+def require_nginx() -> str:
     binary = nginx_binary()
     if binary is None:
         raise SystemExit(INSTALL_HINT)
-    return subprocess.run([binary, "-p", f"{runtime.resolve()}/", "-c", config, *args],
+    return binary
+
+
+def nginx(runtime: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([require_nginx(), "-p", f"{runtime.resolve()}/", "-c", CONFIG, *args],
                           capture_output=True, text=True, timeout=30)
 
 
@@ -270,6 +276,7 @@ def start(runtime: Path, door: Door) -> int:
 
     nginx binds its listeners before it returns, so the door accepts connections from then on.
     """
+    require_nginx()
     if master_pid(runtime):
         raise RuntimeError(f"the door is already running (pid {master_pid(runtime)}): make gateway-stop first")
     ensure_client_key(Path(door.client_key_file))
@@ -328,7 +335,7 @@ def door_from_args(args: argparse.Namespace) -> Door:
     ts_keys = args.torchserve_workdir / "key_file.json"
     return Door(
         host=args.host, port=args.port, grpc_port=args.grpc_port,
-        replicas=[replica_from_config(props)],
+        replicas=[replica(ts.endpoints(props))],
         models=args.models or ts.archives(),
         torchserve_key_file=str(ts_keys) if ts_keys.is_file() else None,
         client_key_file=str(args.key_file),

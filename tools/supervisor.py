@@ -1,0 +1,367 @@
+"""Run TorchServe and keep it honest: a real readiness signal, stalled-worker recovery, key renewal.
+
+    python -m tools.supervisor --workdir .ts --config config.properties --model-store model_store
+
+`python -m tools.server start` runs this in the background; a container runs it as its entry point. It
+1. writes the instance's TorchServe config into the workdir (the hardening that needs absolute paths:
+   see `instance_properties`) and starts TorchServe as its child, in a process group of its own;
+2. serves, without a key, on `ready_address`: GET /ready -> 200 when every worker of every model is READY
+   and each model answers, else 503; GET /live -> 200 while TorchServe runs. TorchServe's own /ping
+   says Healthy before any worker has loaded and while a stalled worker is still listed as READY;
+3. watches every model. A model that completed nothing for IDLE_PROBE_S gets a canary request (its
+   smallest valid request). A model whose canary has waited STALL_AFTER_S while it completed nothing is
+   stalled -- a unary gRPC call that streamed, a dead worker TorchServe still lists as READY -- and its
+   workers are scaled to 0 and back. A model busy with real traffic completes requests, so it is never
+   taken for stalled however long its queue;
+4. renews TorchServe's inference and management keys before they expire (TorchServe never does; its
+   clients re-read the key file and retry once, see clients/auth.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tools.config import ROOT, instance_properties, read_properties, write_properties
+
+log = logging.getLogger("supervisor")
+
+POLL_S = 1.0  # how often the watch loop reads TorchServe's metrics (completions per model)
+DESCRIBE_EVERY_S = 5.0  # how often it reads worker states once ready (each read is an access-log line)
+IDLE_PROBE_S = 1.0  # a model that completed nothing for this long gets a canary
+STALL_AFTER_S = 4.0  # a canary waiting this long, with nothing completed meanwhile: the model is stalled
+CANARY_TIMEOUT_S = 60.0  # a canary that is stuck is abandoned after this (the restart answers it first)
+SCALE_TIMEOUT_S = 60.0  # longest wait for workers to leave or come back when restarting a model
+RENEW_AT_FRACTION = 0.25  # renew a key when less than this share of its lifetime is left
+HTTP_TIMEOUT_S = 5.0
+LOG4J_CONFIG = ROOT / "log4j2.xml"
+INSTANCE_CONFIG = "config.properties"
+TORCHSERVE_PID_FILE = "torchserve.pid"
+
+# Each served model's smallest valid request: what a canary sends. A model not listed is judged by
+# its workers' states alone.
+CANARIES = {
+    "palindrome": {"digits": [1, 2, 2]},
+    "palindrome_rnn": {"digits": [1, 2, 2]},
+    "sample": {"n": 1, "seed": 0},
+    "interpolate": {"start": {"seed": 0, "index": 0}, "end": {"seed": 0, "index": 1}, "steps": 2},
+}
+PROGRESS_METRIC = "ts_inference_latency_microseconds"  # grows when a model completes a request
+
+
+# -- TorchServe's HTTP APIs ----------------------------------------------------------------------------
+
+def http(method: str, url: str, token: str | None = None, body: bytes | None = None,
+         timeout: float = HTTP_TIMEOUT_S) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def read_keys(workdir: Path) -> dict[str, dict]:
+    """TorchServe's key_file.json: {"management": {"key", "expiration time"}, "inference": ..., "API": ...}.
+
+    Empty when token authorization is off (no key file).
+    """
+    try:
+        return json.loads((workdir / "key_file.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def progress(metrics_text: str) -> dict[str, float]:
+    """Prometheus text -> {model: total latency of its completed requests}, a counter that only grows."""
+    pattern = re.compile(rf'^{PROGRESS_METRIC}{{model_name="([^"]+)"[^}}]*}} ([0-9.eE+-]+)$', re.M)
+    return {m: float(v) for m, v in pattern.findall(metrics_text)}
+
+
+def expires_at(entry: dict) -> float | None:
+    """A key's expiry as Unix seconds (TorchServe writes ISO-8601 with a Z), None when it has none."""
+    text = entry.get("expiration time")
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+
+
+# -- the watch ----------------------------------------------------------------------------------------
+
+@dataclass
+class ModelState:
+    name: str
+    workers: int = 1  # how many the model is configured to run (minWorkers at start-up)
+    statuses: list[str] = field(default_factory=list)
+    progress: float = -1.0
+    progress_at: float = 0.0  # monotonic time of the last completion seen
+    canary_sent: float | None = None  # monotonic time of the canary in flight, if any
+    answered: bool = False  # has completed a request since (re)start
+    restarting: bool = False
+    restarts: int = 0
+
+    def workers_ready(self) -> bool:
+        return len(self.statuses) >= self.workers and all(s == "READY" for s in self.statuses)
+
+    def ready(self) -> bool:
+        return self.workers_ready() and not self.restarting and (self.answered or self.name not in CANARIES)
+
+
+class Supervisor:
+    def __init__(self, workdir: Path, props: dict[str, str]) -> None:
+        self.workdir, self.props = workdir, props
+        self.management = props["management_address"]
+        self.inference = props["inference_address"]
+        self.metrics = props["metrics_address"]
+        self.lifetime_s = float(props.get("token_expiration_min", 60)) * 60
+        self.models: dict[str, ModelState] = {}
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="supervisor")
+        self.events: list[dict] = []  # restarts and renewals, newest last (read by tests and operators)
+        self.described_at = 0.0
+
+    def key(self, kind: str) -> str | None:
+        return read_keys(self.workdir).get(kind, {}).get("key")
+
+    # readiness --------------------------------------------------------------------------------
+    def ready(self) -> tuple[bool, dict[str, str]]:
+        with self.lock:
+            detail = {m.name: ("restarting" if m.restarting else "ready" if m.ready() else "not ready")
+                      for m in self.models.values()}
+        return bool(detail) and all(v == "ready" for v in detail.values()), detail
+
+    # one pass of the watch loop -------------------------------------------------------------------
+    def poll(self) -> None:
+        now = time.monotonic()
+        if not self.ready()[0] or now - self.described_at >= DESCRIBE_EVERY_S:
+            self.refresh_models()
+            self.described_at = now
+        status, text = http("GET", f"{self.metrics}/metrics")
+        done = progress(text.decode()) if status == 200 else {}
+        with self.lock:
+            for model in self.models.values():
+                value = done.get(model.name, 0.0)
+                if value != model.progress:
+                    if model.progress >= 0 or value > 0:
+                        model.answered = True
+                    model.progress, model.progress_at = value, now
+                if model.restarting or model.name not in CANARIES or not model.workers_ready():
+                    continue  # a model still loading its workers is not stalled
+                if model.canary_sent is None and now - model.progress_at >= IDLE_PROBE_S:
+                    model.canary_sent = now
+                    self.pool.submit(self.canary, model)
+                elif (model.canary_sent is not None and now - model.canary_sent >= STALL_AFTER_S
+                      and now - model.progress_at >= STALL_AFTER_S):
+                    model.restarting = True
+                    self.pool.submit(self.restart, model, f"canary unanswered for {now - model.canary_sent:.1f} s "
+                                                         "and no request completed")
+        self.renew_keys()
+
+    def refresh_models(self) -> None:
+        token = self.key("management")
+        status, body = http("GET", f"{self.management}/models?limit=1000", token)
+        if status != 200:
+            return
+        for entry in json.loads(body)["models"]:
+            name = entry["modelName"]
+            status, body = http("GET", f"{self.management}/models/{name}", token)
+            if status != 200:
+                continue
+            described = json.loads(body)[0]
+            with self.lock:
+                model = self.models.setdefault(name, ModelState(name, max(1, described["minWorkers"]),
+                                                                progress_at=time.monotonic()))
+                model.statuses = [w["status"] for w in described["workers"]]
+
+    def canary(self, model: ModelState) -> None:
+        try:
+            http("POST", f"{self.inference}/predictions/{model.name}", self.key("inference"),
+                 json.dumps(CANARIES[model.name]).encode(), timeout=CANARY_TIMEOUT_S)
+        except OSError:  # timed out or refused: the watch loop judges by progress, not by this call
+            pass
+        finally:
+            with self.lock:
+                model.canary_sent = None
+
+    def restart(self, model: ModelState, why: str) -> None:
+        """Scale the model's workers to 0 and back: the only way out of a stalled TorchServe worker."""
+        began = time.monotonic()
+        log.warning("restarting %s: %s", model.name, why)
+        token = self.key("management")
+        try:
+            for count in (0, model.workers):
+                http("PUT", f"{self.management}/models/{model.name}?min_worker={count}&max_worker={count}", token)
+                self.wait_workers(model.name, count, token)
+        finally:
+            with self.lock:
+                model.restarting, model.answered, model.canary_sent = False, False, None
+                model.progress_at, model.restarts = time.monotonic(), model.restarts + 1
+            event = {"event": "restart", "model": model.name, "why": why, "seconds": round(time.monotonic() - began, 2),
+                     "at": time.time()}
+            self.events.append(event)
+            log.warning("restarted %s in %.1f s", model.name, event["seconds"])
+
+    def wait_workers(self, name: str, count: int, token: str | None) -> None:
+        deadline = time.monotonic() + SCALE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            status, body = http("GET", f"{self.management}/models/{name}", token)
+            if status == 200:
+                workers = json.loads(body)[0]["workers"]
+                if len(workers) == count and all(w["status"] == "READY" for w in workers):
+                    return
+            time.sleep(0.5)
+        log.error("%s did not reach %d READY workers in %.0f s", name, count, SCALE_TIMEOUT_S)
+
+    # keys -----------------------------------------------------------------------------------------
+    def renew_keys(self, force: bool = False) -> list[str]:
+        """Regenerate the inference / management key when little of its lifetime is left; -> kinds renewed."""
+        keys = read_keys(self.workdir)
+        if "API" not in keys:
+            return []  # token authorization is off
+        renewed = []
+        for kind in ("inference", "management"):
+            expiry = expires_at(keys.get(kind, {}))
+            if force or (expiry is not None and expiry - time.time() < RENEW_AT_FRACTION * self.lifetime_s):
+                status, body = http("POST", f"{self.management}/token?type={kind}", keys["API"]["key"])
+                if status == 200:
+                    renewed.append(kind)
+                else:
+                    log.error("renewing the %s key failed: %s %s", kind, status, body[:200])
+        if renewed:
+            self.events.append({"event": "keys renewed", "kinds": renewed, "at": time.time()})
+            log.warning("renewed TorchServe keys: %s", ", ".join(renewed))
+        return renewed
+
+    def watch(self, stop: threading.Event) -> None:
+        while not stop.wait(POLL_S):
+            try:
+                self.poll()
+            except (OSError, ValueError, KeyError):  # TorchServe starting or going away: look again later
+                log.debug("poll failed", exc_info=True)
+
+
+# -- readiness endpoint ---------------------------------------------------------------------------
+
+def serve_readiness(supervisor: Supervisor, address: str, torchserve: subprocess.Popen) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path == "/ready":
+                ok, detail = supervisor.ready()
+                self.answer(200 if ok else 503, {"status": "ready" if ok else "not ready", "models": detail})
+            elif self.path == "/live":
+                alive = torchserve.poll() is None
+                self.answer(200 if alive else 503, {"status": "live" if alive else "dead"})
+            elif self.path == "/events":
+                self.answer(200, {"events": supervisor.events[-100:]})
+            else:
+                self.answer(404, {"status": "not found", "paths": ["/ready", "/live", "/events"]})
+
+        def answer(self, code: int, payload: dict) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # probes every second would flood the console
+            pass
+
+    url = urlsplit(address)
+    server = ThreadingHTTPServer((url.hostname, url.port), Handler)
+    threading.Thread(target=server.serve_forever, name="readiness", daemon=True).start()
+    return server
+
+
+# -- running TorchServe ---------------------------------------------------------------------------
+
+def start_torchserve(workdir: Path, config: Path, model_store: Path) -> subprocess.Popen:
+    """TorchServe in the foreground as our child, in its own process group (so stopping it stops its workers)."""
+    models = sorted(p.stem for p in model_store.glob("*.mar"))
+    if not models:
+        raise SystemExit(f"no .mar archives in {model_store}: run `make archives` first")
+    tmp = workdir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    # torchserve refuses to start while its own pid file (in TMPDIR) names a live process; after a
+    # kill it can outlive the server and a recycled PID then blocks every restart.
+    (tmp / ".model_server.pid").unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        # One intra-op thread per worker: on a small CPU, workers competing for every core ran 3x slower.
+        "OMP_NUM_THREADS": "1",
+        # Per-instance temp: TMPDIR for Python, TEMP becomes the frontend's java.io.tmpdir, which holds the
+        # extracted models and the worker sockets (.ts.sock.9000+). Shared, two instances delete each other's.
+        "TMPDIR": str(tmp),
+        "TEMP": str(tmp),
+        "LOG_LOCATION": str(workdir / "logs"),
+        "METRICS_LOCATION": str(workdir / "logs"),
+    }
+    cmd = [
+        str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ncs",
+        "--ts-config", str(config.resolve()), "--log-config", str(LOG4J_CONFIG),
+        "--model-store", str(model_store.resolve()),
+        "--models", *[f"{m}={m}.mar" for m in models],
+    ]
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, process_group=0)
+    (workdir / TORCHSERVE_PID_FILE).write_text(str(proc.pid))
+    return proc
+
+
+def stop_torchserve(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=ROOT / ".ts", help="TorchServe's working directory (keys, logs, temp)")
+    p.add_argument("--config", type=Path, default=ROOT / "config.properties", help="the base TorchServe config")
+    p.add_argument("--model-store", type=Path, default=ROOT / "model_store")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [supervisor] %(levelname)s %(message)s")
+    workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    props = instance_properties(read_properties(args.config), workdir, args.model_store.resolve())
+    write_properties(workdir / INSTANCE_CONFIG, props)
+    torchserve = start_torchserve(workdir, workdir / INSTANCE_CONFIG, args.model_store)
+    supervisor = Supervisor(workdir, props)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    readiness = serve_readiness(supervisor, props["ready_address"], torchserve)
+    watcher = threading.Thread(target=supervisor.watch, args=(stop,), name="watch", daemon=True)
+    watcher.start()
+    log.info("TorchServe pid %d; readiness on %s/ready", torchserve.pid, props["ready_address"])
+    while not stop.wait(0.5):
+        if torchserve.poll() is not None:
+            log.error("TorchServe exited with %s", torchserve.returncode)
+            break
+    readiness.shutdown()
+    stop_torchserve(torchserve)
+    return torchserve.returncode or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
