@@ -23,7 +23,7 @@ from clients import rest
 from tools import compose, gateway, image
 from tools.build_archives import ARCHIVES
 from tools.ready import is_ready, ready_url
-from tools.server import write_properties
+from tools.config import write_properties
 
 pytestmark = pytest.mark.image
 # Replica index for the test's ports (18980, 18970, 18983, ...): beyond the replicas `make up` starts.
@@ -62,7 +62,7 @@ def container(images, tmp_path_factory):
            "--tmpfs", f"/home/model-server:exec,uid={IMAGE_USER_ID},gid={IMAGE_USER_ID},mode=0700",
            "--tmpfs", "/tmp", "--volume", f"{config_dir}:/compose:ro",
            "--health-cmd", "python -m tools.ready --config /compose/test.properties", "--health-interval", "2s",
-           image.IMAGE, "run", "--workdir", "/home/model-server/ts", "--config", "/compose/test.properties")
+           image.IMAGE, "--config", "/compose/test.properties")
     began = time.monotonic()
     try:
         while not is_ready(ready_url(props)):

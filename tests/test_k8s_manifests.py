@@ -98,12 +98,13 @@ def test_gpu_variant_asks_for_a_gpu_per_replica():
     assert patched.spec.template.spec.containers[0].readiness_probe is not None  # kept from the base
 
 
-def test_probes_ask_the_readiness_endpoint_of_the_image():
+def test_probes_ask_the_supervisor_of_the_image():
     container = validate(base_object("Deployment", "digitlab-torchserve")).spec.template.spec.containers[0]
     ready_port = next(p.container_port for p in container.ports if p.name == "ready")
-    assert f":{ready_port}" in k8s.image_config()["ready_address"]
-    for probe in (container.startup_probe, container.readiness_probe, container.liveness_probe):
-        assert (probe.http_get.path, probe.http_get.port) == ("/ready", "ready")
+    assert k8s.image_config()["ready_address"].endswith(f":{ready_port}")
+    for probe, path in ((container.startup_probe, "/ready"), (container.readiness_probe, "/ready"),
+                        (container.liveness_probe, "/live")):
+        assert (probe.http_get.path, probe.http_get.port) == (path, "ready")
 
 
 def test_door_configmap_is_rendered_from_the_current_template():

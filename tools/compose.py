@@ -26,6 +26,7 @@ import yaml
 
 from tools import gateway
 from tools.build_archives import ARCHIVES
+from tools.config import write_properties
 from tools.image import DOOR_IMAGE, IMAGE, apt_install, ensure_docker, image_config, image_exists
 from tools.ready import is_ready, ready_url
 
@@ -73,7 +74,7 @@ def render(n: int, key_file: Path, host: str, port: int, grpc_port: int) -> list
     shutil.rmtree(replicas_dir, ignore_errors=True)
     replicas_dir.mkdir(parents=True)
     for i, p in enumerate(props, start=1):
-        (replicas_dir / f"replica-{i}.properties").write_text("".join(f"{k}={v}\n" for k, v in p.items()))
+        write_properties(replicas_dir / f"replica-{i}.properties", p)
     for sub in ("logs", "tmp"):
         (door / sub).mkdir(parents=True, exist_ok=True)
     gateway.ensure_client_key(key_file)

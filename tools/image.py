@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools.server import read_properties, write_properties
+from tools.config import read_properties, write_properties
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
@@ -123,7 +123,7 @@ def wheelhouse() -> None:
 
 
 def image_config() -> dict[str, str]:
-    """config.properties with the image's overrides on top (listeners, auth, stores)."""
+    """config.properties with the image's overrides on top (listeners, auth)."""
     return {**read_properties(ROOT / "config.properties"), **read_properties(CONFIG_OVERRIDES)}
 
 

@@ -14,10 +14,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tools.server import ROOT, read_properties
+from tools.config import ROOT, read_properties
+from tools.gateway import READY_PATH
 
 PROBE_TIMEOUT_S = 4.0
-READY_PATH = "/ready"
 
 
 def ready_url(props: dict[str, str]) -> str:
