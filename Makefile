@@ -129,7 +129,7 @@ image-test: $(ARCHIVES) $(STUBS)  ## from scratch: both images, a container answ
 	$(PY) -m pytest -m image tests/test_image.py
 
 up: door-image  ## REPLICAS TorchServe containers behind the door on 127.0.0.1:8090/7090 (after make image)
-	$(PY) -m tools.compose up --replicas $(REPLICAS)
+	DIGITLAB_IMAGE=$(IMAGE) $(PY) -m tools.compose up --replicas $(REPLICAS)
 
 down:  ## stop and remove what make up started
 	$(PY) -m tools.compose down

@@ -2,11 +2,13 @@
 
     python -m benchmarks.replicas [--clients 32] [--seconds 60] [--kill-at 20] [--port 8090 --grpc-port 7090]
 
-Runs `make up`'s compose deployment three times: 1 replica, 2 replicas, then 2 replicas with replica-1
-killed (`docker kill`, SIGKILL to every process in it) at --kill-at seconds and started again at once.
-Each run: --clients threads, each on its own keep-alive connection, POST fresh palindromes of every
-length the LSTM serves (3..100) to /predictions/palindrome through the door for --seconds, and check
-each answer against the truth (the missing digit is the first one). Every request that does not
+Runs `make up`'s compose deployment three times: 2 replicas, 2 replicas with replica-1 killed (`docker
+kill`, SIGKILL to every process in it) at --kill-at seconds and started again at once, then 1 replica
+(in that order: going from 2 replicas to 1 loads no model).
+Each run: --clients threads, each on its own keep-alive connection from its own loopback address
+(127.0.0.10, .11, ...: the door limits each client address, and 32 clients are 32 addresses), POST
+fresh palindromes of every length the LSTM serves (3..100) to /predictions/palindrome through the
+door for --seconds, and check each answer against the truth (the missing digit is the first one). Every request that does not
 come back 200 with the right digit is counted, by kind. Bounded: every run stops by itself.
 Writes runs/replicas/<time>.json and prints the table for README "Scaling out".
 """
@@ -32,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "replicas"
 MIN_LENGTH, MAX_LENGTH = 3, 100  # the served LSTM's range (weights/palindrome_lstm.pt meta)
 REQUEST_TIMEOUT_S = 30.0
+FIRST_CLIENT_ADDRESS = 10  # client i connects from 127.0.0.(10 + i)
 KILLED = 1  # the replica the kill run kills
 
 
@@ -67,7 +70,8 @@ class Tally:
 def client(host: str, port: int, key: str, t0: float, until: float, seed: int, tally: Tally) -> None:
     rng = random.Random(seed)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-    conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_S)
+    source = (f"127.0.0.{FIRST_CLIENT_ADDRESS + seed}", 0)
+    conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_S, source_address=source)
     while time.monotonic() < until:
         digits, truth = palindrome_prefix(rng)
         began = time.monotonic()
@@ -78,7 +82,7 @@ def client(host: str, port: int, key: str, t0: float, until: float, seed: int, t
         except (OSError, http.client.HTTPException) as err:
             tally.fail(time.monotonic() - t0, f"connection: {type(err).__name__}")
             conn.close()
-            conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_S)
+            conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_S, source_address=source)
             continue
         now = time.monotonic()
         if resp.status != 200:
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     key = gateway.newest_client_key(args.key_file)
     results = []
     try:
-        for replicas, kill in ((1, False), (2, False), (2, True)):
+        for replicas, kill in ((2, False), (2, True), (1, False)):
             results.append(run(replicas, args, key, kill))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "per_second"}), flush=True)
     finally:
@@ -176,8 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
-    print(table(results))
-    kill = results[-1]
+    print(table(sorted(results, key=lambda r: (r["kill"], r["replicas"]))))
+    kill = next(r for r in results if r["kill"])
     print(f"kill run: replica-{KILLED} killed at {kill['killed_s']:.1f} s, ready again "
           f"{kill['replica_ready_after_kill_s']:.1f} s later; last failed request "
           f"{kill['last_failure_after_kill_s']:.1f} s after the kill; results in {out.relative_to(ROOT)}")

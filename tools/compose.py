@@ -133,7 +133,9 @@ def up(n: int, key_file: Path, host: str, port: int, grpc_port: int) -> float:
     if not 1 <= n <= len(services):
         raise SystemExit(f"REPLICAS must be 1 to {len(services)} (the replica services in {COMPOSE_FILE.name})")
     ensure_docker()
-    for image, target in ((IMAGE, "make image"), (DOOR_IMAGE, "make door-image")):
+    # deploy/compose.yaml reads the same variables.
+    images = (os.environ.get("DIGITLAB_IMAGE", IMAGE), os.environ.get("DIGITLAB_DOOR_IMAGE", DOOR_IMAGE))
+    for image, target in zip(images, ("make image", "make door-image")):
         if not image_exists(image):
             raise SystemExit(f"no image {image}: build it with `{target}`")
     props = render(n, key_file, host, port, grpc_port)
