@@ -1,7 +1,7 @@
 """Replicas behind the door under load: 1 vs 2 replicas side by side, and one replica killed and restarted.
 
     python -m benchmarks.replicas [--clients 32] [--seconds 60] [--kill-at 20] [--port 8090 --grpc-port 7090]
-                                  [--runs 2 2-kill 1]
+                                  [--runs 2 2-kill 1]   (repeat a run for medians: --runs 2 1 2 1 2 1)
 
 Runs `make up`'s compose deployment three times: 2 replicas, 2 replicas with replica-1 killed (`docker
 kill`, SIGKILL to every process in it) at --kill-at seconds and started again at once, then 1 replica
@@ -150,13 +150,27 @@ def run(replicas: int, args: argparse.Namespace, key: str, kill: bool) -> dict:
     return result
 
 
+def each(runs: list[dict], key: str, fmt: str = "{:.0f}") -> str:
+    return "[" + ", ".join(fmt.format(r[key]) for r in runs) + "]"
+
+
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
 def table(results: list[dict]) -> str:
-    rows = ["| run | answered | req/s | median req/s (1-s windows) | p50 / p99 ms | failed | wrong answers |",
-            "|---|---:|---:|---:|---|---:|---:|"]
-    for r in results:
-        name = f"{r['replicas']} replica{'s' if r['replicas'] > 1 else ''}" + (f", replica-{KILLED} killed at {r['killed_s']:.0f} s" if r["kill"] else "")
-        rows.append(f"| {name} | {r['answered']} | {r['req_per_s']:.0f} | {r['median_req_per_s_of_1s_windows']:.0f} "
-                    f"| {r['p50_ms']:.0f} / {r['p99_ms']:.0f} | {r['failed']} | {r['failures'].get('wrong answer', 0)} |")
+    """One row per configuration: medians over its runs (each run's value in brackets)."""
+    rows = ["| run | runs | req/s, median [each] | p50 / p99 ms, median | failed [each] | wrong answers |",
+            "|---|---:|---|---|---|---:|"]
+    for replicas, kill in sorted({(r["replicas"], r["kill"]) for r in results}, key=lambda c: (c[1], c[0])):
+        runs = [r for r in results if (r["replicas"], r["kill"]) == (replicas, kill)]
+        name = f"{replicas} replica{'s' if replicas > 1 else ''}"
+        if kill:
+            killed_at = "/".join(sorted({f"{r['killed_s']:.0f}" for r in runs}))
+            name += f", replica-{KILLED} killed at {killed_at} s"
+        rows.append(f"| {name} | {len(runs)} | {median(runs, 'req_per_s'):.0f} {each(runs, 'req_per_s')} "
+                    f"| {median(runs, 'p50_ms'):.0f} / {median(runs, 'p99_ms'):.0f} | {each(runs, 'failed', '{}')} "
+                    f"| {sum(r['failures'].get('wrong answer', 0) for r in runs)} |")
     return "\n".join(rows)
 
 
@@ -186,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
-    print(table(sorted(results, key=lambda r: (r["kill"], r["replicas"]))))
+    print(table(results))
     for kill in (r for r in results if r["kill"]):
         back = kill["replica_ready_after_kill_s"]
         print(f"kill run: replica-{KILLED} killed at {kill['killed_s']:.1f} s, ready again "
