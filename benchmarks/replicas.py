@@ -9,8 +9,9 @@ kill`, SIGKILL to every process in it) at --kill-at seconds and started again at
 Each run: --clients threads, each on its own keep-alive connection from its own loopback address
 (127.0.0.10, .11, ...: the door limits each client address, and 32 clients are 32 addresses), POST
 fresh palindromes of every length the LSTM serves (3..100) to /predictions/palindrome through the
-door for --seconds, and check each answer against the truth (the missing digit is the first one). Every request that does not
-come back 200 with the right digit is counted, by kind. Bounded: every run stops by itself.
+door for --seconds, and check each answer against the truth (the missing digit is the first one).
+Every request that does not come back 200 with the right digit is counted, by kind. Bounded: every
+run stops by itself.
 Writes runs/replicas/<time>.json and prints the table for README "Scaling out".
 """
 
@@ -128,7 +129,8 @@ def run(replicas: int, args: argparse.Namespace, key: str, kill: bool) -> dict:
     threads = [threading.Thread(target=client, args=(args.host, args.port, key, t0, until, seed, tally))
                for seed in range(args.clients)]
     if kill:
-        threads.append(threading.Thread(target=kill_and_restart, args=(args.kill_at, t0, compose.replica_props(KILLED, image.image_config()), events)))
+        killed = compose.replica_props(KILLED, image.image_config())
+        threads.append(threading.Thread(target=kill_and_restart, args=(args.kill_at, t0, killed, events)))
     for t in threads:
         t.start()
     for t in threads:
@@ -146,7 +148,8 @@ def run(replicas: int, args: argparse.Namespace, key: str, kill: bool) -> dict:
     if kill:
         after = [t for t in tally.failed_at if t >= events["killed_s"]]
         result["last_failure_after_kill_s"] = max(after) - events["killed_s"] if after else 0.0
-        result["replica_ready_after_kill_s"] = events["ready_again_s"] - events["killed_s"] if "ready_again_s" in events else None
+        back = events.get("ready_again_s")
+        result["replica_ready_after_kill_s"] = back - events["killed_s"] if back is not None else None
     return result
 
 

@@ -20,7 +20,7 @@ import requests
 
 from clients import grpc as grpc_client
 from clients import rest
-from tools import compose, gateway, image
+from tools import compose, gateway, image, k8s
 from tools.build_archives import ARCHIVES
 from tools.ready import is_ready, ready_url
 from tools.config import write_properties
@@ -93,8 +93,8 @@ def test_every_model_loads_and_answers_rest_without_a_torchserve_key(container):
     assert rest.predict("palindrome", {"digits": [1, 2, 3, 2]}, url=url, token="", timeout=TIMEOUT)["digit"] == 1
     assert rest.predict("palindrome_rnn", {"digits": "73456543"}, url=url, token="", timeout=TIMEOUT)["digit"] == 7
     assert len(rest.predict("sample", {"n": 2, "seed": 7}, url=url, token="", timeout=TIMEOUT)["images"]) == 2
-    frames = list(rest.stream("interpolate", {"start": {"seed": 1, "index": 0}, "end": {"seed": 2, "index": 0}, "steps": 4},
-                              url=url, token="", timeout=TIMEOUT))
+    between = {"start": {"seed": 1, "index": 0}, "end": {"seed": 2, "index": 0}, "steps": 4}
+    frames = list(rest.stream("interpolate", between, url=url, token="", timeout=TIMEOUT))
     assert [f["index"] for f in frames] == [0, 1, 2, 3]
 
 
@@ -152,3 +152,19 @@ def test_door_image_wants_the_client_key(container, tmp_path):
         assert answer["digit"] == 1
     finally:
         docker("rm", "--force", name, check=False)
+
+
+def test_door_image_accepts_the_kubernetes_configmap_as_its_pod_runs_it(images, tmp_path):
+    """deploy/k8s/base/door.yaml's mounts: config and keys read-only, an empty prefix, logs and temp, user www-data."""
+    (tmp_path / "nginx.conf").write_text(k8s.DOOR_CONFIG.read_text())
+    (tmp_path / "keys.conf").write_text(k8s.render([CLIENT_KEY])[1])
+    for f in tmp_path.iterdir():
+        f.chmod(0o644)
+    www_data = "uid=33,gid=33"
+    checked = subprocess.run(
+        ["docker", "run", "--rm", "--read-only", "--add-host", f"{k8s.SERVICE}:127.0.0.1",
+         "--tmpfs", f"/door:{www_data}", "--tmpfs", f"/door/logs:{www_data}", "--tmpfs", f"/door/tmp:{www_data}",
+         "--volume", f"{tmp_path / 'nginx.conf'}:/door/nginx.conf:ro",
+         "--volume", f"{tmp_path / 'keys.conf'}:/door/keys.conf:ro",
+         image.DOOR_IMAGE, "-t"], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr

@@ -50,7 +50,8 @@ def merge(base, patch):
     """A strategic merge patch as kustomize applies ours: maps merge, lists of named items merge by name."""
     if isinstance(base, dict) and isinstance(patch, dict):
         return {**base, **{k: merge(base[k], v) if k in base else v for k, v in patch.items()}}
-    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i for i in base + patch):
+    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i
+                                                                   for i in base + patch):
         by_name = {i["name"]: i for i in base}
         merged = [merge(by_name[i["name"]], i) if i["name"] in by_name else i for i in patch]
         return merged + [i for i in base if i["name"] not in {p["name"] for p in patch}]
@@ -62,7 +63,7 @@ def base_object(kind: str, name: str) -> dict:
                 if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
-@pytest.mark.parametrize("path", [p for p in MANIFESTS if p not in patch_paths()], ids=lambda p: str(p.relative_to(K8S)))
+@pytest.mark.parametrize("path", sorted(set(MANIFESTS) - patch_paths()), ids=lambda p: str(p.relative_to(K8S)))
 def test_every_manifest_is_valid_against_the_api_schema(path):
     docs = documents(path)
     assert docs
@@ -80,7 +81,8 @@ def test_every_patch_gives_a_valid_object(path):
 def test_the_validator_refuses_what_the_api_would_refuse():
     deployment = base_object("Deployment", "digitlab-torchserve")
     typo = copy.deepcopy(deployment)
-    typo["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = typo["spec"]["template"]["spec"]["containers"][0].pop("readinessProbe")
+    container = typo["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
     missing = copy.deepcopy(deployment)
     del missing["spec"]["selector"]
     wrong_type = copy.deepcopy(deployment)
@@ -113,7 +115,8 @@ def test_door_configmap_is_rendered_from_the_current_template():
 
 def test_door_points_at_the_torchserve_service_and_mounts_the_key_secret():
     service = validate(base_object("Service", k8s.SERVICE))
-    assert {p.port for p in service.spec.ports} >= {int(a.rsplit(":", 1)[1]) for a in vars(k8s.service_replica()).values()}
+    upstream_ports = {int(address.rsplit(":", 1)[1]) for address in vars(k8s.service_replica()).values()}
+    assert {p.port for p in service.spec.ports} >= upstream_ports
     door = validate(base_object("Deployment", "digitlab-door")).spec.template.spec
     assert {v.secret.secret_name for v in door.volumes if v.secret} == {k8s.SECRET}
 

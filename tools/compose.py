@@ -37,7 +37,8 @@ PROJECT = "digitlab"
 REPLICA_PORT_BASE, REPLICA_PORT_STEP = 18000, 100
 LOOPBACK = "127.0.0.1"
 URL_LISTENERS = ("inference_address", "management_address", "metrics_address", "ready_address")
-GRPC_LISTENERS = (("grpc_inference_address", "grpc_inference_port"), ("grpc_management_address", "grpc_management_port"))
+GRPC_LISTENERS = (("grpc_inference_address", "grpc_inference_port"),
+                  ("grpc_management_address", "grpc_management_port"))
 READY_TIMEOUT_S = 240.0
 
 
@@ -95,16 +96,16 @@ def compose_command() -> list[str]:
     return ["docker-compose"]
 
 
-def compose(*args: str) -> None:
+def compose(*args: str, capture: bool = False) -> str:
     # The door runs as the user who rendered its files, so its owner-only key file stays owner-only.
     env = {**os.environ, "DOOR_USER": f"{os.getuid()}:{os.getgid()}"}
-    subprocess.run([*compose_command(), "--file", str(COMPOSE_FILE), "--project-name", PROJECT, *args],
-                   check=True, env=env)
+    done = subprocess.run([*compose_command(), "--file", str(COMPOSE_FILE), "--project-name", PROJECT, *args],
+                          check=True, env=env, capture_output=capture, text=True)
+    return done.stdout or ""
 
 
 def container_id(service: str) -> str:
-    out = subprocess.run([*compose_command(), "--file", str(COMPOSE_FILE), "--project-name", PROJECT, "ps", "-q", service],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = compose("ps", "-q", service, capture=True).split()
     if not out:
         raise RuntimeError(f"no container for {service}: make up first")
     return out[0]

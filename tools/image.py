@@ -131,8 +131,8 @@ def docker_build(dockerfile: Path, tag: str, context: Path, **build_args: str) -
     # The classic builder: Debian's docker.io has no buildx, and these Dockerfiles need nothing newer.
     # Host networking: apt inside the build reaches the mirror without NAT rules.
     args = [f"--build-arg={k}={v}" for k, v in build_args.items()]
-    subprocess.run(["docker", "build", "--network", "host", "--file", str(dockerfile), "--tag", tag, *args, str(context)],
-                   check=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    subprocess.run(["docker", "build", "--network", "host", "--file", str(dockerfile), "--tag", tag, *args,
+                    str(context)], check=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
 
 
 def build(tag: str = IMAGE, variant: str = "cpu", base: str = BASE_IMAGE) -> float:
