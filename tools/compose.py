@@ -39,7 +39,7 @@ LOOPBACK = "127.0.0.1"
 URL_LISTENERS = ("inference_address", "management_address", "metrics_address", "ready_address")
 GRPC_LISTENERS = (("grpc_inference_address", "grpc_inference_port"),
                   ("grpc_management_address", "grpc_management_port"))
-READY_TIMEOUT_S = 240.0
+READY_TIMEOUT_S = 600.0  # a replica loads in ~10 s on an idle machine; it took 4 min here on 2 busy cores
 
 
 def replica_port(index: int, default_port: int) -> int:
