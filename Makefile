@@ -13,7 +13,7 @@ ARCHIVES := model_store/.built
 DATA_DIR ?= data
 GAN_ARGS := --data-dir $(DATA_DIR) --seed 0 --betas 0.5 0.999 --sample-every 1000 --score-every 1000
 
-.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench image door-image image-test up down k8s-config
+.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench rotate-keys soak image door-image image-test up down k8s-config
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ serve: $(ARCHIVES) $(STUBS)  ## start TorchServe on 127.0.0.1 and wait until eve
 
 stop:  ## stop the server started by make serve
 	$(PY) -m tools.server stop
+
+rotate-keys: $(STAMP)  ## give make serve's TorchServe new inference and management keys now (clients follow)
+	$(PY) -m tools.server rotate-keys
 
 test: $(ARCHIVES) $(STUBS)  ## the whole suite: pure functions, handlers, training smoke runs, real TorchServe end to end
 	$(PY) -m pytest -m "not image"
@@ -89,6 +92,10 @@ load: $(STAMP) $(STUBS)  ## locust against make serve (USERS, RATE, DURATION, SC
 
 bench: $(STAMP) $(STUBS)  ## TorchServe vs naive vs FastAPI vs in-process, side by side (about 12 min) -> docs/BENCHMARKS.md
 	$(PY) -m benchmarks.run
+
+SOAK_MINUTES ?= 10
+soak: $(STAMP) $(STUBS)  ## 10 min of mixed good and hostile traffic against make serve -> docs/soak/ (SOAK_MINUTES)
+	$(PY) -m benchmarks.soak --minutes $(SOAK_MINUTES)
 
 clean:  ## remove built files (archives, stubs, protos); keeps .venv and weights
 	rm -rf model_store/*.mar $(ARCHIVES) clients/ts_grpc protos/*.proto build

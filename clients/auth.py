@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -13,6 +14,21 @@ TOKEN_ENV = "TORCHSERVE_TOKEN"  # an inference key, e.g. for a remote server
 API_KEY_ENV = "DIGITLAB_API_KEY"  # a key of the front door (make gateway), not of TorchServe
 T = TypeVar("T")
 DEFAULT_KEY_FILES = (Path(".ts/key_file.json"), Path(__file__).resolve().parent.parent / ".ts" / "key_file.json")
+
+
+KEY_FILE_READS = 5  # TorchServe rewrites the key file in place: a read can catch it empty or half-written
+
+
+def read_key_file(path: Path) -> dict:
+    """key_file.json -> {"management": {"key", "expiration time"}, "inference": ..., "API": ...}."""
+    for attempt in range(KEY_FILE_READS):
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            if attempt == KEY_FILE_READS - 1:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
 
 
 def find_token(kind: str = "inference", key_file: str | Path | None = None) -> str | None:
@@ -27,7 +43,7 @@ def find_token(kind: str = "inference", key_file: str | Path | None = None) -> s
     candidates += [] if key_file else list(DEFAULT_KEY_FILES)
     for path in candidates:
         if path.is_file():
-            return json.loads(path.read_text())[kind]["key"]
+            return read_key_file(path)[kind]["key"]
     return None
 
 

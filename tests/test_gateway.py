@@ -34,8 +34,10 @@ if gateway.nginx_binary() is None:
     pytest.skip(f"front door tests skipped: {gateway.INSTALL_HINT}", allow_module_level=True)
 
 TIMEOUT = 30
+LOG_WAIT_S = 10.0
 INTERPOLATION = {"start": {"seed": 5, "index": 0}, "end": {"seed": 5, "index": 1}, "steps": 64}
 # Limits low enough that a few requests in a row cross them whatever the machine's speed.
+CLIENT_C = "127.0.0.4"  # a third client, whose budget no other test has spent
 STRICT = gateway.Limits(rate=1, burst=1, heavy_rate=1, heavy_burst=1, in_flight=4, heavy_in_flight=1,
                         grpc_in_flight=1)
 
@@ -65,12 +67,16 @@ class RunningDoor:
     def log_lines(self) -> list[str]:
         return (self.runtime / "logs" / "access.log").read_text().splitlines()
 
+    def error_log(self) -> str:
+        """nginx's error log, where each refusal by a limit names the limit ("limiting requests/connections")."""
+        return (self.runtime / "logs" / "error.log").read_text()
+
 
 def open_door(server: ts.RunningServer, runtime: Path, limits: gateway.Limits = gateway.LIMITS,
-              replica: gateway.Replica | None = None) -> RunningDoor:
+              replicas: list[gateway.Replica] | None = None) -> RunningDoor:
     port, grpc_port = ts.free_ports(2)
     door = gateway.Door(
-        host="127.0.0.1", port=port, grpc_port=grpc_port, replicas=[replica or gateway.replica(server.endpoints)],
+        host="127.0.0.1", port=port, grpc_port=grpc_port, replicas=replicas or [gateway.replica(server.endpoints)],
         models=server.models, torchserve_key_file=str(server.key_file),
         client_key_file=str(runtime / gateway.CLIENT_KEY_FILE),
         max_body_bytes=int(ts.read_properties(server.workdir / "config.properties")["max_request_size"]),
@@ -98,8 +104,19 @@ def strict_door(server, tmp_path_factory):
         gateway.stop(running.runtime)
 
 
-def new_log_lines(door: RunningDoor, before: int) -> list[str]:
-    return door.log_lines()[before:]
+def logged_with_status(door: RunningDoor, before: int, status: int, expected: int) -> list[str]:
+    """The `expected` access-log lines with `status` written since there were `before` lines.
+
+    nginx logs a request once it is finished, which can come after the client has its answer (a refused
+    body is still read and discarded; an earlier test's stream is still closing): wait for the lines,
+    at most LOG_WAIT_S, and pick them by status, so a late line of another request is not mistaken.
+    """
+    deadline = time.monotonic() + LOG_WAIT_S
+    while True:
+        lines = [line for line in door.log_lines()[before:] if f'" {status} ' in line]
+        if len(lines) >= expected or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
 
 
 def upstreams(lines: list[str]) -> list[str]:
@@ -116,6 +133,7 @@ def grpc_stub(door: RunningDoor) -> tuple[grpcio.Channel, inference_pb2_grpc.Inf
 
 
 def test_rest_answers_through_the_door(door):
+    # TorchServe checks its own key: these answers also show the door replaced the client's key with it.
     for model, digits, expected in (("palindrome", [1, 2, 3, 2], 1), ("palindrome_rnn", "73456543", 7)):
         answer = rest.predict(model, {"digits": digits}, url=door.url, token=door.key, timeout=TIMEOUT)
         assert answer["digit"] == expected
@@ -175,7 +193,7 @@ def test_requests_without_the_door_key_are_refused_at_the_door(door, server):
             list(grpc_client.stream("palindrome", {"digits": [1, 2, 2]}, target=door.target,
                                     token=token or "", timeout=TIMEOUT))
         assert err.value.status == "UNAUTHENTICATED" and "key" in err.value.message
-    assert set(upstreams(new_log_lines(door, before))) == {"-"}
+    assert upstreams(logged_with_status(door, before, 401, 6)) == ["-"] * 6
 
 
 def test_keys_rotate_without_a_restart(door):
@@ -196,7 +214,7 @@ def test_keys_rotate_without_a_restart(door):
 
 
 def test_a_first_start_writes_one_private_random_key(tmp_path, monkeypatch):
-    monkeypatch.delenv(gateway.KEY_ENV, raising=False)
+    monkeypatch.delenv(gateway.API_KEY_ENV, raising=False)
     key_file = tmp_path / "api_keys"
     gateway.ensure_client_key(key_file)
     assert key_file.stat().st_mode & 0o777 == 0o600
@@ -207,7 +225,7 @@ def test_a_first_start_writes_one_private_random_key(tmp_path, monkeypatch):
 
 
 def test_keys_that_would_break_the_config_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv(gateway.KEY_ENV, 'short"; }')
+    monkeypatch.setenv(gateway.API_KEY_ENV, 'short"; }')
     with pytest.raises(ValueError):
         gateway.read_client_keys(tmp_path / "none")
 
@@ -243,8 +261,7 @@ def test_every_route_not_served_is_refused_at_the_door(door):
                                 timeout=TIMEOUT)
         assert resp.status_code == 404, (method, path, resp.text)
         assert resp.json()["type"] == "NotFound"
-    logged = new_log_lines(door, before)
-    assert len(logged) == len(NOT_SERVED) and set(upstreams(logged)) == {"-"}
+    assert upstreams(logged_with_status(door, before, 404, len(NOT_SERVED))) == ["-"] * len(NOT_SERVED)
 
 
 def test_grpc_calls_other_than_stream_predictions_are_unimplemented_at_the_door(door, server):
@@ -267,7 +284,7 @@ def test_grpc_calls_other_than_stream_predictions_are_unimplemented_at_the_door(
                 call()
             assert err.value.code() == grpcio.StatusCode.UNIMPLEMENTED, name
             assert "StreamPredictions" in err.value.details()
-    assert set(upstreams(new_log_lines(door, before))) == {"-"}
+    assert upstreams(logged_with_status(door, before, 404, len(calls))) == ["-"] * len(calls)
     assert server.worker_pids("interpolate") == pids
 
 
@@ -276,9 +293,13 @@ def test_health_says_ready_and_nothing_else_without_a_key(door):
     assert resp.status_code == 200 and resp.json() == {"status": "ready"}
 
 
-def test_a_door_without_a_live_replica_is_not_ready_and_says_unavailable(server, tmp_path):
+def dead_replica() -> gateway.Replica:
     dead = f"127.0.0.1:{ts.free_ports(1)[0]}"  # nothing listens there
-    running = open_door(server, tmp_path, replica=gateway.Replica(rest=dead, grpc=dead, ready=dead))
+    return gateway.Replica(rest=dead, grpc=dead, ready=dead)
+
+
+def test_a_door_without_a_live_replica_is_not_ready_and_says_unavailable(server, tmp_path):
+    running = open_door(server, tmp_path, replicas=[dead_replica()])
     try:
         health = requests.get(f"{running.url}/health", timeout=TIMEOUT)
         assert health.status_code == 503 and health.json() == {"status": "not ready"}
@@ -293,6 +314,21 @@ def test_a_door_without_a_live_replica_is_not_ready_and_says_unavailable(server,
         gateway.stop(running.runtime)
 
 
+def test_with_one_replica_down_the_door_is_ready_and_serves_from_the_other(server, tmp_path):
+    running = open_door(server, tmp_path, replicas=[dead_replica(), gateway.replica(server.endpoints)])
+    try:
+        for _ in range(4):  # round robin: every other first try meets the dead replica, then the live one
+            health = requests.get(f"{running.url}/health", timeout=TIMEOUT)
+            assert health.status_code == 200 and health.json() == {"status": "ready"}
+            answer = rest.predict("palindrome", {"digits": [7, 8, 8]}, url=running.url, token=running.key,
+                                  timeout=TIMEOUT)
+            assert answer["digit"] == 7
+            assert grpc_client.predict("palindrome", {"digits": [7, 8, 8]}, target=running.target, token=running.key,
+                                       timeout=TIMEOUT)["digit"] == 7
+    finally:
+        gateway.stop(running.runtime)
+
+
 # -- limits --------------------------------------------------------------------------------------
 
 
@@ -302,7 +338,7 @@ def test_a_body_over_the_limit_is_refused_at_the_door(door):
     resp = requests.post(f"{door.url}/predictions/palindrome", json=huge,
                          headers={"Authorization": f"Bearer {door.key}"}, timeout=TIMEOUT)
     assert resp.status_code == 413 and resp.json()["type"] == "RequestTooLarge"
-    assert upstreams(new_log_lines(door, before)) == ["-"]
+    assert upstreams(logged_with_status(door, before, 413, 1)) == ["-"]
     # A gRPC body streams upstream as it arrives; the door cuts it off at the limit, with its own message.
     with pytest.raises(ServerError) as err:
         grpc_client.predict("palindrome", huge, target=door.target, token=door.key, timeout=TIMEOUT)
@@ -331,6 +367,8 @@ def test_over_its_rate_a_client_gets_429_and_another_client_is_served(strict_doo
     assert refused is not None, "ten requests in a row never met the limit of 1/s"
     assert refused.json()["type"] == "TooManyRequests" and "limit" in refused.json()["message"]
     assert refused.headers["Retry-After"] == "1"
+    logged = rf'limiting requests, excess: [\d.]+ by zone "requests", client: {CLIENT_A}'
+    assert re.search(logged, strict_door.error_log())
     answer = post(b, strict_door.url, "palindrome", {"digits": [5, 6, 6]})
     assert answer.status_code == 200 and answer.json()["digit"] == 5
 
@@ -349,16 +387,16 @@ def test_over_its_rate_a_grpc_client_gets_resource_exhausted(strict_door):
 
 
 def test_a_client_over_its_concurrency_gets_429(strict_door):
-    """heavy_in_flight is 1: while A's first request is still sending its body, its second is refused."""
+    """heavy_in_flight is 1: while C's first request is still sending its body, its second is refused."""
     host, port = "127.0.0.1", strict_door.door.port
-    with socket.create_connection((host, port), timeout=TIMEOUT, source_address=(CLIENT_A, 0)) as held:
+    with socket.create_connection((host, port), timeout=TIMEOUT, source_address=(CLIENT_C, 0)) as held:
         # Headers and half a body: the door has counted the request and waits for the rest (10 s).
         held.sendall(f"POST /predictions/sample HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {strict_door.key}"
                      "\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{".encode())
-        a = client_session(CLIENT_A, strict_door.key)
+        c = client_session(CLIENT_C, strict_door.key)
 
         def second():
-            resp = post(a, strict_door.url, "sample", {"n": 1})
+            resp = post(c, strict_door.url, "sample", {"n": 1})
             if resp.status_code == 429:
                 return resp
             time.sleep(0.1)  # the door may not have read the held request's headers yet
@@ -366,6 +404,7 @@ def test_a_client_over_its_concurrency_gets_429(strict_door):
 
         refused = until_refused(second)
     assert refused is not None and refused.json()["type"] == "TooManyRequests"
+    assert f'limiting connections by zone "heavy_in_flight", client: {CLIENT_C}' in strict_door.error_log()
 
 
 def test_a_flood_of_interpolations_does_not_starve_another_clients_palindromes(door, record_property):

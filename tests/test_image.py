@@ -130,7 +130,7 @@ def test_door_image_wants_the_client_key(container, tmp_path):
     for sub in ("logs", "tmp"):
         (tmp_path / sub).mkdir()
     conf, keys = gateway.render([compose.upstream(props)], list(ARCHIVES), [CLIENT_KEY], upstream_key=None,
-                                port=door_port, grpc_port=door_grpc_port)
+                                max_body_bytes=int(props["max_request_size"]), port=door_port, grpc_port=door_grpc_port)
     (tmp_path / gateway.CONFIG).write_text(conf)
     (tmp_path / gateway.KEYS_INCLUDE).write_text(keys)
     name = f"digitlab-door-test-{int(time.time())}"

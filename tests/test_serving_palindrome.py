@@ -108,12 +108,6 @@ def test_requests_without_a_valid_token_are_refused(server):
     assert err.value.status == "PERMISSION_DENIED"
 
 
-def test_model_registration_api_is_off(server):
-    resp = requests.post(f"{server.endpoints.management}/models", params={"url": "https://example.invalid/x.mar"},
-                         headers={"Authorization": f"Bearer {server.key('management')}"}, timeout=TIMEOUT)
-    assert resp.status_code == 405 or "disabled" in resp.text.lower(), resp.text
-
-
 def test_metrics_are_exposed_for_prometheus(server):
     resp = requests.get(f"{server.endpoints.metrics}/metrics", timeout=TIMEOUT)
     assert resp.status_code == 200 and "ts_inference_requests_total" in resp.text

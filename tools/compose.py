@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from clients.auth import API_KEY_ENV
 from tools import gateway
 from tools.build_archives import ARCHIVES
 from tools.config import write_properties
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=gateway.DEFAULT_PORT, help="the door's REST port")
     p.add_argument("--grpc-port", type=int, default=gateway.DEFAULT_GRPC_PORT, help="the door's gRPC port")
     p.add_argument("--key-file", type=Path, default=gateway.RUNTIME / gateway.CLIENT_KEY_FILE,
-                   help=f"client keys, one per line (with or instead of ${gateway.KEY_ENV})")
+                   help=f"client keys, one per line (with or instead of ${API_KEY_ENV})")
     args = p.parse_args(argv)
     if args.action == "down":
         compose("down")

@@ -3,7 +3,7 @@
     python -m tools.gateway start  [--host 127.0.0.1] [--port 8090] [--grpc-port 7090]   (make gateway)
     python -m tools.gateway reload     # re-read the client keys and TorchServe's key, no restart (make gateway-reload)
     python -m tools.gateway stop       # (make gateway-stop)
-    python -m tools.gateway render     # print the config that start would run
+    python -m tools.gateway render     # print the config that start would run (it holds TorchServe's key)
     python -m tools.gateway key        # the newest client key, for curl
 
 Everything nginx writes (the rendered config, keys, pid, logs, temp files) lives in one runtime
@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from clients.auth import API_KEY_ENV, find_api_key
 from tools import server as ts
 
 ROOT = ts.ROOT
@@ -36,7 +37,6 @@ TEMPLATE = ROOT / "gateway" / "nginx.conf.template"
 RUNTIME = ROOT / ".gateway"
 CONFIG, KEYS_INCLUDE, SETTINGS, PID = "nginx.conf", "keys.conf", "settings.json", "nginx.pid"
 CLIENT_KEY_FILE = "api_keys"
-KEY_ENV = "DIGITLAB_API_KEY"
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_GRPC_PORT = "127.0.0.1", 8090, 7090
 INSTALL_HINT = ("nginx not found: install it from the distribution "
                 "(Debian/Ubuntu: apt-get install nginx-light; Fedora: dnf install nginx; macOS: brew install nginx)")
@@ -53,16 +53,20 @@ STOP_GRACE_S = 10.0
 
 @dataclass(frozen=True)
 class Limits:
-    """What the door allows one client (one source address); measured and explained in README.md."""
+    """What the door allows one client (one source address); the measurements are in README.md.
 
-    rate: int = 200  # predictions per second, REST and gRPC together
-    burst: int = 100  # requests over the rate served at once before 429
-    heavy_rate: int = 10  # REST sample + interpolate per second
-    heavy_burst: int = 10
-    in_flight: int = 16  # REST requests at once
+    The server answers ~1,600 palindromes/s on 2 cores, a person well under 2 requests/s, and one
+    64-step interpolation costs ~0.2 s of a core.
+    """
+
+    rate: int = 200  # predictions/s, REST and gRPC together: 1/8 of the server, 100x a person
+    burst: int = 100  # over the rate, served at once before 429s: a batch fired from a connection pool
+    heavy_rate: int = 5  # REST sample + interpolate per second: 64-step interpolations fill at most one core
+    heavy_burst: int = 10  # a page of thumbnails at once
+    in_flight: int = 16  # REST requests at once: above a client's usual pool of 10 connections
     heavy_in_flight: int = 4  # REST sample + interpolate at once: one interpolate batch (batchSize 4)
-    grpc_in_flight: int = 4  # gRPC calls at once: any of them may be an interpolation
-    read_timeout_s: int = 70  # upstream, per read: above every model's responseTimeout (max 60 s)
+    grpc_in_flight: int = 4  # gRPC calls at once: the model is inside the body, any call may be an interpolation
+    read_timeout_s: int = 70  # upstream, per read: above every model's responseTimeout (at most 60 s)
 
 
 LIMITS = Limits()
@@ -121,7 +125,7 @@ def checked_key(key: str, min_length: int = MIN_CLIENT_KEY_LENGTH) -> str:
 
 def read_client_keys(key_file: Path) -> list[str]:
     """$DIGITLAB_API_KEY, then every non-empty line of `key_file` (oldest first, newest last)."""
-    keys = [os.environ[KEY_ENV]] if os.environ.get(KEY_ENV) else []
+    keys = [os.environ[API_KEY_ENV]] if os.environ.get(API_KEY_ENV) else []
     if key_file.is_file():
         keys += [line.strip() for line in key_file.read_text().splitlines() if line.strip()]
     return [checked_key(k) for k in dict.fromkeys(keys)]
@@ -129,7 +133,7 @@ def read_client_keys(key_file: Path) -> list[str]:
 
 def ensure_client_key(key_file: Path) -> None:
     """Write `key_file` (mode 0600) with one fresh key when neither it nor $DIGITLAB_API_KEY exists."""
-    if os.environ.get(KEY_ENV) or key_file.exists():
+    if os.environ.get(API_KEY_ENV) or key_file.exists():
         return
     key_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -138,11 +142,11 @@ def ensure_client_key(key_file: Path) -> None:
 
 
 def newest_client_key(key_file: Path) -> str:
-    """The key a client should send: the key file's last line, else $DIGITLAB_API_KEY."""
-    keys = read_client_keys(key_file)
-    if not keys:
-        raise SystemExit(f"no client key: set ${KEY_ENV} or start the door (make gateway) to create {key_file}")
-    return keys[-1]
+    """The key a client should send: the key file's last line, else $DIGITLAB_API_KEY (as the clients read it)."""
+    key = find_api_key(key_file if key_file.is_file() else None)
+    if key is None:
+        raise SystemExit(f"no client key: set ${API_KEY_ENV} or start the door (make gateway) to create {key_file}")
+    return key
 
 
 def torchserve_key(key_file: str | None) -> str | None:
@@ -167,18 +171,19 @@ def server_lines(addresses: list[str]) -> str:
 
 
 def render(replicas: list[Replica], models: list[str], client_keys: list[str], upstream_key: str | None,
-           host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, grpc_port: int = DEFAULT_GRPC_PORT,
-           max_body_bytes: int = 65536, limits: Limits = LIMITS) -> tuple[str, str]:
+           max_body_bytes: int, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+           grpc_port: int = DEFAULT_GRPC_PORT, limits: Limits = LIMITS) -> tuple[str, str]:
     """(nginx.conf, keys.conf) for a door on host:port (REST) and host:grpc_port (gRPC).
 
     `replicas` are the TorchServe instances behind the door, one `Replica` each (REST and gRPC
     inference addresses, readiness address). With several, nginx balances round robin, skips a replica
     that fails 3 times in 10 s for 10 s (passive health check), and retries a prediction once on another
     replica when the first refuses the connection or answers 502/503 before sending anything (safe:
-    predictions have no side effects). /health is ready when a replica's readiness check answers 200.
+    predictions have no side effects). /health is ready while one replica's readiness check answers 200.
     `models` are the served model names (the only /predictions/<model> routes). `client_keys` are the
     accepted keys. `upstream_key` is TorchServe's inference key, sent upstream in place of the client's;
     None sends no Authorization (replicas running with disable_token_authorization=true, in containers).
+    `max_body_bytes` is the replicas' max_request_size (config.properties), enforced at the door.
     """
     if not replicas or not models or not client_keys:
         raise ValueError("a door needs at least one replica, one model and one client key")
@@ -202,8 +207,8 @@ def render(replicas: list[Replica], models: list[str], client_keys: list[str], u
 
 def render_door(door: Door) -> tuple[str, str]:
     return render(door.replicas, door.models, read_client_keys(Path(door.client_key_file)),
-                  torchserve_key(door.torchserve_key_file), door.host, door.port, door.grpc_port,
-                  door.max_body_bytes, door.limits)
+                  torchserve_key(door.torchserve_key_file), door.max_body_bytes, door.host, door.port,
+                  door.grpc_port, door.limits)
 
 
 # -- running nginx -----------------------------------------------------------------------------------
@@ -211,7 +216,8 @@ def render_door(door: Door) -> tuple[str, str]:
 
 def nginx_binary() -> str | None:
     """nginx on PATH, or where distributions put it (/usr/sbin is not on every user's PATH)."""
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+    found = [p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)]
+    return shutil.which("nginx") or next(iter(found), None)
 
 
 def require_nginx() -> str:
@@ -222,7 +228,9 @@ def require_nginx() -> str:
 
 
 def nginx(runtime: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([require_nginx(), "-p", f"{runtime.resolve()}/", "-c", CONFIG, *args],
+    # -e stderr: until it has read the config, nginx logs to its built-in path (/var/log/nginx/ on
+    # some distributions), which a user who is not root cannot open.
+    return subprocess.run([require_nginx(), "-p", f"{runtime.resolve()}/", "-c", CONFIG, "-e", "stderr", *args],
                           capture_output=True, text=True, timeout=30)
 
 
@@ -345,11 +353,12 @@ def door_from_args(args: argparse.Namespace) -> Door:
 
 def print_endpoints(door: Door, pid: int) -> None:
     print(f"front door up (nginx pid {pid}) for models: {', '.join(door.models)}")
-    print(f"  REST    http://{door.host}:{door.port}/predictions/<model>   health: http://{door.host}:{door.port}/health")
+    rest = f"http://{door.host}:{door.port}"
+    print(f"  REST    {rest}/predictions/<model>   health: {rest}/health")
     print(f"  gRPC    {door.host}:{door.grpc_port} (StreamPredictions only)")
     print(f"  key     Authorization: Bearer $(.venv/bin/python -m tools.gateway key)   [{door.client_key_file}]")
     if door.torchserve_key_file is None:
-        print("  note    no TorchServe key file found: nothing is sent upstream (TorchServe must run without token auth)")
+        print("  note    no TorchServe key file: nothing is sent upstream (TorchServe must run without token auth)")
     print("  reload  make gateway-reload (after changing keys); stop: make gateway-stop")
 
 
@@ -360,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help="address the door listens on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="REST port")
     p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port")
-    p.add_argument("--config", type=Path, default=ROOT / "config.properties", help="TorchServe's config (upstream addresses)")
+    p.add_argument("--config", type=Path, default=ROOT / "config.properties",
+                   help="TorchServe's config (upstream addresses)")
     p.add_argument("--torchserve-workdir", type=Path, default=ROOT / ".ts", help="where TorchServe wrote key_file.json")
     p.add_argument("--key-file", type=Path, help="client keys, one per line (default: RUNTIME/api_keys)")
     p.add_argument("--models", nargs="+", help="served models (default: the archives in model_store/)")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from clients.auth import API_KEY_ENV
 from tools import gateway
 from tools.build_archives import ARCHIVES
 from tools.image import image_config
@@ -52,7 +53,7 @@ def door_config() -> str:
 def secret_manifest(key_file: Path) -> str:
     keys = gateway.read_client_keys(key_file)
     if not keys:
-        raise SystemExit(f"no client key: set ${gateway.KEY_ENV} or write one per line to {key_file}")
+        raise SystemExit(f"no client key: set ${API_KEY_ENV} or write one per line to {key_file}")
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["render", "secret"])
     p.add_argument("--key-file", type=Path, default=gateway.RUNTIME / gateway.CLIENT_KEY_FILE,
-                   help=f"client keys, one per line (with or instead of ${gateway.KEY_ENV})")
+                   help=f"client keys, one per line (with or instead of ${API_KEY_ENV})")
     args = p.parse_args(argv)
     if args.action == "render":
         DOOR_CONFIG.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from clients.auth import read_key_file
 from tools.config import (
     ADDRESS_KEYS,
     GRPC_PORT_KEYS,
@@ -36,7 +37,7 @@ from tools.config import (
     with_ports,
     write_properties,
 )
-from tools.supervisor import INSTANCE_CONFIG, TORCHSERVE_PID_FILE, Supervisor
+from tools.supervisor import INSTANCE_CONFIG, TORCHSERVE_PID_FILE, Supervisor, group_alive
 
 MODEL_STORE = ROOT / "model_store"
 PID_FILE = "supervisor.pid"
@@ -79,8 +80,7 @@ def endpoints(props: dict[str, str]) -> Endpoints:
 
 def read_keys(workdir: Path) -> dict[str, str]:
     """{"management": key, "inference": key, "API": key} from TorchServe's key_file.json."""
-    data = json.loads((workdir / "key_file.json").read_text())
-    return {name: entry["key"] for name, entry in data.items()}
+    return {name: entry["key"] for name, entry in read_key_file(workdir / "key_file.json").items()}
 
 
 def archives(model_store: Path = MODEL_STORE) -> list[str]:
@@ -139,7 +139,9 @@ def wait_ready(workdir: Path, props: dict[str, str], pid: int, timeout: float = 
 def owned(pid: int, workdir: Path) -> bool:
     """Is `pid` this workdir's supervisor? A PID file can outlive its process and the PID be reused."""
     try:
-        args = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True,
+        # -ww: unlimited width. Without it ps cuts the line at 80 columns whenever it cannot find a
+        # terminal (under pytest), the workdir falls off, and a test server is never stopped.
+        args = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True,
                               check=False).stdout
     except FileNotFoundError:  # no ps: fall back to Linux's /proc
         path = Path(f"/proc/{pid}/cmdline")
@@ -158,23 +160,24 @@ def stop(workdir: Path, grace: float = 30.0) -> bool:
     pid = int(pid_file.read_text())
     pid_file.unlink()
     if not owned(pid, workdir):
+        print(f"{pid_file} named process {pid}, which is not this workdir's supervisor: not signalled", file=sys.stderr)
         return False
     ts_file = workdir / TORCHSERVE_PID_FILE
-    ts_pid = int(ts_file.read_text()) if ts_file.exists() else None
+    ts_group = int(ts_file.read_text()) if ts_file.exists() else None
     try:
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-            try:
-                os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child (tests)
-            except ChildProcessError:
-                pass
-        for group in (pid, ts_pid):
-            if group and alive(group):
-                os.killpg(group, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    deadline = time.monotonic() + grace
+    while (group_alive(pid) or (ts_group and group_alive(ts_group))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child (tests)
+        except ChildProcessError:
+            pass
+    for group in (pid, ts_group):
+        if group and group_alive(group):
+            os.killpg(group, signal.SIGKILL)
     return True
 
 

@@ -8,11 +8,12 @@
 2. serves, without a key, on `ready_address`: GET /ready -> 200 when every worker of every model is READY
    and each model answers, else 503; GET /live -> 200 while TorchServe runs. TorchServe's own /ping
    says Healthy before any worker has loaded and while a stalled worker is still listed as READY;
-3. watches every model. A model that completed nothing for IDLE_PROBE_S gets a canary request (its
-   smallest valid request). A model whose canary has waited STALL_AFTER_S while it completed nothing is
-   stalled -- a unary gRPC call that streamed, a dead worker TorchServe still lists as READY -- and its
-   workers are scaled to 0 and back. A model busy with real traffic completes requests, so it is never
-   taken for stalled however long its queue;
+3. watches every model with canaries (its smallest valid request), sent when the model has been idle for
+   IDLE_PROBE_S or as soon as new requests arrive for it (at most one per CANARY_GAP_S). A canary left
+   unanswered for STALL_AFTER_S, while the model's workers neither completed a request nor used any
+   CPU, means a stalled model -- a unary gRPC call that streamed, a dead worker TorchServe still lists as
+   READY -- and its workers are scaled to 0 and back. A model busy with real traffic burns CPU, so it is
+   never taken for stalled however long its queue (TorchServe's latency metrics count REST only);
 4. renews TorchServe's inference and management keys before they expire (TorchServe never does; its
    clients re-read the key file and retry once, see clients/auth.py).
 """
@@ -38,18 +39,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from clients.auth import read_key_file
 from tools.config import ROOT, instance_properties, read_properties, write_properties
 
 log = logging.getLogger("supervisor")
 
 POLL_S = 1.0  # how often the watch loop reads TorchServe's metrics (completions per model)
 DESCRIBE_EVERY_S = 5.0  # how often it reads worker states once ready (each read is an access-log line)
-IDLE_PROBE_S = 1.0  # a model that completed nothing for this long gets a canary
-STALL_AFTER_S = 4.0  # a canary waiting this long, with nothing completed meanwhile: the model is stalled
+IDLE_PROBE_S = 10.0  # a model that completed nothing for this long gets a canary (0.1 req/s when idle)
+CANARY_GAP_S = 1.0  # new arrivals trigger a canary at most this often
+# A canary unanswered this long, with no sign of work meanwhile: the model is stalled.
+STALL_AFTER_S = 4.0
+GONE_GRACE_S = 20.0  # a dead worker TorchServe has not replaced by then never will be (it still lists it READY)
 CANARY_TIMEOUT_S = 60.0  # a canary that is stuck is abandoned after this (the restart answers it first)
-SCALE_TIMEOUT_S = 60.0  # longest wait for workers to leave or come back when restarting a model
+SCALE_TIMEOUT_S = 120.0  # longest wait for workers to leave or come back when restarting a model
 RENEW_AT_FRACTION = 0.25  # renew a key when less than this share of its lifetime is left
 HTTP_TIMEOUT_S = 5.0
+STOP_GRACE_S = 10.0  # TorchServe's own shutdown (workers finish their batch) before SIGKILL
 LOG4J_CONFIG = ROOT / "log4j2.xml"
 INSTANCE_CONFIG = "config.properties"
 TORCHSERVE_PID_FILE = "torchserve.pid"
@@ -62,7 +68,10 @@ CANARIES = {
     "sample": {"n": 1, "seed": 0},
     "interpolate": {"start": {"seed": 0, "index": 0}, "end": {"seed": 0, "index": 1}, "steps": 2},
 }
-PROGRESS_METRIC = "ts_inference_latency_microseconds"  # grows when a model completes a request
+# Sums that grow when a model's worker takes a job from its queue, and when it completes one. Refused
+# requests (4xx) count in the first only: a worker that refuses everything is still alive.
+PROGRESS_METRICS = ("ts_queue_latency_microseconds", "ts_inference_latency_microseconds")
+ARRIVAL_METRIC = "ts_inference_requests_total"  # grows when a request for a model arrives
 
 
 # -- TorchServe's HTTP APIs ----------------------------------------------------------------------------
@@ -86,15 +95,27 @@ def read_keys(workdir: Path) -> dict[str, dict]:
     Empty when token authorization is off (no key file).
     """
     try:
-        return json.loads((workdir / "key_file.json").read_text())
+        return read_key_file(workdir / "key_file.json")
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
 
-def progress(metrics_text: str) -> dict[str, float]:
-    """Prometheus text -> {model: total latency of its completed requests}, a counter that only grows."""
-    pattern = re.compile(rf'^{PROGRESS_METRIC}{{model_name="([^"]+)"[^}}]*}} ([0-9.eE+-]+)$', re.M)
+def counter(metrics_text: str, metric: str) -> dict[str, float]:
+    """Prometheus text -> {model: value of `metric`}, a counter per model that only grows."""
+    pattern = re.compile(rf'^{metric}{{model_name="([^"]+)"[^}}]*}} ([0-9.eE+-]+)$', re.M)
     return {m: float(v) for m, v in pattern.findall(metrics_text)}
+
+
+def worker_cpu(pids: list[int]) -> float | None:
+    """CPU seconds (user + system) the worker processes have used; None if one is gone or /proc is absent."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return None
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
+    return total if pids else None
 
 
 def expires_at(entry: dict) -> float | None:
@@ -110,9 +131,15 @@ class ModelState:
     name: str
     workers: int = 1  # how many the model is configured to run (minWorkers at start-up)
     statuses: list[str] = field(default_factory=list)
-    progress: float = -1.0
-    progress_at: float = 0.0  # monotonic time of the last completion seen
+    pids: list[int] = field(default_factory=list)
+    progress: float = -1.0  # the PROGRESS_METRICS' sum when last seen
+    progress_at: float = 0.0  # monotonic time it last grew
+    cpu: float = -1.0  # CPU seconds its workers have used
+    cpu_at: float = 0.0  # monotonic time that last grew
+    arrivals: float = 0.0  # ARRIVAL_METRIC when last seen
     canary_sent: float | None = None  # monotonic time of the canary in flight, if any
+    canary_at: float = 0.0  # monotonic time of the last canary sent
+    gone_since: float | None = None  # when a listed worker process was first found gone
     answered: bool = False  # has completed a request since (re)start
     restarting: bool = False
     restarts: int = 0
@@ -154,34 +181,50 @@ class Supervisor:
             self.refresh_models()
             self.described_at = now
         status, text = http("GET", f"{self.metrics}/metrics")
-        done = progress(text.decode()) if status == 200 else {}
+        if status != 200:
+            return
+        sums = [counter(text.decode(), metric) for metric in PROGRESS_METRICS]
+        done = {m: sum(s.get(m, 0.0) for s in sums) for m in self.models}
+        arrived = counter(text.decode(), ARRIVAL_METRIC)
         with self.lock:
             for model in self.models.values():
                 value = done.get(model.name, 0.0)
                 if value != model.progress:
-                    if model.progress >= 0 or value > 0:
-                        model.answered = True
+                    model.answered = model.answered or model.progress >= 0 or value > 0
                     model.progress, model.progress_at = value, now
-                if model.restarting or model.name not in CANARIES or not model.workers_ready():
+                cpu = worker_cpu(model.pids)
+                if cpu is None and model.pids:  # a worker died: TorchServe usually starts another within seconds
+                    model.gone_since = model.gone_since or now
+                    self.described_at = 0.0  # read the new PIDs at the next pass
+                elif cpu is not None:
+                    model.gone_since = None
+                    if cpu != model.cpu:
+                        model.cpu, model.cpu_at = cpu, now
+                new_arrivals = arrived.get(model.name, 0.0) > model.arrivals
+                model.arrivals = arrived.get(model.name, 0.0)
+                if model.restarting or not model.workers_ready() or model.name not in CANARIES:
                     continue  # a model still loading its workers is not stalled
-                if model.canary_sent is None and now - model.progress_at >= IDLE_PROBE_S:
-                    model.canary_sent = now
+                if model.gone_since is not None:
+                    if now - model.gone_since >= GONE_GRACE_S:  # listed as READY, dead, never replaced
+                        model.restarting = True
+                        self.pool.submit(self.restart, model, f"a worker has been gone {now - model.gone_since:.0f} s")
+                elif model.canary_sent is not None:
+                    quiet = now - max(model.canary_sent, model.progress_at, model.cpu_at)
+                    if quiet >= STALL_AFTER_S:
+                        model.restarting = True
+                        self.pool.submit(self.restart, model, f"canary unanswered and workers idle for {quiet:.1f} s")
+                elif now - model.progress_at >= IDLE_PROBE_S or (new_arrivals and now - model.canary_at >= CANARY_GAP_S):
+                    model.canary_sent = model.canary_at = now
                     self.pool.submit(self.canary, model)
-                elif (model.canary_sent is not None and now - model.canary_sent >= STALL_AFTER_S
-                      and now - model.progress_at >= STALL_AFTER_S):
-                    model.restarting = True
-                    self.pool.submit(self.restart, model, f"canary unanswered for {now - model.canary_sent:.1f} s "
-                                                         "and no request completed")
         self.renew_keys()
 
     def refresh_models(self) -> None:
-        token = self.key("management")
-        status, body = http("GET", f"{self.management}/models?limit=1000", token)
+        status, body = http("GET", f"{self.management}/models?limit=1000", self.key("management"))
         if status != 200:
             return
         for entry in json.loads(body)["models"]:
             name = entry["modelName"]
-            status, body = http("GET", f"{self.management}/models/{name}", token)
+            status, body = http("GET", f"{self.management}/models/{name}", self.key("management"))
             if status != 200:
                 continue
             described = json.loads(body)[0]
@@ -189,6 +232,7 @@ class Supervisor:
                 model = self.models.setdefault(name, ModelState(name, max(1, described["minWorkers"]),
                                                                 progress_at=time.monotonic()))
                 model.statuses = [w["status"] for w in described["workers"]]
+                model.pids = [int(w["pid"]) for w in described["workers"] if w.get("pid")]
 
     def canary(self, model: ModelState) -> None:
         try:
@@ -204,25 +248,35 @@ class Supervisor:
         """Scale the model's workers to 0 and back: the only way out of a stalled TorchServe worker."""
         began = time.monotonic()
         log.warning("restarting %s: %s", model.name, why)
-        token = self.key("management")
         try:
             for count in (0, model.workers):
-                http("PUT", f"{self.management}/models/{model.name}?min_worker={count}&max_worker={count}", token)
-                self.wait_workers(model.name, count, token)
+                self.scale(model.name, count)
         finally:
             with self.lock:
                 model.restarting, model.answered, model.canary_sent = False, False, None
-                model.progress_at, model.restarts = time.monotonic(), model.restarts + 1
+                model.progress_at = time.monotonic() - IDLE_PROBE_S  # a canary at once tells readiness
+                model.progress, model.restarts = -1.0, model.restarts + 1
             event = {"event": "restart", "model": model.name, "why": why, "seconds": round(time.monotonic() - began, 2),
                      "at": time.time()}
             self.events.append(event)
             log.warning("restarted %s in %.1f s", model.name, event["seconds"])
 
-    def wait_workers(self, name: str, count: int, token: str | None) -> None:
+    def scale(self, name: str, count: int) -> None:
+        """Ask for `count` workers until TorchServe has exactly that many, all READY (or SCALE_TIMEOUT_S passes).
+
+        The key is read for every call: a restart can outlast a key renewal.
+        """
         deadline = time.monotonic() + SCALE_TIMEOUT_S
+        asked = False
         while time.monotonic() < deadline:
-            status, body = http("GET", f"{self.management}/models/{name}", token)
-            if status == 200:
+            if not asked:
+                status, body = http("PUT", f"{self.management}/models/{name}?min_worker={count}&max_worker={count}",
+                                    self.key("management"))
+                asked = status in (200, 202)
+                if not asked:
+                    log.warning("scaling %s to %d: %s %s", name, count, status, body[:200])
+            status, body = http("GET", f"{self.management}/models/{name}", self.key("management"))
+            if asked and status == 200:
                 workers = json.loads(body)[0]["workers"]
                 if len(workers) == count and all(w["status"] == "READY" for w in workers):
                     return
@@ -324,14 +378,26 @@ def start_torchserve(workdir: Path, config: Path, model_store: Path) -> subproce
     return proc
 
 
-def stop_torchserve(proc: subprocess.Popen, grace: float = 20.0) -> None:
+def group_alive(pgid: int) -> bool:
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def stop_group(pgid: int, grace: float) -> None:
+    """SIGTERM a whole process group (TorchServe's launcher, its JVM, the workers), SIGKILL what is left after
+    `grace` seconds. Waiting on the launcher alone is not enough: the JVM outlives it while shutting down."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + grace
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if group_alive(pgid):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,9 +424,10 @@ def main(argv: list[str] | None = None) -> int:
         if torchserve.poll() is not None:
             log.error("TorchServe exited with %s", torchserve.returncode)
             break
-    readiness.shutdown()
-    stop_torchserve(torchserve)
-    return torchserve.returncode or 0
+    stop_group(torchserve.pid, STOP_GRACE_S)
+    torchserve.wait()
+    # No waiting for the pool's threads (a canary may sit in a dead server's socket until its timeout).
+    os._exit(torchserve.returncode or 0)
 
 
 if __name__ == "__main__":

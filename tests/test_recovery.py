@@ -1,0 +1,140 @@
+"""A server that heals itself: stalled and killed workers replaced, keys renewed, all without a person.
+
+These tests hurt their server on purpose, so they get one of their own (not the shared `server`), with
+keys that expire after KEY_LIFETIME_MIN minutes so that renewal happens during the test. Times are
+measured and printed (run with -s to see them); nothing here asserts on a time, only on recovery.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+import requests
+
+from clients import grpc as grpc_client
+from clients import rest
+from clients.auth import KEY_FILE_ENV, TOKEN_ENV
+from clients.errors import ServerError
+from clients.ts_grpc import inference_pb2_grpc
+from tools import server as ts
+
+pytestmark = pytest.mark.server
+KEY_LIFETIME_MIN = 0.5  # the supervisor renews at a quarter left: every ~22 s here
+RECOVERY_LIMIT_S = 120  # a test gives up waiting after this: a hang must fail, not block CI
+GOOD = {"digits": [4, 5, 5]}
+INTERPOLATION = {"start": {"seed": 0, "index": 0}, "end": {"seed": 0, "index": 1}, "steps": 3}
+
+
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory):
+    with ts.serving(tmp_path_factory.mktemp("disposable"),
+                    overrides={"token_expiration_min": str(KEY_LIFETIME_MIN)}) as running:
+        yield running
+
+
+@pytest.fixture
+def key_file_clients(own_server, monkeypatch):
+    """Clients that find the key the way a user's do: in the server's key file, re-read on refusal."""
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    monkeypatch.setenv(KEY_FILE_ENV, str(own_server.key_file))
+
+
+def events(server) -> list[dict]:
+    return requests.get(f"{server.endpoints.ready}/events", timeout=5).json()["events"]
+
+
+def wait_until(check, limit: float = RECOVERY_LIMIT_S) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < limit:
+        if check():
+            return time.monotonic() - began
+        time.sleep(0.1)
+    raise AssertionError(f"no recovery within {limit} s")
+
+
+def interpolation_answers(server) -> bool:
+    try:
+        return len(rest.predict("interpolate", INTERPOLATION, url=server.endpoints.inference, timeout=2)["frames"]) == 3
+    except (ServerError, requests.RequestException):
+        return False
+
+
+def test_a_stalled_worker_is_replaced_without_a_person(own_server, key_file_clients):
+    """A unary Predictions call that streams stalls the model's worker for good; the supervisor restarts it."""
+    before = own_server.worker_pids("interpolate")
+    with grpc.insecure_channel(own_server.endpoints.grpc_inference) as channel:
+        stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
+        began = time.monotonic()
+        reply = stub.Predictions(grpc_client.request_message("interpolate", {**INTERPOLATION, "steps": 8, "stream": True}),
+                                 metadata=[("authorization", f"Bearer {own_server.key()}")], timeout=30)
+    assert b'"index":0' in reply.prediction  # the unary caller got frame 0 as if it were the answer...
+    stalled = not interpolation_answers(own_server)  # ...and the model stopped answering
+    recovered = wait_until(lambda: interpolation_answers(own_server)) + time.monotonic() - began
+    print(f"\nstall: model answered again {recovered:.1f} s after the offending call (stalled: {stalled})")
+    assert [e["model"] for e in events(own_server) if e["event"] == "restart"] == ["interpolate"]
+    assert own_server.worker_pids("interpolate") != before
+
+
+def test_a_worker_killed_under_load_is_replaced(own_server, key_file_clients):
+    """SIGKILL the palindrome worker while 8 clients call it: TorchServe starts another; count what failed."""
+    [pid] = own_server.worker_pids("palindrome")
+    stop, results = threading.Event(), []
+
+    def client(_: int) -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    answer = rest.predict("palindrome", GOOD, url=own_server.endpoints.inference, timeout=10,
+                                          session=session)
+                    results.append((time.monotonic(), answer["digit"]))
+                except ServerError as err:
+                    results.append((time.monotonic(), err.status))
+                except requests.RequestException as err:  # e.g. a read timeout while no worker runs
+                    results.append((time.monotonic(), type(err).__name__))
+
+    with ThreadPoolExecutor(8) as pool:
+        for i in range(8):
+            pool.submit(client, i)
+        time.sleep(2)
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: own_server.worker_pids("palindrome") not in ([pid], []))
+        wait_until(lambda: any(t > killed_at + 0.5 and d == 4 for t, d in results[-50:]))
+        stop.set()
+    after = [(t, d) for t, d in results if t > killed_at]
+    failures = [(t, d) for t, d in after if d != 4]
+    last_failure = max((t for t, _ in failures), default=killed_at)
+    print(f"\nkill: {len(failures)} failed of {len(after)} after the kill, the last {last_failure - killed_at:.1f} s "
+          f"after it; statuses {sorted({d for _, d in failures}, key=str)}")
+    assert all(not isinstance(d, int) or d in (4, 500, 503) for _, d in after)  # errors, never a wrong answer
+    assert own_server.worker_pids("palindrome") != [pid]
+
+
+def test_rotated_keys_refuse_the_old_key_and_clients_follow(own_server, key_file_clients):
+    old = own_server.key()
+    assert ts.rotate_keys(own_server.workdir) == ["inference", "management"]
+    assert own_server.key() != old
+    with pytest.raises(ServerError, match="Token Authorization failed"):
+        rest.predict("palindrome", GOOD, url=own_server.endpoints.inference, token=old)
+    # A client that read the key before the rotation: refused once, re-reads the file, answered.
+    assert rest.predict("palindrome", GOOD, url=own_server.endpoints.inference)["digit"] == 4
+    assert grpc_client.predict("palindrome", GOOD, target=own_server.endpoints.grpc_inference)["digit"] == 4
+
+
+def test_keys_are_renewed_before_they_expire(own_server, key_file_clients):
+    """Keys live KEY_LIFETIME_MIN here: a client calling for longer than that never sees a refusal."""
+    lifetime = KEY_LIFETIME_MIN * 60
+    began, answers = time.monotonic(), 0
+    while time.monotonic() - began < 1.2 * lifetime:
+        assert rest.predict("palindrome", GOOD, url=own_server.endpoints.inference)["digit"] == 4
+        answers += 1
+        time.sleep(0.2)
+    renewals = [e for e in events(own_server) if e["event"] == "keys renewed"]
+    print(f"\nkeys: {answers} answers over {1.2 * lifetime:.0f} s, {len(renewals)} renewals")
+    assert renewals
