@@ -213,6 +213,15 @@ def test_keys_rotate_without_a_restart(door):
     assert gateway.master_pid(door.runtime) == pid  # reloaded, never restarted
 
 
+def test_the_door_follows_torchserves_key_rotation(door, server):
+    """The door injects TorchServe's inference key: a rotation reloads it, and clients notice nothing."""
+    before = (door.runtime / gateway.CONFIG).read_text()
+    assert ts.rotate_keys(server.workdir) == ["inference", "management"]
+    assert server.key() not in before and server.key() in (door.runtime / gateway.CONFIG).read_text()
+    answer = rest.predict("palindrome", {"digits": [1, 2, 3, 2]}, url=door.url, token=door.key, timeout=TIMEOUT)
+    assert answer["digit"] == 1
+
+
 def test_a_first_start_writes_one_private_random_key(tmp_path, monkeypatch):
     monkeypatch.delenv(gateway.API_KEY_ENV, raising=False)
     key_file = tmp_path / "api_keys"

@@ -101,12 +101,14 @@ def test_a_worker_killed_under_load_is_replaced(own_server, key_file_clients):
     with ThreadPoolExecutor(8) as pool:
         for i in range(8):
             pool.submit(client, i)
-        time.sleep(2)
-        killed_at = time.monotonic()
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: own_server.worker_pids("palindrome") not in ([pid], []))
-        wait_until(lambda: any(t > killed_at + 0.5 and d == 4 for t, d in results[-50:]))
-        stop.set()
+        try:
+            time.sleep(2)
+            killed_at = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: own_server.worker_pids("palindrome") not in ([pid], []))
+            wait_until(lambda: any(t > killed_at + 0.5 and d == 4 for t, d in results[-50:]))
+        finally:
+            stop.set()  # the clients must end, or leaving the pool waits for them forever
     after = [(t, d) for t, d in results if t > killed_at]
     failures = [(t, d) for t, d in after if d != 4]
     last_failure = max((t for t, _ in failures), default=killed_at)

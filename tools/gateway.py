@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from clients.auth import API_KEY_ENV, find_api_key
 from tools import server as ts
+from tools.supervisor import DOORS_FILE
 
 ROOT = ts.ROOT
 TEMPLATE = ROOT / "gateway" / "nginx.conf.template"
@@ -295,6 +296,9 @@ def start(runtime: Path, door: Door) -> int:
     pid = master_pid(runtime)
     if pid is None:
         raise RuntimeError(f"nginx exited at start; see {runtime / 'logs' / 'error.log'}")
+    if door.torchserve_key_file:  # the supervisor reloads this door when it renews TorchServe's keys
+        with open(Path(door.torchserve_key_file).parent / DOORS_FILE, "a") as doors:
+            doors.write(f"{runtime.resolve()}\n")
     return pid
 
 

@@ -49,7 +49,7 @@ DESCRIBE_EVERY_S = 5.0  # how often it reads worker states once ready (each read
 IDLE_PROBE_S = 10.0  # a model that completed nothing for this long gets a canary (0.1 req/s when idle)
 CANARY_GAP_S = 1.0  # new arrivals trigger a canary at most this often
 # A canary unanswered this long, with no sign of work meanwhile: the model is stalled.
-STALL_AFTER_S = 4.0
+STALL_AFTER_S = 6.0
 GONE_GRACE_S = 20.0  # a dead worker TorchServe has not replaced by then never will be (it still lists it READY)
 CANARY_TIMEOUT_S = 60.0  # a canary that is stuck is abandoned after this (the restart answers it first)
 SCALE_TIMEOUT_S = 120.0  # longest wait for workers to leave or come back when restarting a model
@@ -59,6 +59,9 @@ STOP_GRACE_S = 10.0  # TorchServe's own shutdown (workers finish their batch) be
 LOG4J_CONFIG = ROOT / "log4j2.xml"
 INSTANCE_CONFIG = "config.properties"
 TORCHSERVE_PID_FILE = "torchserve.pid"
+# Runtime directories of the front doors that inject this instance's key upstream, one per line; written by
+# tools.gateway at start. A door holds TorchServe's key in its config, so each is reloaded after a renewal.
+DOORS_FILE = "doors"
 
 # Each served model's smallest valid request: what a canary sends. A model not listed is judged by
 # its workers' states alone.
@@ -301,7 +304,24 @@ class Supervisor:
         if renewed:
             self.events.append({"event": "keys renewed", "kinds": renewed, "at": time.time()})
             log.warning("renewed TorchServe keys: %s", ", ".join(renewed))
+            if "inference" in renewed:
+                self.reload_doors()
         return renewed
+
+    def reload_doors(self) -> None:
+        """Give every registered front door the new inference key (a door that is gone is forgotten)."""
+        path = self.workdir / DOORS_FILE
+        if not path.exists():
+            return
+        from tools import gateway  # the door builds on this module; imported here, not at the top, for that
+        alive = []
+        for runtime in dict.fromkeys(path.read_text().split()):
+            try:
+                gateway.reload(Path(runtime))
+                alive.append(runtime)
+            except (RuntimeError, OSError) as err:
+                log.warning("front door %s not reloaded: %s", runtime, err)
+        path.write_text("".join(f"{r}\n" for r in alive))
 
     def watch(self, stop: threading.Event) -> None:
         while not stop.wait(POLL_S):
