@@ -37,6 +37,12 @@ def docker(*args: str, check: bool = True) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check).stdout.strip()
 
 
+def logs(name: str, tail: str = "50") -> str:
+    """A container's last lines: its output goes to both streams."""
+    done = subprocess.run(["docker", "logs", "--tail", tail, name], capture_output=True, text=True)
+    return done.stdout + done.stderr
+
+
 @pytest.fixture(scope="module")
 def images() -> None:
     try:
@@ -67,9 +73,9 @@ def container(images, tmp_path_factory):
     try:
         while not is_ready(ready_url(props)):
             if docker("inspect", "--format", "{{.State.Running}}", name) != "true":
-                pytest.fail(f"the container exited:\n{docker('logs', name, check=False)}")
+                pytest.fail(f"the container exited:\n{logs(name)}")
             if time.monotonic() - began > 240:
-                pytest.fail(f"not ready after 240 s:\n{docker('logs', '--tail', '50', name, check=False)}")
+                pytest.fail(f"not ready after 240 s:\n{logs(name)}")
             time.sleep(0.5)
         yield name, props, time.monotonic() - began
     finally:
@@ -144,7 +150,7 @@ def test_door_image_wants_the_client_key(container, tmp_path):
                 refused = requests.post(url, json={"digits": [1, 2, 3, 2]}, timeout=TIMEOUT)
                 break
             except requests.ConnectionError:
-                assert time.monotonic() < deadline, docker("logs", name, check=False)
+                assert time.monotonic() < deadline, logs(name)
                 time.sleep(0.5)
         assert refused.status_code == 401
         answer = rest.predict("palindrome", {"digits": [1, 2, 3, 2]}, url=f"http://127.0.0.1:{door_port}",
