@@ -74,8 +74,8 @@ def container(images, tmp_path_factory):
         while not is_ready(ready_url(props)):
             if docker("inspect", "--format", "{{.State.Running}}", name) != "true":
                 pytest.fail(f"the container exited:\n{logs(name)}")
-            if time.monotonic() - began > 240:
-                pytest.fail(f"not ready after 240 s:\n{logs(name)}")
+            if time.monotonic() - began > compose.READY_TIMEOUT_S:
+                pytest.fail(f"not ready after {compose.READY_TIMEOUT_S:.0f} s:\n{logs(name)}")
             time.sleep(0.5)
         yield name, props, time.monotonic() - began
     finally:
