@@ -13,7 +13,7 @@ ARCHIVES := model_store/.built
 DATA_DIR ?= data
 GAN_ARGS := --data-dir $(DATA_DIR) --seed 0 --betas 0.5 0.999 --sample-every 1000 --score-every 1000
 
-.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench rotate-keys soak
+.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench rotate-keys soak image door-image image-test up down k8s-config
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -48,10 +48,10 @@ rotate-keys: $(STAMP)  ## give make serve's TorchServe new inference and managem
 	$(PY) -m tools.server rotate-keys
 
 test: $(ARCHIVES) $(STUBS)  ## the whole suite: pure functions, handlers, training smoke runs, real TorchServe end to end
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not image"
 
 test-fast: $(STAMP) $(STUBS)  ## everything but the tests that start TorchServe
-	$(PY) -m pytest -m "not server"
+	$(PY) -m pytest -m "not server and not image"
 
 weights-palindrome: $(STAMP)  ## retrain the shipped palindrome LSTM (T 3..100) and RNN (T 3..15) (about 12 min)
 	$(PY) -m training.palindrome --model lstm --min-length 3 --max-length 100 --encoding onehot --lr-schedule cosine \
@@ -118,3 +118,28 @@ gateway-reload: $(STAMP)  ## re-read the door's client keys and TorchServe's key
 
 gateway-stop: $(STAMP)  ## stop the front door
 	PYTHONPATH=. $(PY) -m tools.gateway stop
+
+# -- Beyond one machine (README "Scaling out"): the image, N replicas behind the door, Kubernetes ------
+# Docker targets need a Docker daemon; run as root on a fresh Debian machine they install docker.io,
+# start dockerd and bootstrap the Debian base image themselves (tools/image.py).
+IMAGE    ?= digitlab:latest
+VARIANT  ?= cpu
+REPLICAS ?= 2
+
+image: $(ARCHIVES)  ## the serving image (VARIANT=cpu|cuda, IMAGE=name): Debian base, wheelhouse, archives, config
+	$(PY) -m tools.image build --tag $(IMAGE) --variant $(VARIANT)
+
+door-image: $(STAMP)  ## the front door's image (Debian's nginx), for make up and Kubernetes
+	$(PY) -m tools.image door
+
+image-test: $(ARCHIVES) $(STUBS)  ## from scratch: both images, a container answering, readiness (skips without Docker)
+	$(PY) -m pytest -m image tests/test_image.py
+
+up: door-image  ## REPLICAS TorchServe containers behind the door on 127.0.0.1:8090/7090 (after make image)
+	DIGITLAB_IMAGE=$(IMAGE) $(PY) -m tools.compose up --replicas $(REPLICAS)
+
+down:  ## stop and remove what make up started
+	$(PY) -m tools.compose down
+
+k8s-config: $(STAMP)  ## re-render deploy/k8s/base/door/nginx.conf from gateway/nginx.conf.template
+	$(PY) -m tools.k8s render
