@@ -74,3 +74,8 @@ def test_speed_benchmark_times_both_variants():
     (medians,) = train_speed.main(["--dry-run", "--lengths", "5"]).values()
     assert set(medians) == set(train_speed.VARIANTS)
     assert all(steps_per_s > 0 for steps_per_s in medians.values())
+
+
+def test_long_memory_scores_every_kth_length_and_always_t_max():
+    assert long_memory.scored_lengths(3, 200, 10) == [*range(3, 200, 10), 200]
+    assert long_memory.scored_lengths(3, 6, 1) == [3, 4, 5, 6]

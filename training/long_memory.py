@@ -64,6 +64,11 @@ def t_max(runs: list[dict], target: float) -> int | None:
     return max(passed, default=None)
 
 
+def scored_lengths(first: int, last: int, every: int) -> list[int]:
+    """Every `every`-th length from `first`, and always `last`: where the T_max network is scored."""
+    return sorted({*range(first, last + 1, every), last})
+
+
 def plot_long_memory(results: dict, target: float, path: Path) -> None:
     """Left: accuracy at T of the network trained on 3..T. Middle: the T_max network at every length.
     Right: how fast each run learnt (eval accuracy over all its lengths vs step)."""
@@ -109,6 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--target", type=float, default=0.99, help="accuracy at T that counts as remembering T digits")
     p.add_argument("--samples", type=int, default=10_000, help="fresh palindromes per scored length")
+    p.add_argument("--per-length-every", type=int, default=1,
+                   help="score the T_max network at every k-th length from --min-length, and at T_max")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out-dir", type=Path, default=Path("docs/palindrome"))
@@ -132,8 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
         per_length = {}
         if best is not None:  # the T_max network scored at every length it was trained on
             network = load_model(args.checkpoints / f"{model}_T{best}.pt")
-            per_length = accuracy_per_length(network, range(args.min_length, best + 1), args.samples,
-                                             args.seed + FINAL_SEED_OFFSET)
+            per_length = accuracy_per_length(network, scored_lengths(args.min_length, best, args.per_length_every),
+                                             args.samples, args.seed + FINAL_SEED_OFFSET)
         results[model] = {"t_max": best, "runs": runs, "per_length": per_length}
         print(f"{model.upper()}: T_max = {best}; accuracy at T: "
               + ", ".join(f"T={r['config']['max_length']} {r['accuracy_at_T']:.4f}" for r in runs), flush=True)
