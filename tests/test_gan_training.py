@@ -69,13 +69,20 @@ def test_learning_rate_is_constant_then_falls_linearly_to_zero():
     assert gan_cli.learning_rate(1.0, 99, 100, 0.0) == 1.0  # no decay: constant to the end
 
 
-def test_selection_takes_the_lowest_fid_among_balanced_scores():
+def select(scores: list[dict]) -> dict:
     best = None
-    for score in ({"fid": 30, "kl_uniform": 0.005}, {"fid": 10, "kl_uniform": 0.02}, {"fid": 20, "kl_uniform": 0.008},
-                  {"fid": 25, "kl_uniform": 0.001}):
+    for score in scores:
         if gan_cli.is_better(score, best, max_kl=0.008):
             best = score
-    assert best == {"fid": 20, "kl_uniform": 0.008}  # FID 10 is lower, but its classes are lopsided
+    return best
+
+
+def test_selection_takes_the_lowest_fid_among_balanced_scores():
+    assert select([{"fid": 10, "kl_uniform": 0.03}, {"fid": 30, "kl_uniform": 0.005}, {"fid": 10, "kl_uniform": 0.02},
+                   {"fid": 20, "kl_uniform": 0.008}, {"fid": 25, "kl_uniform": 0.001}]) == {"fid": 20, "kl_uniform": 0.008}
+    # FID 10 is lower, but its classes are lopsided; with no balanced score at all, the most balanced one
+    assert select([{"fid": 10, "kl_uniform": 0.03}, {"fid": 30, "kl_uniform": 0.01}, {"fid": 5, "kl_uniform": 0.02}]) \
+        == {"fid": 30, "kl_uniform": 0.01}
 
 
 def test_spectral_norm_and_lr_decay_runs_select_a_best_checkpoint(data_dir, classifier_path, tmp_path):

@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fraction of the run, at its end, over which both learning rates fall linearly to 0 (0: constant)")
     p.add_argument("--spectral-norm", action="store_true", help="spectrally normalise the discriminator's weights")
     p.add_argument("--select-max-kl", type=float, default=0.008,
-                   help="best.pt: lowest periodic FID among scores with KL(class histogram || uniform) at most this")
+                   help="best.pt: lowest periodic FID among scores with KL(class histogram || uniform) at most this "
+                        "(while none is, the lowest KL)")
     p.add_argument("--ema", type=float, default=0.0,
                    help="decay of a moving average of the generator's weights; when > 0 the average is what is "
                         "sampled, scored and saved (0: off). Turning it on at --resume starts it from the current weights")
@@ -81,9 +82,14 @@ def learning_rate(base: float, iteration: int, total: int, decay: float) -> floa
 
 
 def is_better(score: dict, best: dict | None, max_kl: float) -> bool:
-    """Checkpoint selection: a score qualifies when its class histogram is near uniform (KL <= max_kl);
-    among qualifying scores the lowest FID wins."""
-    return score["kl_uniform"] <= max_kl and (best is None or score["fid"] < best["fid"])
+    """Checkpoint selection: a score qualifies when its class histogram is near uniform (KL <= max_kl).
+    A qualifying score beats any other; among qualifying ones the lowest FID wins, among the rest the lowest KL."""
+    if best is None:
+        return True
+    qualifies, best_qualifies = score["kl_uniform"] <= max_kl, best["kl_uniform"] <= max_kl
+    if qualifies != best_qualifies:
+        return qualifies
+    return score["fid"] < best["fid"] if qualifies else score["kl_uniform"] < best["kl_uniform"]
 
 
 def parse_schedule(text: str) -> tuple[int, int]:
@@ -138,7 +144,7 @@ class GanRun:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=args.lr, betas=tuple(args.betas))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=args.lr, betas=tuple(args.betas))
         self.state = {"schedule": args.schedule, "iteration": 0, "batches": 0, "wall_s": 0.0, "losses": [], "scores": [],
-                      "best": {}}  # best: {"iteration", "fid"} of best.pt, empty until a score qualifies
+                      "best": {}}  # best: {"iteration", "fid", "kl_uniform"} of best.pt, empty until the first score
         self.fixed_z = sample_latents(args.seed, 64).to(device)  # (64, 100): the same digits in every grid
         self.average = copy.deepcopy(self.generator).requires_grad_(False) if args.ema else None
         self.calibration_z = sample_latents(args.seed + 2, 4096).to(device) if args.ema else None  # (4096, 100)
@@ -271,7 +277,7 @@ class GanRun:
             return
         save_checkpoint(self.out / "generator.pt", served, meta)
         if self.classifier is not None and is_better(meta, state.get("best") or None, args.select_max_kl):
-            state["best"] = {"iteration": state["iteration"], "fid": meta["fid"]}
+            state["best"] = {"iteration": state["iteration"], "fid": meta["fid"], "kl_uniform": meta["kl_uniform"]}
             save_checkpoint(self.out / "best.pt", served, meta)
         average = {} if self.average is None else {"average": self.average.state_dict()}
         torch.save({**state, **average, "generator": self.generator.state_dict(), "opt_g": self.opt_g.state_dict(),
