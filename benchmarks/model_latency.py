@@ -33,6 +33,7 @@ from tools import server as ts
 
 N_SAMPLES = 16
 LENGTHS = (15, 200)
+PARTS = ("sample", "palindrome")
 
 
 def timed(fn) -> tuple[float, object]:
@@ -47,54 +48,66 @@ def palindrome_prefix(length: int, seed: int) -> list[int]:
     return inputs[0].tolist()
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=10, help="seeds per measurement (medians)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
+def sample_table(call, repeats: int) -> str:
+    """`sample` n=16 with each digit, and plain: in-process vs REST, and the ids each search read."""
     generator, _ = load_generator("sample")
     options = model_config("sample")["handler"]
     classifier = load_model(weights("sample").parent / options["classifier"], expect="classifier")
     search = DigitSearch(options["digit_search_budget"], options["digit_min_confidence"])
+    work = [(f"digit {d}", {"n": N_SAMPLES, "digit": d}) for d in range(NUM_CLASSES)] + [("plain", {"n": N_SAMPLES})]
+    lines = [f"medians of {repeats} seeds, sample n={N_SAMPLES} (ids read: latent ids the search went through)",
+             "| request | in-process ms | REST ms | ids read |", "|---|---:|---:|---:|"]
+    for name, payload in tqdm(work, desc="sample"):
+        rows: dict[str, list[float]] = {"local": [], "rest": [], "ids": []}
+        for seed in range(repeats + 1):
+            request = SampleRequest(**payload, seed=seed)
+
+            def inprocess():
+                drawn = sample_images(generator, [request], classifier, search)[0]
+                return drawn, sample_response(drawn.seed, drawn.images, raw=False, indices=drawn.indices)
+
+            local_ms, (drawn, _) = timed(inprocess)
+            rest_ms, _ = timed(lambda: call("sample", {**payload, "seed": seed}))
+            if seed:  # seed 0 is the warm-up
+                rows["local"].append(local_ms)
+                rows["rest"].append(rest_ms)
+                rows["ids"].append(drawn.indices[-1] + 1 if drawn.indices else N_SAMPLES)
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        lines.append(f"| {name} | {med['local']:.1f} | {med['rest']:.1f} | {med['ids']:.0f} |")
+    return "\n".join(lines)
+
+
+def palindrome_table(call, repeats: int) -> str:
+    """The served LSTM at T = 15 and T = 200: in-process forward + answer vs REST."""
     lstm, _ = load_palindrome()
-    rows: dict[str, list[float]] = {}
+    lines = [f"medians of {repeats} palindromes", "| palindrome | in-process ms | REST ms |", "|---|---:|---:|"]
+    for length in LENGTHS:
+        local, served = [], []
+        for seed in range(repeats + 1):
+            digits = palindrome_prefix(length, seed)
+            local_ms, _ = timed(lambda: palindrome_answers(lstm, [PalindromeRequest(digits=digits)]))
+            rest_ms, answer = timed(lambda: call("palindrome", {"digits": digits}))
+            assert answer["digit"] == digits[0], (length, digits, answer)
+            if seed:
+                local.append(local_ms)
+                served.append(rest_ms)
+        lines.append(f"| T = {length} | {statistics.median(local):.2f} | {statistics.median(served):.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=10, help="seeds per measurement (medians)")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)  # as the serving workers (handler.threads = 1)
+    tables = {"sample": sample_table, "palindrome": palindrome_table}
     with tempfile.TemporaryDirectory() as tmp, ts.serving(Path(tmp)) as server:
         def call(model: str, payload: dict) -> dict:
             return rest.predict(model, payload, url=server.endpoints.inference, token=server.key())
 
-        work = [(f"digit {d}", {"n": N_SAMPLES, "digit": d}) for d in range(NUM_CLASSES)] + [("plain", {"n": N_SAMPLES})]
-        for name, payload in tqdm(work, desc="sample"):
-            for seed in range(args.repeats + 1):
-                request = SampleRequest(**payload, seed=seed)
-
-                def inprocess():
-                    drawn = sample_images(generator, [request], classifier, search)[0]
-                    return drawn, sample_response(drawn.seed, drawn.images, raw=False, indices=drawn.indices)
-
-                local_ms, (drawn, _) = timed(inprocess)
-                rest_ms, _ = timed(lambda: call("sample", {**payload, "seed": seed}))
-                if seed == 0:
-                    continue  # warm-up
-                read = drawn.indices[-1] + 1 if drawn.indices else N_SAMPLES
-                for key, value in (("local", local_ms), ("rest", rest_ms), ("ids", read)):
-                    rows.setdefault(f"{name} {key}", []).append(value)
-        for length in LENGTHS:
-            for seed in range(args.repeats + 1):
-                digits = palindrome_prefix(length, seed)
-                local_ms, _ = timed(lambda: palindrome_answers(lstm, [PalindromeRequest(digits=digits)]))
-                rest_ms, answer = timed(lambda: call("palindrome", {"digits": digits}))
-                assert answer["digit"] == digits[0], (length, digits, answer)
-                if seed:
-                    rows.setdefault(f"T={length} local", []).append(local_ms)
-                    rows.setdefault(f"T={length} rest", []).append(rest_ms)
-    med = {k: statistics.median(v) for k, v in rows.items()}
-    print(f"medians of {args.repeats}, ms (sample n={N_SAMPLES}; ids = latent ids the search read):")
-    print("| request | in-process ms | REST ms | latent ids read |\n|---|---:|---:|---:|")
-    for name, _ in work:
-        print(f"| {name} | {med[f'{name} local']:.1f} | {med[f'{name} rest']:.1f} | {med[f'{name} ids']:.0f} |")
-    print("\n| palindrome | in-process ms | REST ms |\n|---|---:|---:|")
-    for length in LENGTHS:
-        print(f"| T = {length} | {med[f'T={length} local']:.2f} | {med[f'T={length} rest']:.1f} |")
+        for part in args.parts:
+            print(tables[part](call, args.repeats) + "\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,22 @@ def test_speed_benchmark_times_both_variants():
 def test_long_memory_scores_every_kth_length_and_always_t_max():
     assert long_memory.scored_lengths(3, 200, 10) == [*range(3, 200, 10), 200]
     assert long_memory.scored_lengths(3, 6, 1) == [3, 4, 5, 6]
+
+
+def test_long_memory_resume_keeps_other_models_and_recorded_scores(tmp_path, monkeypatch):
+    scored = []  # checkpoints whose per-length accuracy was computed
+    monkeypatch.setattr(long_memory, "train_to", lambda cfg, samples, checkpoint: {
+        "config": {"max_length": cfg.max_length}, "accuracy_at_T": 1.0, "history": []})
+    monkeypatch.setattr(long_memory, "load_model", lambda path: path)
+    monkeypatch.setattr(long_memory, "accuracy_per_length",
+                        lambda net, lengths, samples, seed: scored.append(net.name) or {t: 1.0 for t in lengths})
+    monkeypatch.setattr(long_memory, "plot_long_memory", lambda *args: None)
+    common = ["--out-dir", str(tmp_path), "--checkpoints", str(tmp_path / "none"), "--per-length-every", "10"]
+    first = long_memory.main([*common, "--lengths", "20"])
+    assert scored == ["lstm_T20.pt", "rnn_T20.pt"]
+    again = long_memory.main([*common, "--models", "rnn", "--lengths", "20", "40", "--resume"])
+    assert list(again) == ["lstm", "rnn"] and again["lstm"]["t_max"] == first["lstm"]["t_max"] == 20
+    assert again["rnn"]["t_max"] == 40 and list(again["rnn"]["per_length"]) == [3, 13, 23, 33, 40]
+    assert scored[2:] == ["rnn_T40.pt"]  # LSTM kept from the first run, not retrained or rescored
+    long_memory.main([*common, "--models", "rnn", "--lengths", "20", "40", "--resume"])
+    assert scored[3:] == []  # no checkpoint, same T_max: the recorded per-length scores are kept

@@ -132,20 +132,26 @@ def main(argv: list[str] | None = None) -> dict:
                        seed=args.seed)
     runs_dir = args.out_dir / "long_memory"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    results = {}
+    summary = args.out_dir / "long_memory.json"
+    # --resume keeps what an earlier run found: other models' results as they are, and the per-length
+    # scores of a T_max network whose checkpoint is gone (checkpoints are not committed, the scores are).
+    previous = json.loads(summary.read_text())["results"] if args.resume and summary.exists() else {}
+    results = {m: r for m, r in previous.items() if m not in args.models}
     for model in args.models:
         runs = search(base, model, args.lengths, args.target, args.samples, runs_dir, args.checkpoints, args.resume)
         best = t_max(runs, args.target)
         per_length = {}
-        if best is not None:  # the T_max network scored at every length it was trained on
-            network = load_model(args.checkpoints / f"{model}_T{best}.pt")
-            per_length = accuracy_per_length(network, scored_lengths(args.min_length, best, args.per_length_every),
-                                             args.samples, args.seed + FINAL_SEED_OFFSET)
+        checkpoint = args.checkpoints / f"{model}_T{best}.pt"
+        if best is not None and not checkpoint.exists() and previous.get(model, {}).get("t_max") == best:
+            per_length = previous[model]["per_length"]
+        elif best is not None:  # the T_max network scored at every k-th length it was trained on
+            per_length = accuracy_per_length(load_model(checkpoint), scored_lengths(args.min_length, best,
+                                             args.per_length_every), args.samples, args.seed + FINAL_SEED_OFFSET)
         results[model] = {"t_max": best, "runs": runs, "per_length": per_length}
         print(f"{model.upper()}: T_max = {best}; accuracy at T: "
               + ", ".join(f"T={r['config']['max_length']} {r['accuracy_at_T']:.4f}" for r in runs), flush=True)
-    (args.out_dir / "long_memory.json").write_text(json.dumps({"target": args.target, "train": asdict(base),
-                                                               "results": results}, indent=1))
+    results = {m: results[m] for m in MODELS if m in results}
+    summary.write_text(json.dumps({"target": args.target, "train": asdict(base), "results": results}, indent=1))
     plot_long_memory(results, args.target, args.out_dir / "long_memory.png")
     return results
 
