@@ -5,7 +5,8 @@ import json
 import pytest
 
 from benchmarks import train_speed
-from training import experiments, long_memory
+from digitlab.checkpoint import read_checkpoint
+from training import experiments, long_memory, palindrome
 from training.palindrome import TrainConfig, length_range
 
 
@@ -98,3 +99,18 @@ def test_long_memory_resume_keeps_other_models_and_recorded_scores(tmp_path, mon
     assert scored[2:] == ["rnn_T40.pt"]  # LSTM kept from the first run, not retrained or rescored
     long_memory.main([*common, "--models", "rnn", "--lengths", "20", "40", "--resume"])
     assert scored[3:] == []  # no checkpoint, same T_max: the recorded per-length scores are kept
+
+
+def test_long_memory_adopts_a_longer_training_of_the_recipe(tmp_path, monkeypatch):
+    trained = tmp_path / "lstm.pt"
+    palindrome.main(["--model", "lstm", "--max-length", "5", "--encoding", "onehot", "--hidden-dim", "8", "--steps", "4",
+                     "--eval-every", "2", "--final-samples", "20", "--out", str(trained)])
+    monkeypatch.setattr(long_memory, "train_to", lambda *args: pytest.fail("an adopted run is not trained again"))
+    monkeypatch.setattr(long_memory, "plot_long_memory", lambda *args: None)
+    results = long_memory.main(["--adopt", str(trained), "--models", "lstm", "--lengths", "5", "--target", "0",
+                                "--samples", "20", "--out-dir", str(tmp_path), "--checkpoints", str(tmp_path / "ckpt")])
+    meta = read_checkpoint(trained)["meta"]
+    (run,) = results["lstm"]["runs"]
+    assert run["accuracy_at_T"] == meta["accuracy"]["5"] and run["config"]["steps"] == 4
+    assert results["lstm"]["t_max"] == 5 and (tmp_path / "ckpt" / "lstm_T5.pt").exists()
+    assert results["lstm"]["per_length"][5] == meta["accuracy"]["5"]  # same seeds as the training's own report

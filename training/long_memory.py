@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from matplotlib.figure import Figure  # Agg canvas, no pyplot state, no display needed
 from tqdm import tqdm
 
-from digitlab.checkpoint import load_model, save_checkpoint
+from digitlab.checkpoint import load_model, read_checkpoint, save_checkpoint
 from training.experiments import COLOURS, MODELS, save_json
 from training.palindrome import FINAL_SEED_OFFSET, TrainConfig, accuracy_per_length, train
 
@@ -37,6 +38,20 @@ def train_to(cfg: TrainConfig, samples: int, checkpoint: Path) -> dict:
     save_checkpoint(checkpoint, model, meta)
     return {"config": asdict(cfg), "history": history, "accuracy_at_T": acc,
             "seconds": time.perf_counter() - start}
+
+
+def adopt(checkpoint: Path, runs_dir: Path, checkpoints: Path) -> Path:
+    """Record a network trained by `training.palindrome` on 3..T (its checkpoint carries the training config,
+    history and per-length accuracy on 10,000 palindromes with the same seeds as `train_to`) as the study's
+    run for its model and T, so a longer training of the recipe counts without training it twice."""
+    meta = read_checkpoint(checkpoint)["meta"]
+    model, length = meta["train"]["model"], meta["max_length"]
+    run = {"config": meta["train"], "history": meta["history"], "accuracy_at_T": meta["accuracy"][str(length)],
+           "seconds": None, "adopted_from": str(checkpoint)}
+    save_json(runs_dir / f"{model}_T{length}.json", run)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, checkpoints / f"{model}_T{length}.pt")
+    return runs_dir / f"{model}_T{length}.json"
 
 
 def search(base: TrainConfig, model: str, lengths, target: float, samples: int, runs_dir: Path,
@@ -121,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=Path("docs/palindrome"))
     p.add_argument("--checkpoints", type=Path, default=Path("runs/long_memory"))
     p.add_argument("--resume", action="store_true", help="keep runs already saved under <out-dir>/long_memory")
+    p.add_argument("--adopt", type=Path, nargs="*", default=[],
+                   help="training.palindrome checkpoints (3..T) recorded as runs before the search; implies --resume")
     return p.parse_args(argv)
 
 
@@ -132,6 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
                        seed=args.seed)
     runs_dir = args.out_dir / "long_memory"
     runs_dir.mkdir(parents=True, exist_ok=True)
+    for checkpoint in args.adopt:
+        print(f"adopted {checkpoint} as {adopt(checkpoint, runs_dir, args.checkpoints)}")
+    args.resume = args.resume or bool(args.adopt)
     summary = args.out_dir / "long_memory.json"
     # --resume keeps what an earlier run found: other models' results as they are, and the per-length
     # scores of a T_max network whose checkpoint is gone (checkpoints are not committed, the scores are).
