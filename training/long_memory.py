@@ -55,14 +55,15 @@ def adopt(checkpoint: Path, runs_dir: Path, checkpoints: Path) -> Path:
 
 
 def search(base: TrainConfig, model: str, lengths, target: float, samples: int, runs_dir: Path,
-           checkpoints: Path, resume: bool) -> list[dict]:
-    """Runs for ascending T until the first one whose accuracy at T is below `target`."""
+           checkpoints: Path, resume: bool, adopted: frozenset[Path] = frozenset()) -> list[dict]:
+    """Runs for ascending T until the first one whose accuracy at T is below `target` (saved runs are kept
+    with `resume`, adopted ones always)."""
     runs = []
     bar = tqdm(sorted(lengths), desc=f"{model} long memory", unit="run")
     for length in bar:
         bar.set_postfix_str(f"T={length}")
         path = runs_dir / f"{model}_T{length}.json"
-        if resume and path.exists():
+        if (resume and path.exists()) or path in adopted:
             run = json.loads(path.read_text())
         else:
             run = train_to(replace(base, model=model, max_length=length), samples, checkpoints / f"{model}_T{length}.pt")
@@ -137,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoints", type=Path, default=Path("runs/long_memory"))
     p.add_argument("--resume", action="store_true", help="keep runs already saved under <out-dir>/long_memory")
     p.add_argument("--adopt", type=Path, nargs="*", default=[],
-                   help="training.palindrome checkpoints (3..T) recorded as runs before the search; implies --resume")
+                   help="training.palindrome checkpoints (3..T) recorded as the runs for their model and T")
     return p.parse_args(argv)
 
 
@@ -149,16 +150,15 @@ def main(argv: list[str] | None = None) -> dict:
                        seed=args.seed)
     runs_dir = args.out_dir / "long_memory"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    for checkpoint in args.adopt:
-        print(f"adopted {checkpoint} as {adopt(checkpoint, runs_dir, args.checkpoints)}")
-    args.resume = args.resume or bool(args.adopt)
+    adopted = frozenset(adopt(checkpoint, runs_dir, args.checkpoints) for checkpoint in args.adopt)
     summary = args.out_dir / "long_memory.json"
     # --resume keeps what an earlier run found: other models' results as they are, and the per-length
     # scores of a T_max network whose checkpoint is gone (checkpoints are not committed, the scores are).
     previous = json.loads(summary.read_text())["results"] if args.resume and summary.exists() else {}
     results = {m: r for m, r in previous.items() if m not in args.models}
     for model in args.models:
-        runs = search(base, model, args.lengths, args.target, args.samples, runs_dir, args.checkpoints, args.resume)
+        runs = search(base, model, args.lengths, args.target, args.samples, runs_dir, args.checkpoints, args.resume,
+                      adopted)
         best = t_max(runs, args.target)
         per_length = {}
         checkpoint = args.checkpoints / f"{model}_T{best}.pt"
