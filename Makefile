@@ -59,9 +59,9 @@ weights-palindrome: $(STAMP)  ## retrain the shipped palindrome LSTM (T 3..100) 
 	$(PY) -m training.palindrome --model rnn --min-length 3 --max-length 15 --steps 6000 --lr-schedule cosine \
 		--out weights/palindrome_rnn.pt
 
-experiments: $(STAMP)  ## Part I grid, long memory, training speed -> docs/palindrome/ (about 50 min on 1 core)
+experiments: $(STAMP)  ## Part I grid, long memory to T = 200, training speed -> docs/palindrome/ (50 min on 1 core to T = 100, more for 200)
 	$(PY) -m training.experiments --out-dir docs/palindrome --seeds 0 1 2 --steps 5000 --threads 1
-	$(PY) -m training.long_memory --lengths 20 30 50 100 --steps 6000 --threads 1
+	$(PY) -m training.long_memory --lengths 20 30 50 100 200 --steps 6000 --threads 1 --per-length-every 10
 	$(PY) -m benchmarks.train_speed --lengths 15 50 --steps 50 --repeats 5 --threads 1
 
 weights-classifier: $(STAMP)  ## retrain the MNIST classifier that scores generators and finds digits (about 6 min)

@@ -45,5 +45,5 @@ def load_generator(name: str) -> tuple[torch.nn.Module, dict[str, int]]:
 
 def sample_answers(generator: torch.nn.Module, requests: list[SampleRequest]) -> list[SampleResponse]:
     """One generator forward for every image of the batch; PNG (or raw) answers. The grid format is not timed."""
-    return [sample_response(seed, imgs, raw=r.format == "raw")
-            for (seed, imgs), r in zip(sample_images(generator, requests), requests)]
+    return [sample_response(d.seed, d.images, raw=r.format == "raw")
+            for d, r in zip(sample_images(generator, requests), requests)]

@@ -3,6 +3,7 @@
     python -m clients palindrome 1 2 3 2                      # REST
     python -m clients palindrome 1232 --grpc                  # gRPC
     python -m clients sample --n 16 --seed 7 -o grid.png
+    python -m clients sample --n 16 --digit 3 --grpc        # only images the classifier reads as a 3
     python -m clients interpolate --from digit:9 --to digit:3 --steps 24 --grpc -o nine_to_three.gif
     python -m clients token                                   # the inference key, for curl
 
@@ -68,7 +69,7 @@ def cmd_palindrome(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    payload = {"n": args.n, **({"seed": args.seed} if args.seed is not None else {})}
+    payload = {"n": args.n, **{k: v for k, v in (("seed", args.seed), ("digit", args.digit)) if v is not None}}
     if args.output:
         data = client(args).predict_bytes("sample", {**payload, "format": "grid"}, **connection(args))
         args.output.write_bytes(data)
@@ -76,7 +77,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         return
     answer = client(args).predict("sample", payload, **connection(args))
     ids = ", ".join(f"{im['id']['seed']}:{im['id']['index']}" for im in answer["images"])
-    print(f"{len(answer['images'])} samples from seed {answer['seed']} (ids {ids}); use -o FILE.png to save a grid")
+    what = "samples" if args.digit is None else f"samples read as {args.digit}"
+    print(f"{len(answer['images'])} {what} from seed {answer['seed']} (ids {ids}); use -o FILE.png to save a grid")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     smp = sub.add_parser("sample", help="random digits from the GAN", formatter_class=defaults)
     smp.add_argument("--n", type=int, default=16, help="how many images")
     smp.add_argument("--seed", type=int, help="same seed, same images (default: the server picks one)")
+    smp.add_argument("--digit", type=int, help="only images the server's classifier reads as this digit, 0-9 "
+                                               "(a bounded search: 422 when the seed has too few)")
     smp.add_argument("-o", "--output", type=Path, help="write the images as one PNG grid")
     smp.set_defaults(run=cmd_sample)
 

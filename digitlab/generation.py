@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from digitlab.imaging import png_bytes, to_uint8
-from digitlab.latent import find_latent_for_digit, interpolate, latent_for, sample_latents
+from digitlab.latent import find_latent_for_digit, find_latents_for_digit, interpolate, latent_for
 from digitlab.schemas import (
     DigitPoint,
     ExplicitLatent,
@@ -29,9 +29,9 @@ from digitlab.schemas import (
 
 @dataclass(frozen=True)
 class DigitSearch:
-    """How hard to look for a latent of a requested digit (model config: handler.digit_search_*)."""
+    """How hard to look for latents of a requested digit (model config: handler.digit_search_*)."""
 
-    budget: int = 4096  # latent ids tried at most: bounds the work one request can cause
+    budget: int = 4096  # latent ids tried at most per request: bounds the work one request can cause
     min_confidence: float = 0.9
 
 
@@ -47,14 +47,29 @@ def b64_png(image) -> str:
     return base64.b64encode(png_bytes(image)).decode("ascii")
 
 
-def sample_response(seed: int, images: torch.Tensor, raw: bool) -> SampleResponse:
-    """Images (n, 1, 28, 28) drawn from ids (seed, 0..n-1) -> their JSON answer (PNG or raw pixels)."""
+def sample_response(seed: int, images: torch.Tensor, raw: bool, indices: list[int] | None = None) -> SampleResponse:
+    """Images (n, 1, 28, 28) drawn from ids (seed, indices), by default 0..n-1 -> their JSON answer (PNG or raw pixels)."""
     pixels = to_uint8(images)  # (n, 28, 28)
     out = [
         ImageOut(id=LatentId(seed=seed, index=i), **({"pixels": p.tolist()} if raw else {"png": b64_png(p)}))
-        for i, p in enumerate(pixels)
+        for i, p in zip(indices or range(len(pixels)), pixels)
     ]
     return SampleResponse(seed=seed, images=out)
+
+
+def digit_samples(generator: nn.Module, classifier: nn.Module, digit: int, n: int, seed: int,
+                  search: DigitSearch) -> tuple[list[int], torch.Tensor]:
+    """The first n ids (seed, index) whose samples the classifier reads as `digit` with confidence >=
+    search.min_confidence -> (their indices, their images (n, 1, 28, 28)). A budget spent first is a 422."""
+    try:
+        hits = find_latents_for_digit(generator, classifier, digit, n, seed, search.budget, search.min_confidence)
+    except LookupError:
+        raise InvalidRequest(
+            f"fewer than {n} of the {search.budget} latents of seed {seed} are read as a {digit} with confidence "
+            f">= {search.min_confidence}: ask for fewer images or try another seed",
+            status=422,
+        ) from None
+    return [h.index for h in hits], torch.stack([h.image for h in hits])
 
 
 def resolve(point: Point, generator: nn.Module, classifier: nn.Module, search: DigitSearch) -> torch.Tensor:

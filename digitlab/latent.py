@@ -80,9 +80,42 @@ class LatentHit(NamedTuple):
     index: int
     z: torch.Tensor  # (LATENT_DIM,)
     confidence: float  # classifier's p(digit | generator(z))
+    image: torch.Tensor  # generator(z): (1, 28, 28) on the CPU, as sampling the id (seed, index) draws it
 
 
 @torch.no_grad()
+def find_latents_for_digit(
+    generator: nn.Module,
+    classifier: nn.Module,
+    digit: int,
+    n: int,
+    seed: int = 0,
+    budget: int = 2048,
+    min_confidence: float = 0.95,
+    batch_size: int = 256,
+) -> list[LatentHit]:
+    """The first n latent ids (seed, index < budget) whose samples the classifier reads as `digit`.
+
+    Ids are scanned in order, `batch_size` at a time with one generator and one classifier forward
+    per chunk, so the same models and seed always give the same hits and the work is bounded by
+    `budget`. Both models must be in eval mode (BatchNorm running stats), which keeps each sample
+    independent of the chunk it is generated in. Raises LookupError when fewer than n ids within
+    `budget` are confident enough.
+    """
+    device = next(generator.parameters()).device
+    hits: list[LatentHit] = []
+    for start in range(0, budget, batch_size):
+        z = sample_latents(seed, min(batch_size, budget - start), start).to(device)  # (b, D)
+        images = generator(z)  # (b, 1, 28, 28)
+        probs = classifier(images).softmax(dim=1)[:, digit]  # (b,)
+        for k in (probs >= min_confidence).nonzero().flatten().tolist():
+            hits.append(LatentHit(seed, start + k, z[k].cpu(), float(probs[k]), images[k].cpu()))
+            if len(hits) == n:
+                return hits
+    raise LookupError(f"{len(hits)} of {n} latents in seed {seed}, indices < {budget}, are read as {digit} "
+                      f"with p >= {min_confidence}")
+
+
 def find_latent_for_digit(
     generator: nn.Module,
     classifier: nn.Module,
@@ -92,18 +125,5 @@ def find_latent_for_digit(
     min_confidence: float = 0.95,
     batch_size: int = 256,
 ) -> LatentHit:
-    """The first latent id (seed, index < budget) whose sample the classifier reads as `digit`.
-
-    Deterministic: ids are scanned in order, so the same models and seed always give the same hit.
-    Both models must be in eval mode (BatchNorm running stats), which keeps each sample independent
-    of the batch it is generated in. Raises LookupError when no id within `budget` is confident enough.
-    """
-    device = next(generator.parameters()).device
-    for start in range(0, budget, batch_size):
-        z = sample_latents(seed, min(batch_size, budget - start), start).to(device)  # (b, D)
-        probs = classifier(generator(z)).softmax(dim=1)[:, digit]  # (b,)
-        hits = (probs >= min_confidence).nonzero()
-        if len(hits):
-            k = int(hits[0])
-            return LatentHit(seed, start + k, z[k].cpu(), float(probs[k]))
-    raise LookupError(f"no latent in seed {seed}, indices < {budget}, is read as {digit} with p >= {min_confidence}")
+    """The first latent id (seed, index < budget) whose sample the classifier reads as `digit` (see above)."""
+    return find_latents_for_digit(generator, classifier, digit, 1, seed, budget, min_confidence, batch_size)[0]

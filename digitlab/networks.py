@@ -137,6 +137,9 @@ class Generator(nn.Module):
 @dataclass(frozen=True)
 class DiscriminatorConfig:
     hidden: tuple[int, ...] = (512, 256)
+    # Divide every weight matrix by its largest singular value (one power iteration per training
+    # forward): D becomes 1-Lipschitz per layer, so it cannot win by sharpening its logits.
+    spectral_norm: bool = False
 
 
 class Discriminator(nn.Module):
@@ -144,16 +147,18 @@ class Discriminator(nn.Module):
 
     784->512->256->1 with LeakyReLU(0.2). The report's sigmoid output is applied inside the loss
     (`BCEWithLogitsLoss`), which is the same model but numerically stable; `probability` gives it.
+    With `spectral_norm`, each Linear's weight is spectrally normalised (same layers, same shapes).
     """
 
     def __init__(self, config: DiscriminatorConfig = DiscriminatorConfig()) -> None:
         super().__init__()
         self.config = config
+        norm = nn.utils.parametrizations.spectral_norm if config.spectral_norm else (lambda layer: layer)
         layers: list[nn.Module] = [nn.Flatten()]
         widths = (IMAGE_PIXELS, *config.hidden)
         for n_in, n_out in zip(widths, widths[1:]):
-            layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2)]
-        layers.append(nn.Linear(widths[-1], 1))
+            layers += [norm(nn.Linear(n_in, n_out)), nn.LeakyReLU(0.2)]
+        layers.append(norm(nn.Linear(widths[-1], 1)))
         self.net = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

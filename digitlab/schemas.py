@@ -224,12 +224,18 @@ def _point(value: Any) -> Any:
 
 
 class SampleRequest(BaseModel):
-    """`{"n": 1..max_samples, "seed": optional int, "format": "png" | "grid" | "raw"}`."""
+    """`{"n": 1..max_samples, "seed": optional int, "format": "png" | "grid" | "raw", "digit": optional 0-9}`.
+
+    With `digit`, the images are the first n latent ids of the seed whose samples the MNIST classifier
+    reads as that digit with confidence >= the model config's `digit_min_confidence`, found within
+    `digit_search_budget` ids (else 422).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     n: int = Field(default=1, ge=1, strict=True)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, strict=True)
     format: Literal["png", "grid", "raw"] = "png"
+    digit: int | None = Field(default=None, ge=0, le=9, strict=True, description="only images read as this digit")
 
     @field_validator("n")
     @classmethod

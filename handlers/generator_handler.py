@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from ts.handler_utils.utils import send_intermediate_predict_response
 
-from digitlab.answers import sample_images
+from digitlab.answers import Drawn, sample_images
 from digitlab.checkpoint import load_model
 from digitlab.generation import (
     DigitSearch,
@@ -47,7 +47,8 @@ class GeneratorHandler(JsonHandler):
                                   self.options.get("digit_min_confidence", DigitSearch.min_confidence))
         log.info("%s limits: %s, %s", self.endpoint, self.limits, self.search)  # defaults included
         self.generator = load_model(self.serialized_file, self.device, expect="generator")
-        if self.endpoint == "interpolate":  # reads digits: finds `{"digit": d}` points, labels frames
+        self.classifier = None
+        if self.endpoint == "interpolate" or self.options.get("classifier"):  # finds digits (and labels frames)
             self.classifier = load_model(self.model_dir / self.options.get("classifier", "classifier.pt"),
                                          self.device, expect="classifier")
 
@@ -62,17 +63,18 @@ class GeneratorHandler(JsonHandler):
 
     # -- sample ----------------------------------------------------------------------------------
 
-    def predict(self, requests: list[SampleRequest]) -> list[tuple[int, torch.Tensor]]:
-        return sample_images(self.generator, requests)  # one forward for every image of the batch
+    def predict(self, requests: list[SampleRequest]) -> list[Drawn | InvalidRequest]:
+        return sample_images(self.generator, requests, self.classifier, self.search)  # one forward for plain requests
 
     def encode(self, output: Any, request: Any, idx: int, context) -> Any:
+        if isinstance(output, InvalidRequest):  # a digit search that spent its budget
+            return self.refuse(output, idx, context)
         if isinstance(request, SampleRequest):
-            seed, images = output
             if request.format == "grid":
                 context.set_response_content_type(idx, "image/png")
-                context.set_response_header(idx, "X-Seed", str(seed))
-                return grid_png(images)
-            output = sample_response(seed, images, raw=request.format == "raw")
+                context.set_response_header(idx, "X-Seed", str(output.seed))
+                return grid_png(output.images)
+            output = sample_response(output.seed, output.images, raw=request.format == "raw", indices=output.indices)
         elif request.format == "gif":
             context.set_response_content_type(idx, "image/gif")
             return gif_bytes(to_uint8(output))

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from benchmarks import train_speed
-from training import experiments, long_memory
+from digitlab.checkpoint import read_checkpoint
+from training import experiments, long_memory, palindrome
 from training.palindrome import TrainConfig, length_range
 
 
@@ -74,3 +75,42 @@ def test_speed_benchmark_times_both_variants():
     (medians,) = train_speed.main(["--dry-run", "--lengths", "5"]).values()
     assert set(medians) == set(train_speed.VARIANTS)
     assert all(steps_per_s > 0 for steps_per_s in medians.values())
+
+
+def test_long_memory_scores_every_kth_length_and_always_t_max():
+    assert long_memory.scored_lengths(3, 200, 10) == [*range(3, 200, 10), 200]
+    assert long_memory.scored_lengths(3, 6, 1) == [3, 4, 5, 6]
+
+
+def test_long_memory_resume_keeps_other_models_and_recorded_scores(tmp_path, monkeypatch):
+    scored = []  # checkpoints whose per-length accuracy was computed
+    monkeypatch.setattr(long_memory, "train_to", lambda cfg, samples, checkpoint: {
+        "config": {"max_length": cfg.max_length}, "accuracy_at_T": 1.0, "history": []})
+    monkeypatch.setattr(long_memory, "load_model", lambda path: path)
+    monkeypatch.setattr(long_memory, "accuracy_per_length",
+                        lambda net, lengths, samples, seed: scored.append(net.name) or {t: 1.0 for t in lengths})
+    monkeypatch.setattr(long_memory, "plot_long_memory", lambda *args: None)
+    common = ["--out-dir", str(tmp_path), "--checkpoints", str(tmp_path / "none"), "--per-length-every", "10"]
+    first = long_memory.main([*common, "--lengths", "20"])
+    assert scored == ["lstm_T20.pt", "rnn_T20.pt"]
+    again = long_memory.main([*common, "--models", "rnn", "--lengths", "20", "40", "--resume"])
+    assert list(again) == ["lstm", "rnn"] and again["lstm"]["t_max"] == first["lstm"]["t_max"] == 20
+    assert again["rnn"]["t_max"] == 40 and list(again["rnn"]["per_length"]) == [3, 13, 23, 33, 40]
+    assert scored[2:] == ["rnn_T40.pt"]  # LSTM kept from the first run, not retrained or rescored
+    long_memory.main([*common, "--models", "rnn", "--lengths", "20", "40", "--resume"])
+    assert scored[3:] == []  # no checkpoint, same T_max: the recorded per-length scores are kept
+
+
+def test_long_memory_adopts_a_longer_training_of_the_recipe(tmp_path, monkeypatch):
+    trained = tmp_path / "lstm.pt"
+    palindrome.main(["--model", "lstm", "--max-length", "5", "--encoding", "onehot", "--hidden-dim", "8", "--steps", "4",
+                     "--eval-every", "2", "--final-samples", "20", "--out", str(trained)])
+    monkeypatch.setattr(long_memory, "train_to", lambda *args: pytest.fail("an adopted run is not trained again"))
+    monkeypatch.setattr(long_memory, "plot_long_memory", lambda *args: None)
+    results = long_memory.main(["--adopt", str(trained), "--models", "lstm", "--lengths", "5", "--target", "0",
+                                "--samples", "20", "--out-dir", str(tmp_path), "--checkpoints", str(tmp_path / "ckpt")])
+    meta = read_checkpoint(trained)["meta"]
+    (run,) = results["lstm"]["runs"]
+    assert run["accuracy_at_T"] == meta["accuracy"]["5"] and run["config"]["steps"] == 4
+    assert results["lstm"]["t_max"] == 5 and (tmp_path / "ckpt" / "lstm_T5.pt").exists()
+    assert results["lstm"]["per_length"][5] == meta["accuracy"]["5"]  # same seeds as the training's own report

@@ -64,6 +64,39 @@ def test_gan_run_logs_and_resumes_exactly(data_dir, classifier_path, tmp_path):
         assert torch.allclose(value.float(), b.state_dict()[key].float()), key
 
 
+def test_learning_rate_is_constant_then_falls_linearly_to_zero():
+    assert [gan_cli.learning_rate(1.0, i, 100, 0.5) for i in (0, 49, 50, 75, 100)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+    assert gan_cli.learning_rate(1.0, 99, 100, 0.0) == 1.0  # no decay: constant to the end
+
+
+def select(scores: list[dict]) -> dict:
+    best = None
+    for score in scores:
+        if gan_cli.is_better(score, best, max_kl=0.008):
+            best = score
+    return best
+
+
+def test_selection_takes_the_lowest_fid_among_balanced_scores():
+    assert select([{"fid": 10, "kl_uniform": 0.03}, {"fid": 30, "kl_uniform": 0.005}, {"fid": 10, "kl_uniform": 0.02},
+                   {"fid": 20, "kl_uniform": 0.008}, {"fid": 25, "kl_uniform": 0.001}]) == {"fid": 20, "kl_uniform": 0.008}
+    # FID 10 is lower, but its classes are lopsided; with no balanced score at all, the most balanced one
+    assert select([{"fid": 10, "kl_uniform": 0.03}, {"fid": 30, "kl_uniform": 0.01}, {"fid": 5, "kl_uniform": 0.02}]) \
+        == {"fid": 30, "kl_uniform": 0.01}
+
+
+def test_spectral_norm_and_lr_decay_runs_select_a_best_checkpoint(data_dir, classifier_path, tmp_path):
+    gan_cli.main(["--data-dir", data_dir, "--classifier", str(classifier_path), "--schedule", "1:1", "--steps", "4",
+                  "--spectral-norm", "--lr-decay", "0.5", "--select-max-kl", "10", *TINY_GAN, "--out-dir", str(tmp_path)])
+    scores = [line.split(",") for line in (tmp_path / "scores.csv").read_text().splitlines()[1:]]
+    best = read_checkpoint(tmp_path / "best.pt")["meta"]
+    assert best["fid"] == min(float(row[3]) for row in scores) and best["spectral_norm"] and best["lr_decay"] == 0.5
+    assert len(best["histogram"]) == 10
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["best"]["iteration"] == best["iteration"]
+    assert any("parametrizations" in key for key in state["discriminator"])  # the spectrally normalised D was trained
+
+
 def test_gan_average_can_start_at_resume(data_dir, tmp_path):
     common = ["--data-dir", data_dir, "--classifier", "", *TINY_GAN, "--out-dir", str(tmp_path)]
     gan_cli.main([*common, "--steps", "2"])

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from digitlab.checkpoint import save_checkpoint
-from digitlab.latent import latent_for
+from digitlab.checkpoint import load_model, save_checkpoint
+from digitlab.imaging import to_uint8
+from digitlab.latent import latent_for, sample_latents
 from digitlab.networks import ClassifierConfig, Generator, GeneratorConfig, MnistClassifier
 from handlers.generator_handler import GeneratorHandler
 from tests.handler_context import REST_HEADERS, make_context, start_batch, statuses
@@ -75,6 +76,34 @@ def test_sample_limits_come_from_the_model_config(model_dir):
     handler, context = make_handler(model_dir, "sample")
     (answer,), codes = run(handler, context, [{"n": 9}])
     assert codes == [400] and "at most 8 samples" in json.loads(answer)["message"]
+
+
+def test_sample_with_a_digit_serves_the_first_ids_the_classifier_reads_as_it(model_dir):
+    generator = load_model(model_dir / "generator.pt")
+    classifier = load_model(model_dir / "classifier.pt")
+    with torch.no_grad():
+        probs = classifier(generator(sample_latents(4, 64))).softmax(dim=1)[:, 7]  # (64,)
+    top = probs.sort(descending=True).values
+    threshold = float(top[4] + top[5]) / 2  # exactly 5 of the 64 ids are confident enough
+    handler, context = make_handler(model_dir, "sample", classifier="classifier.pt", digit_search_budget=64,
+                                    digit_min_confidence=threshold)
+    (found, plain, too_many), codes = run(handler, context, [{"n": 3, "seed": 4, "digit": 7, "format": "raw"},
+                                                             {"n": 2, "seed": 4}, {"n": 6, "seed": 4, "digit": 7}])
+    assert codes == [200, 200, 422]
+    images = json.loads(found)["images"]
+    expected = (probs >= threshold).nonzero().flatten().tolist()[:3]
+    assert [im["id"] for im in images] == [{"seed": 4, "index": i} for i in expected]
+    with torch.no_grad():  # each image is the sample of its id
+        want = to_uint8(generator(torch.stack([latent_for(4, i) for i in expected]))).astype(int)  # (3, 28, 28)
+    assert np.abs(np.array([im["pixels"] for im in images]) - want).max() <= 1
+    assert [im["id"]["index"] for im in json.loads(plain)["images"]] == [0, 1]  # plain requests are unchanged
+    assert json.loads(too_many)["message"].startswith("fewer than 6 of the 64 latents of seed 4 are read as a 7")
+
+
+def test_sample_with_a_digit_needs_the_classifier(model_dir):
+    handler, context = make_handler(model_dir, "sample")  # no `classifier` in the model config
+    (answer,), codes = run(handler, context, [{"n": 1, "digit": 3}])
+    assert codes == [400] and "does not search for digits" in json.loads(answer)["message"]
 
 
 def test_interpolation_endpoints_are_the_endpoint_samples(model_dir):

@@ -5,8 +5,18 @@ import torch
 from torch import nn
 
 from digitlab.constants import LATENT_DIM
-from digitlab.latent import find_latent_for_digit, interpolate, latent_for, lerp, sample_latents, slerp
+from digitlab.generation import DigitSearch, digit_samples
+from digitlab.latent import (
+    find_latent_for_digit,
+    find_latents_for_digit,
+    interpolate,
+    latent_for,
+    lerp,
+    sample_latents,
+    slerp,
+)
 from digitlab.networks import Generator
+from digitlab.schemas import InvalidRequest
 
 
 def test_latent_is_a_function_of_its_id_alone():
@@ -91,3 +101,30 @@ def test_find_latent_for_digit_raises_when_the_budget_is_spent():
     generator = Generator().eval()
     with pytest.raises(LookupError):
         find_latent_for_digit(generator, FixedReader(4, 10.0), digit=4, budget=8)
+
+
+def test_find_latents_for_digit_returns_the_first_n_confident_ids_with_their_samples():
+    torch.manual_seed(0)
+    generator = Generator().eval()
+    with torch.no_grad():
+        brightness = generator(sample_latents(5, 64)).mean(dim=(1, 2, 3))  # (64,)
+    threshold = float(brightness.sort().values[-10]) - 1e-6  # 10 of 64 ids qualify, spread over the chunks
+    hits = find_latents_for_digit(generator, FixedReader(4, threshold), digit=4, n=6, seed=5, budget=64, batch_size=16)
+    expected = (brightness >= threshold).nonzero().flatten().tolist()[:6]
+    assert [h.index for h in hits] == expected and {h.seed for h in hits} == {5}
+    with torch.no_grad():  # each hit's image is what sampling its id draws
+        torch.testing.assert_close(torch.stack([h.image for h in hits]), generator(torch.stack([h.z for h in hits])))
+    again = find_latents_for_digit(generator, FixedReader(4, threshold), digit=4, n=6, seed=5, budget=64, batch_size=32)
+    assert [h.index for h in again] == expected  # deterministic by seed, whatever the chunk size
+    with pytest.raises(LookupError, match="10 of 11 latents"):
+        find_latents_for_digit(generator, FixedReader(4, threshold), digit=4, n=11, seed=5, budget=64, batch_size=16)
+
+
+def test_digit_samples_answer_422_when_the_budget_is_spent():
+    generator = Generator().eval()
+    indices, images = digit_samples(generator, FixedReader(4, -10.0), 4, n=3, seed=2, search=DigitSearch(budget=8))
+    assert indices == [0, 1, 2] and images.shape == (3, 1, 28, 28)  # every id qualifies: the first three
+    with pytest.raises(InvalidRequest) as err:
+        digit_samples(generator, FixedReader(4, 10.0), 4, n=3, seed=2, search=DigitSearch(budget=8, min_confidence=0.9))
+    assert err.value.status == 422
+    assert err.value.message.startswith("fewer than 3 of the 8 latents of seed 2 are read as a 4 with confidence >= 0.9")

@@ -6,6 +6,7 @@ import torch
 from digitlab.checkpoint import load_model, load_model_and_meta, read_checkpoint, save_checkpoint
 from digitlab.networks import (
     Discriminator,
+    DiscriminatorConfig,
     Generator,
     GeneratorConfig,
     MnistClassifier,
@@ -47,8 +48,27 @@ def test_gan_shapes_follow_the_report():
     assert MnistClassifier()(images).shape == (5, 10)
 
 
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_spectral_norm_bounds_each_discriminator_layer(spectral_norm):
+    torch.manual_seed(0)
+    discriminator = Discriminator(DiscriminatorConfig(hidden=(32, 16), spectral_norm=spectral_norm))
+    with torch.no_grad():  # as if training had grown the weights: sigma of every raw matrix ~5x its init
+        for param in discriminator.parameters():
+            param.mul_(5)
+    for _ in range(30):  # training-mode forwards run the power iteration that estimates each sigma
+        discriminator(torch.randn(8, 1, 28, 28))
+    sigmas = [torch.linalg.matrix_norm(m.weight.detach(), ord=2).item()
+              for m in discriminator.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(sigmas) == 3
+    if spectral_norm:
+        assert sigmas == pytest.approx([1.0] * 3, abs=0.02)
+    else:
+        assert min(sigmas) > 2.5
+
+
 @pytest.mark.parametrize(
-    "model", [PalindromeNet(PalindromeConfig(cell="rnn", hidden_dim=8)), Generator(GeneratorConfig(hidden=(8, 16)))]
+    "model", [PalindromeNet(PalindromeConfig(cell="rnn", hidden_dim=8)), Generator(GeneratorConfig(hidden=(8, 16))),
+              Discriminator(DiscriminatorConfig(hidden=(8, 4), spectral_norm=True))]
 )
 def test_checkpoints_describe_themselves_and_load_weights_only(tmp_path, model):
     path = save_checkpoint(tmp_path / "m.pt", model, meta={"step": 3})

@@ -70,6 +70,11 @@ Z = [0.1] * 100
         (SampleRequest, {"seed": -1}, "greater than or equal to 0"),
         (SampleRequest, {"seed": 2**31}, "less than or equal to 2147483647"),
         (SampleRequest, {"format": "jpeg"}, "'png', 'grid' or 'raw'"),
+        (SampleRequest, {"digit": 10}, "digit: Input should be less than or equal to 9"),
+        (SampleRequest, {"digit": -1}, "digit: Input should be greater than or equal to 0"),
+        (SampleRequest, {"digit": "3"}, "digit: Input should be a valid integer"),
+        (SampleRequest, {"digit": True}, "digit: Input should be a valid integer"),
+        (SampleRequest, {"digit": 3.0}, "digit: Input should be a valid integer"),
         (InterpolateRequest, {"start": {"digit": 1}, "end": {"digit": 3}, "steps": 33}, "at most 32 steps"),
         (InterpolateRequest, {"start": {"digit": 1}, "end": {"digit": 3}, "steps": 1}, "greater than or equal to 2"),
         (InterpolateRequest, {"start": {"digit": 1}, "end": {"digit": 3}, "method": "cubic"}, "'slerp' or 'lerp'"),
@@ -99,7 +104,8 @@ def test_nan_in_raw_json_is_refused_too():
 
 def test_valid_generator_requests_and_defaults():
     sample = parse_request(SampleRequest, {}, GEN_LIMITS)
-    assert (sample.n, sample.seed, sample.format) == (1, None, "png")
+    assert (sample.n, sample.seed, sample.format, sample.digit) == (1, None, "png", None)
+    assert parse_request(SampleRequest, {"n": 16, "digit": 0}, GEN_LIMITS).digit == 0
     path = parse_request(InterpolateRequest, {"start": {"seed": 1, "index": 2}, "end": {"z": Z}}, GEN_LIMITS)
     assert (path.steps, path.method, path.format, path.stream) == (16, "slerp", "png", False)
     assert type(path.start).__name__ == "LatentId" and type(path.end).__name__ == "ExplicitLatent"

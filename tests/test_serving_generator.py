@@ -68,6 +68,19 @@ def test_digit_points_are_read_as_the_digits_asked_for(server):
         assert frames[0]["confidence"] >= 0.9 and frames[-1]["confidence"] >= 0.9
 
 
+@pytest.mark.parametrize("digit", [2, 8])
+def test_sample_with_a_digit_over_rest_and_grpc(server, digit):
+    a = via_rest(server, "sample", {"n": 16, "seed": 5, "digit": digit})
+    b = via_grpc(server, "sample", {"n": 16, "seed": 5, "digit": digit})
+    assert a == b and a["seed"] == 5 and len(a["images"]) == 16  # deterministic by seed, either transport
+    indices = [im["id"]["index"] for im in a["images"]]
+    assert indices == sorted(set(indices))  # the first matching ids of the seed, in order
+    for image in a["images"][:4]:  # each id's sample is read as the digit: ask the interpolation labeller
+        frames = via_rest(server, "interpolate", {"start": image["id"], "end": image["id"], "steps": 2})["frames"]
+        assert np.array_equal(png(frames[0]["png"]), png(image["png"]))
+        assert frames[0]["digit"] == digit and frames[0]["confidence"] >= 0.9
+
+
 def test_grpc_stream_delivers_the_first_frame_before_the_last_is_generated(server):
     arrivals, frames = [], []
     payload = {"start": {"seed": 5, "index": 0}, "end": {"seed": 5, "index": 1}, "steps": 64}
@@ -106,6 +119,8 @@ BAD = [
     ("sample", b'{"n": -1}'),
     ("sample", b'{"seed": "abc"}'),
     ("sample", b'{"format": "bmp"}'),
+    ("sample", b'{"digit": 10}'),
+    ("sample", b'{"digit": "7"}'),
     ("interpolate", b'{"start": {"z": [NaN]}, "end": {"digit": 3}}'),
     ("interpolate", json.dumps({"start": {"z": [1e9] * 100}, "end": {"digit": 3}}).encode()),
     ("interpolate", b'{"start": {"digit": 3}, "end": {"digit": 4}, "method": "spline"}'),
@@ -143,5 +158,7 @@ def test_cli_sample_and_interpolate(server, tmp_path, capsys):
     assert Image.open(gif).n_frames == 6
     out = capsys.readouterr().out
     assert "digits read along the path: 9" in out and out.rstrip().endswith(f"wrote 6 frames to {gif}")
+    assert cli(["sample", "--n", "3", "--seed", "2", "--digit", "6", "--grpc", *conn]) == 0
+    assert capsys.readouterr().out.startswith("3 samples read as 6 from seed 2 (ids 2:")
     assert cli(["sample", "--n", "999", *conn]) == 1
     assert "at most 64 samples" in capsys.readouterr().err

@@ -36,7 +36,8 @@ class Archive:
 ARCHIVES = {
     "palindrome": Archive("weights/palindrome_lstm.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"),
     "palindrome_rnn": Archive("weights/palindrome_rnn.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"),
-    "sample": Archive("weights/generator.pt", "handlers/generator_handler.py", "model_config/sample.yaml"),
+    "sample": Archive("weights/generator.pt", "handlers/generator_handler.py", "model_config/sample.yaml",
+                      extra=("weights/classifier.pt",)),
     "interpolate": Archive("weights/generator.pt", "handlers/generator_handler.py", "model_config/interpolate.yaml",
                            extra=("weights/classifier.pt",)),
 }

@@ -8,7 +8,9 @@ steps and 2.5 real batches per iteration, 1:1 runs one. An *epoch* is 60,000 / b
 
 Output in --out-dir: samples/iter_NNNNNN.png (a fixed latent batch), losses.csv + losses.png,
 scores.csv (classifier FID / IS / KL to uniform over training), generator.pt (self-describing,
-loadable with weights_only=True) and state.pt (optimisers and counters, for --resume).
+loadable with weights_only=True), best.pt (the scored checkpoint with the lowest FID among those
+whose class histogram is within --select-max-kl of uniform) and state.pt (optimisers and counters,
+for --resume).
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999),
                    help="Adam betas; torch's default (0.9, 0.999) collapsed here within 5 epochs")
+    p.add_argument("--lr-decay", type=float, default=0.0,
+                   help="fraction of the run, at its end, over which both learning rates fall linearly to 0 (0: constant)")
+    p.add_argument("--spectral-norm", action="store_true", help="spectrally normalise the discriminator's weights")
+    p.add_argument("--select-max-kl", type=float, default=0.008,
+                   help="best.pt: lowest periodic FID among scores with KL(class histogram || uniform) at most this "
+                        "(while none is, the lowest KL)")
     p.add_argument("--ema", type=float, default=0.0,
                    help="decay of a moving average of the generator's weights; when > 0 the average is what is "
                         "sampled, scored and saved (0: off). Turning it on at --resume starts it from the current weights")
@@ -63,6 +71,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classifier", default="weights/classifier.pt", help="scoring classifier; '' disables scores")
     p.add_argument("--dry-run", action="store_true", help="two rounds on 2 batches of data, scored; writes nothing")
     return p.parse_args(argv)
+
+
+def learning_rate(base: float, iteration: int, total: int, decay: float) -> float:
+    """Constant `base` until the last `decay` fraction of `total` iterations, then linear to 0 at `total`."""
+    start = total * (1 - decay)
+    if decay <= 0 or iteration < start:
+        return base
+    return base * max(total - iteration, 0) / (total - start)
+
+
+def is_better(score: dict, best: dict | None, max_kl: float) -> bool:
+    """Checkpoint selection: a score qualifies when its class histogram is near uniform (KL <= max_kl).
+    A qualifying score beats any other; among qualifying ones the lowest FID wins, among the rest the lowest KL."""
+    if best is None:
+        return True
+    qualifies, best_qualifies = score["kl_uniform"] <= max_kl, best["kl_uniform"] <= max_kl
+    if qualifies != best_qualifies:
+        return qualifies
+    return score["fid"] < best["fid"] if qualifies else score["kl_uniform"] < best["kl_uniform"]
 
 
 def parse_schedule(text: str) -> tuple[int, int]:
@@ -113,10 +140,11 @@ class GanRun:
             self.real = real_stats(self.classifier, load_mnist(args.data_dir, train=False, limit=args.limit).tensors[0])
         torch.manual_seed(args.seed)
         self.generator = Generator(GeneratorConfig()).to(device)
-        self.discriminator = Discriminator(DiscriminatorConfig()).to(device)
+        self.discriminator = Discriminator(DiscriminatorConfig(spectral_norm=args.spectral_norm)).to(device)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=args.lr, betas=tuple(args.betas))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=args.lr, betas=tuple(args.betas))
-        self.state = {"schedule": args.schedule, "iteration": 0, "batches": 0, "wall_s": 0.0, "losses": [], "scores": []}
+        self.state = {"schedule": args.schedule, "iteration": 0, "batches": 0, "wall_s": 0.0, "losses": [], "scores": [],
+                      "best": {}}  # best: {"iteration", "fid", "kl_uniform"} of best.pt, empty until the first score
         self.fixed_z = sample_latents(args.seed, 64).to(device)  # (64, 100): the same digits in every grid
         self.average = copy.deepcopy(self.generator).requires_grad_(False) if args.ema else None
         self.calibration_z = sample_latents(args.seed + 2, 4096).to(device) if args.ema else None  # (4096, 100)
@@ -199,6 +227,9 @@ class GanRun:
         bar = tqdm(total=total, initial=state["iteration"], desc=f"GAN {args.schedule}", unit="it")
         while state["iteration"] < total:
             started = time.perf_counter()
+            lr = learning_rate(args.lr, state["iteration"], total, args.lr_decay)
+            for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
+                group["lr"] = lr
             loss_d = sum(self.discriminator_step() for _ in range(self.d_steps)) / self.d_steps
             for _ in range(min(self.g_steps, total - state["iteration"])):
                 loss_g = self.generator_step()
@@ -233,17 +264,21 @@ class GanRun:
         meta = {"iteration": state["iteration"], "schedule": args.schedule, "batches": state["batches"],
                 "epochs": state["batches"] / self.batches.per_epoch, "wall_s": state["wall_s"], "seed": args.seed,
                 "lr": args.lr, "betas": list(args.betas), "batch_size": args.batch_size,
-                "ema": args.ema, "ema_from": state.get("ema_from")}
+                "ema": args.ema, "ema_from": state.get("ema_from"), "lr_decay": args.lr_decay,
+                "spectral_norm": args.spectral_norm}
         served = self.served_generator()
         if self.classifier is not None:
             scores = score_generator(served, self.classifier, self.real, n=args.score_n, seed=args.seed + 1)
-            meta.update({k: scores[k] for k in SCORE_FIELDS[3:]}, score_n=args.score_n)
+            meta.update({k: scores[k] for k in (*SCORE_FIELDS[3:], "histogram")}, score_n=args.score_n)
             state["scores"].append([meta[k] for k in ("iteration", "epochs", "wall_s", *SCORE_FIELDS[3:])])
             tqdm.write(f"iteration {state['iteration']}: FID {scores['fid']:.2f}  IS {scores['inception_score']:.3f}  "
                        f"KL {scores['kl_uniform']:.4f}")
         if args.dry_run:
             return
         save_checkpoint(self.out / "generator.pt", served, meta)
+        if self.classifier is not None and is_better(meta, state.get("best") or None, args.select_max_kl):
+            state["best"] = {"iteration": state["iteration"], "fid": meta["fid"], "kl_uniform": meta["kl_uniform"]}
+            save_checkpoint(self.out / "best.pt", served, meta)
         average = {} if self.average is None else {"average": self.average.state_dict()}
         torch.save({**state, **average, "generator": self.generator.state_dict(), "opt_g": self.opt_g.state_dict(),
                     "discriminator": self.discriminator.state_dict(), "opt_d": self.opt_d.state_dict(),

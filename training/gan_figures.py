@@ -26,6 +26,9 @@ from digitlab.latent import METHODS, find_latent_for_digit, interpolate
 from digitlab.scores import generate
 from training.gan import plot_losses
 
+# Issue 13's targets for the shipped generator (10,000 samples), drawn as dotted lines on the score curves.
+TARGETS = {"fid": 12.0, "inception_score": 9.3, "kl_uniform": 0.008}
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -90,6 +93,7 @@ def scores_figure(runs: list[Path], path: Path) -> None:
         for ax, (key, label, scale) in zip(axes[row], panels):
             for run, log in logs.items():
                 ax.plot(log[x_key], log[key], marker=".", label=run.name)
+            ax.axhline(TARGETS[key], color="grey", linestyle=":", label=f"target {TARGETS[key]:g}")
             ax.set(xlabel=x_label, ylabel=label, yscale=scale)
             ax.legend()
     fig.tight_layout()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from matplotlib.figure import Figure  # Agg canvas, no pyplot state, no display needed
 from tqdm import tqdm
 
-from digitlab.checkpoint import load_model, save_checkpoint
+from digitlab.checkpoint import load_model, read_checkpoint, save_checkpoint
 from training.experiments import COLOURS, MODELS, save_json
 from training.palindrome import FINAL_SEED_OFFSET, TrainConfig, accuracy_per_length, train
 
@@ -39,15 +40,30 @@ def train_to(cfg: TrainConfig, samples: int, checkpoint: Path) -> dict:
             "seconds": time.perf_counter() - start}
 
 
+def adopt(checkpoint: Path, runs_dir: Path, checkpoints: Path) -> Path:
+    """Record a network trained by `training.palindrome` on 3..T (its checkpoint carries the training config,
+    history and per-length accuracy on 10,000 palindromes with the same seeds as `train_to`) as the study's
+    run for its model and T, so a longer training of the recipe counts without training it twice."""
+    meta = read_checkpoint(checkpoint)["meta"]
+    model, length = meta["train"]["model"], meta["max_length"]
+    run = {"config": meta["train"], "history": meta["history"], "accuracy_at_T": meta["accuracy"][str(length)],
+           "seconds": None, "adopted_from": str(checkpoint)}
+    save_json(runs_dir / f"{model}_T{length}.json", run)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, checkpoints / f"{model}_T{length}.pt")
+    return runs_dir / f"{model}_T{length}.json"
+
+
 def search(base: TrainConfig, model: str, lengths, target: float, samples: int, runs_dir: Path,
-           checkpoints: Path, resume: bool) -> list[dict]:
-    """Runs for ascending T until the first one whose accuracy at T is below `target`."""
+           checkpoints: Path, resume: bool, adopted: frozenset[Path] = frozenset()) -> list[dict]:
+    """Runs for ascending T until the first one whose accuracy at T is below `target` (saved runs are kept
+    with `resume`, adopted ones always)."""
     runs = []
     bar = tqdm(sorted(lengths), desc=f"{model} long memory", unit="run")
     for length in bar:
         bar.set_postfix_str(f"T={length}")
         path = runs_dir / f"{model}_T{length}.json"
-        if resume and path.exists():
+        if (resume and path.exists()) or path in adopted:
             run = json.loads(path.read_text())
         else:
             run = train_to(replace(base, model=model, max_length=length), samples, checkpoints / f"{model}_T{length}.pt")
@@ -62,6 +78,11 @@ def t_max(runs: list[dict], target: float) -> int | None:
     """The longest T whose run reached `target` (the search stops at the first failure)."""
     passed = [r["config"]["max_length"] for r in runs if r["accuracy_at_T"] >= target]
     return max(passed, default=None)
+
+
+def scored_lengths(first: int, last: int, every: int) -> list[int]:
+    """Every `every`-th length from `first`, and always `last`: where the T_max network is scored."""
+    return sorted({*range(first, last + 1, every), last})
 
 
 def plot_long_memory(results: dict, target: float, path: Path) -> None:
@@ -109,11 +130,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--target", type=float, default=0.99, help="accuracy at T that counts as remembering T digits")
     p.add_argument("--samples", type=int, default=10_000, help="fresh palindromes per scored length")
+    p.add_argument("--per-length-every", type=int, default=1,
+                   help="score the T_max network at every k-th length from --min-length, and at T_max")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out-dir", type=Path, default=Path("docs/palindrome"))
     p.add_argument("--checkpoints", type=Path, default=Path("runs/long_memory"))
     p.add_argument("--resume", action="store_true", help="keep runs already saved under <out-dir>/long_memory")
+    p.add_argument("--adopt", type=Path, nargs="*", default=[],
+                   help="training.palindrome checkpoints (3..T) recorded as the runs for their model and T")
     return p.parse_args(argv)
 
 
@@ -125,20 +150,28 @@ def main(argv: list[str] | None = None) -> dict:
                        seed=args.seed)
     runs_dir = args.out_dir / "long_memory"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    results = {}
+    adopted = frozenset(adopt(checkpoint, runs_dir, args.checkpoints) for checkpoint in args.adopt)
+    summary = args.out_dir / "long_memory.json"
+    # --resume keeps what an earlier run found: other models' results as they are, and the per-length
+    # scores of a T_max network whose checkpoint is gone (checkpoints are not committed, the scores are).
+    previous = json.loads(summary.read_text())["results"] if args.resume and summary.exists() else {}
+    results = {m: r for m, r in previous.items() if m not in args.models}
     for model in args.models:
-        runs = search(base, model, args.lengths, args.target, args.samples, runs_dir, args.checkpoints, args.resume)
+        runs = search(base, model, args.lengths, args.target, args.samples, runs_dir, args.checkpoints, args.resume,
+                      adopted)
         best = t_max(runs, args.target)
         per_length = {}
-        if best is not None:  # the T_max network scored at every length it was trained on
-            network = load_model(args.checkpoints / f"{model}_T{best}.pt")
-            per_length = accuracy_per_length(network, range(args.min_length, best + 1), args.samples,
-                                             args.seed + FINAL_SEED_OFFSET)
+        checkpoint = args.checkpoints / f"{model}_T{best}.pt"
+        if best is not None and not checkpoint.exists() and previous.get(model, {}).get("t_max") == best:
+            per_length = previous[model]["per_length"]
+        elif best is not None:  # the T_max network scored at every k-th length it was trained on
+            per_length = accuracy_per_length(load_model(checkpoint), scored_lengths(args.min_length, best,
+                                             args.per_length_every), args.samples, args.seed + FINAL_SEED_OFFSET)
         results[model] = {"t_max": best, "runs": runs, "per_length": per_length}
         print(f"{model.upper()}: T_max = {best}; accuracy at T: "
               + ", ".join(f"T={r['config']['max_length']} {r['accuracy_at_T']:.4f}" for r in runs), flush=True)
-    (args.out_dir / "long_memory.json").write_text(json.dumps({"target": args.target, "train": asdict(base),
-                                                               "results": results}, indent=1))
+    results = {m: results[m] for m in MODELS if m in results}
+    summary.write_text(json.dumps({"target": args.target, "train": asdict(base), "results": results}, indent=1))
     plot_long_memory(results, args.target, args.out_dir / "long_memory.png")
     return results
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def train(cfg: TrainConfig, device: torch.device, progress: bool = True) -> tupl
     return model.eval(), history
 
 
-def accuracy_per_length(model: PalindromeNet, lengths: range, samples: int, seed: int) -> dict[int, float]:
+def accuracy_per_length(model: PalindromeNet, lengths: Iterable[int], samples: int, seed: int) -> dict[int, float]:
     return {t: accuracy(model, t, samples, seed + t) for t in lengths}
 
 

@@ -1,0 +1,114 @@
+"""Latency of the two requests issue 13 added: digit-conditioned `sample` and the long palindromes.
+
+    python -m benchmarks.model_latency --repeats 10
+
+- `sample` with `"digit": d`, n=16, for every digit: in-process (`digitlab.answers.sample_images` with
+  the shipped generator, classifier and search limits, then the JSON answer) and over REST against a
+  TorchServe started here; beside it a plain n=16 `sample`, and how many latent ids the search read.
+- `palindrome` (the served LSTM) at T = 15 and T = 200: in-process forward and over REST.
+Medians over `--repeats` seeds (one warm-up call first), each REST call interleaved with its in-process
+twin, one torch thread (as the serving workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from benchmarks.work import load_generator, load_palindrome, model_config, weights
+from clients import rest
+from digitlab.answers import palindrome_answers, sample_images
+from digitlab.checkpoint import load_model
+from digitlab.constants import NUM_CLASSES
+from digitlab.generation import DigitSearch, sample_response
+from digitlab.palindrome import palindrome_batch
+from digitlab.schemas import PalindromeRequest, SampleRequest
+from tools import server as ts
+
+N_SAMPLES = 16
+LENGTHS = (15, 200)
+PARTS = ("sample", "palindrome")
+
+
+def timed(fn) -> tuple[float, object]:
+    began = time.perf_counter()
+    out = fn()
+    return (time.perf_counter() - began) * 1000, out
+
+
+def palindrome_prefix(length: int, seed: int) -> list[int]:
+    """The first `length` digits of a random palindrome of length + 1 digits."""
+    inputs, _ = palindrome_batch(1, length, torch.Generator().manual_seed(seed))  # (1, length)
+    return inputs[0].tolist()
+
+
+def sample_table(call, repeats: int) -> str:
+    """`sample` n=16 with each digit, and plain: in-process vs REST, and the ids each search read."""
+    generator, _ = load_generator("sample")
+    options = model_config("sample")["handler"]
+    classifier = load_model(weights("sample").parent / options["classifier"], expect="classifier")
+    search = DigitSearch(options["digit_search_budget"], options["digit_min_confidence"])
+    work = [(f"digit {d}", {"n": N_SAMPLES, "digit": d}) for d in range(NUM_CLASSES)] + [("plain", {"n": N_SAMPLES})]
+    lines = [f"medians of {repeats} seeds, sample n={N_SAMPLES} (ids read: latent ids the search went through)",
+             "| request | in-process ms | REST ms | ids read |", "|---|---:|---:|---:|"]
+    for name, payload in tqdm(work, desc="sample"):
+        rows: dict[str, list[float]] = {"local": [], "rest": [], "ids": []}
+        for seed in range(repeats + 1):
+            request = SampleRequest(**payload, seed=seed)
+
+            def inprocess():
+                drawn = sample_images(generator, [request], classifier, search)[0]
+                return drawn, sample_response(drawn.seed, drawn.images, raw=False, indices=drawn.indices)
+
+            local_ms, (drawn, _) = timed(inprocess)
+            rest_ms, _ = timed(lambda: call("sample", {**payload, "seed": seed}))
+            if seed:  # seed 0 is the warm-up
+                rows["local"].append(local_ms)
+                rows["rest"].append(rest_ms)
+                rows["ids"].append(drawn.indices[-1] + 1 if drawn.indices else N_SAMPLES)
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        lines.append(f"| {name} | {med['local']:.1f} | {med['rest']:.1f} | {med['ids']:.0f} |")
+    return "\n".join(lines)
+
+
+def palindrome_table(call, repeats: int) -> str:
+    """The served LSTM at T = 15 and T = 200: in-process forward + answer vs REST."""
+    lstm, _ = load_palindrome()
+    lines = [f"medians of {repeats} palindromes", "| palindrome | in-process ms | REST ms |", "|---|---:|---:|"]
+    for length in LENGTHS:
+        local, served = [], []
+        for seed in range(repeats + 1):
+            digits = palindrome_prefix(length, seed)
+            local_ms, _ = timed(lambda: palindrome_answers(lstm, [PalindromeRequest(digits=digits)]))
+            rest_ms, answer = timed(lambda: call("palindrome", {"digits": digits}))
+            assert answer["digit"] == digits[0], (length, digits, answer)
+            if seed:
+                local.append(local_ms)
+                served.append(rest_ms)
+        lines.append(f"| T = {length} | {statistics.median(local):.2f} | {statistics.median(served):.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=10, help="seeds per measurement (medians)")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)  # as the serving workers (handler.threads = 1)
+    tables = {"sample": sample_table, "palindrome": palindrome_table}
+    with tempfile.TemporaryDirectory() as tmp, ts.serving(Path(tmp)) as server:
+        def call(model: str, payload: dict) -> dict:
+            return rest.predict(model, payload, url=server.endpoints.inference, token=server.key())
+
+        for part in args.parts:
+            print(tables[part](call, args.repeats) + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
