@@ -230,6 +230,21 @@ def test_the_sample_grid_shows_n_images_and_two_clicks_set_the_interpolations_en
     assert console_errors(browser) == []
 
 
+def test_the_sample_panel_asks_for_a_digit(browser, door):
+    """With a digit, the grid shows the latent ids the server found for it: the same ids as a direct call."""
+    url, key, _ = door
+    expected = rest.predict("sample", {"n": 4, "seed": 5, "digit": 3}, url=url, token=key, timeout=TIMEOUT)
+    open_page(browser, url, key)
+    for field, value in (("sample-n", "4"), ("sample-seed", "5"), ("sample-digit", "3")):
+        by_id(browser, field).clear()
+        by_id(browser, field).send_keys(value)
+    by_id(browser, "sample-submit").click()
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="sample-grid"] .pick')) == 4, STREAM_TIMEOUT)
+    picks = browser.find_elements(By.CSS_SELECTOR, '[data-testid="sample-grid"] .pick')
+    assert [p.text for p in picks] == [f"{im['id']['seed']}:{im['id']['index']}" for im in expected["images"]]
+    assert console_errors(browser) == []
+
+
 def test_interpolation_frames_appear_as_they_stream_then_the_gif_downloads(browser, door, tmp_path, record_property):
     url, key, _ = door
     open_page(browser, url, key)

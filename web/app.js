@@ -147,6 +147,8 @@ function samplePanel(setEnd) {
     const payload = { n: numberOf(byTestId("sample-n")) };
     const seed = numberOf(byTestId("sample-seed"));
     if (seed !== null) payload.seed = seed;
+    const digit = numberOf(byTestId("sample-digit"));
+    if (digit !== null) payload.digit = digit;  // the server searches for latents its classifier reads as it
     const answer = await (await predict("sample", payload, hint)).json();
     picked = [];
     hint.textContent = `seed ${answer.seed}: pick two images to interpolate between them`;
