@@ -82,7 +82,8 @@ def render(n: int, key_file: Path, host: str, port: int, grpc_port: int) -> list
     gateway.ensure_client_key(key_file)
     conf, keys = gateway.render([upstream(p) for p in props], list(ARCHIVES), gateway.read_client_keys(key_file),
                                 upstream_key=None, host=host, port=port, grpc_port=grpc_port,
-                                max_body_bytes=int(image_config()["max_request_size"]))
+                                max_body_bytes=int(image_config()["max_request_size"]),
+                                web_root=gateway.CONTAINER_WEB_ROOT)
     gateway.write_private(door / gateway.CONFIG, conf)
     gateway.write_private(door / gateway.KEYS_INCLUDE, keys)
     return props

@@ -39,6 +39,7 @@ from tools.supervisor import DOORS_FILE
 ROOT = ts.ROOT
 TEMPLATE = ROOT / "gateway" / "nginx.conf.template"
 WEB_ROOT = ROOT / "web"  # the try-it page, served at / without a key
+CONTAINER_WEB_ROOT = Path("/srv/web")  # where deploy/door.Dockerfile puts web/ in the door's image
 RUNTIME = ROOT / ".gateway"
 CONFIG, KEYS_INCLUDE, SETTINGS, PID = "nginx.conf", "keys.conf", "settings.json", "nginx.pid"
 CLIENT_KEY_FILE = "api_keys"
@@ -177,7 +178,8 @@ def server_lines(addresses: list[str]) -> str:
 
 def render(replicas: list[Replica], models: list[str], client_keys: list[str], upstream_key: str | None,
            max_body_bytes: int, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-           grpc_port: int = DEFAULT_GRPC_PORT, limits: Limits = LIMITS) -> tuple[str, str]:
+           grpc_port: int = DEFAULT_GRPC_PORT, limits: Limits = LIMITS,
+           web_root: Path = WEB_ROOT) -> tuple[str, str]:
     """(nginx.conf, keys.conf) for a door on host:port (REST) and host:grpc_port (gRPC).
 
     `replicas` are the TorchServe instances behind the door, one `Replica` each (REST and gRPC
@@ -189,6 +191,7 @@ def render(replicas: list[Replica], models: list[str], client_keys: list[str], u
     accepted keys. `upstream_key` is TorchServe's inference key, sent upstream in place of the client's;
     None sends no Authorization (replicas running with disable_token_authorization=true, in containers).
     `max_body_bytes` is the replicas' max_request_size (config.properties), enforced at the door.
+    `web_root` is where the door finds the try-it page's files (in a container: where its image put them).
     """
     if not replicas or not models or not client_keys:
         raise ValueError("a door needs at least one replica, one model and one client key")
@@ -201,7 +204,7 @@ def render(replicas: list[Replica], models: list[str], client_keys: list[str], u
         "grpc_servers": server_lines([r.grpc for r in replicas]),
         "ready_servers": server_lines([r.ready for r in replicas]),
         "ready_path": READY_PATH,
-        "web_root": WEB_ROOT.resolve(),
+        "web_root": web_root.resolve(),
         "models": "|".join(re.escape(m) for m in models),
         "upstream_authorization": f"Bearer {checked_key(upstream_key, min_length=1)}" if upstream_key else "",
         "max_body_bytes": max_body_bytes,

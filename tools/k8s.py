@@ -43,7 +43,7 @@ def service_replica() -> gateway.Replica:
 def render(client_keys: list[str]) -> tuple[str, str]:
     """(nginx.conf, keys.conf) of the door in the cluster; TorchServe there runs without token auth."""
     return gateway.render([service_replica()], list(ARCHIVES), client_keys, upstream_key=None, host=LISTEN_HOST,
-                          max_body_bytes=int(image_config()["max_request_size"]))
+                          max_body_bytes=int(image_config()["max_request_size"]), web_root=gateway.CONTAINER_WEB_ROOT)
 
 
 def door_config() -> str:

@@ -53,20 +53,6 @@ class Endpoints:
     ready: str
 
 
-def read_properties(path: Path) -> dict[str, str]:
-    props = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
-
-
-def write_properties(path: Path, props: dict[str, str]) -> None:
-    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-
-
 def endpoints(props: dict[str, str]) -> Endpoints:
     return Endpoints(
         inference=props["inference_address"],
