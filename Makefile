@@ -13,7 +13,7 @@ ARCHIVES := model_store/.built
 DATA_DIR ?= data
 GAN_ARGS := --data-dir $(DATA_DIR) --seed 0 --betas 0.5 0.999 --sample-every 1000 --score-every 1000
 
-.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench rotate-keys soak image door-image image-test up down k8s-config
+.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench rotate-keys soak test-recovery image door-image image-test up down k8s-config
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -48,10 +48,13 @@ rotate-keys: $(STAMP)  ## give make serve's TorchServe new inference and managem
 	$(PY) -m tools.server rotate-keys
 
 test: $(ARCHIVES) $(STUBS)  ## the whole suite: pure functions, handlers, training smoke runs, real TorchServe end to end
-	$(PY) -m pytest -m "not image"
+	$(PY) -m pytest -m "not image and not recovery"
+
+test-recovery: $(ARCHIVES) $(STUBS)  ## stalled and killed workers, key expiry, on a server of their own (about 5 min)
+	$(PY) -m pytest -s -m recovery
 
 test-fast: $(STAMP) $(STUBS)  ## everything but the tests that start TorchServe
-	$(PY) -m pytest -m "not server and not image"
+	$(PY) -m pytest -m "not server and not image and not recovery"
 
 weights-palindrome: $(STAMP)  ## retrain the shipped palindrome LSTM (T 3..100) and RNN (T 3..15) (about 12 min)
 	$(PY) -m training.palindrome --model lstm --min-length 3 --max-length 100 --encoding onehot --lr-schedule cosine \

@@ -24,7 +24,9 @@ from clients.errors import ServerError
 from clients.ts_grpc import inference_pb2_grpc
 from tools import server as ts
 
-pytestmark = pytest.mark.server
+# Not in `make test`: on this 2-core machine these recoveries were not reliable enough for CI (see the
+# issue-9 note); `make test-recovery` runs them.
+pytestmark = [pytest.mark.server, pytest.mark.recovery]
 KEY_LIFETIME_MIN = 0.5  # the supervisor renews at a quarter left: every ~22 s here
 RECOVERY_LIMIT_S = 120  # a test gives up waiting after this: a hang must fail, not block CI
 GOOD = {"digits": [4, 5, 5]}
