@@ -47,10 +47,10 @@ stop:  ## stop the server started by make serve
 rotate-keys: $(STAMP)  ## give make serve's TorchServe new inference and management keys now (clients follow)
 	$(PY) -m tools.server rotate-keys
 
-test: $(ARCHIVES) $(STUBS)  ## the whole suite: pure functions, handlers, training smoke runs, real TorchServe end to end
-	$(PY) -m pytest -m "not image and not recovery"
+test: $(ARCHIVES) $(STUBS)  ## the whole suite: pure functions, handlers, training smoke runs, real TorchServe end to end, recovery
+	$(PY) -m pytest -m "not image"
 
-test-recovery: $(ARCHIVES) $(STUBS)  ## stalled and killed workers, key expiry, on a server of their own (about 5 min)
+test-recovery: $(ARCHIVES) $(STUBS)  ## only the recovery tests (stalled and killed workers, key expiry), printing their times (about 4 min)
 	$(PY) -m pytest -s -m recovery
 
 test-fast: $(STAMP) $(STUBS)  ## everything but the tests that start TorchServe

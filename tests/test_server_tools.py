@@ -5,8 +5,9 @@ import subprocess
 import sys
 
 from tools import server as ts
-from tools.config import instance_properties, read_properties, with_ports, write_properties
-from tools.supervisor import ARRIVAL_METRIC, PROGRESS_METRICS, counter, expires_at, worker_cpu
+from tools.config import BACKEND_THREADS, instance_properties, read_properties, with_ports, write_properties
+from tools.supervisor import (ARRIVAL_METRIC, PROGRESS_METRICS, WORKER_THREAD_FAILED, counter, expires_at, worker_cpu,
+                              worker_processes)
 
 
 def test_stop_never_signals_a_process_that_is_not_its_own_supervisor(tmp_path):
@@ -47,6 +48,10 @@ def test_instance_config_closes_every_url_but_the_model_store(tmp_path):
     # Java reads "\\." as "\." : the dot of "store.v1" must stay a literal dot in the regex.
     assert "store\\\\.v1/[A-Za-z0-9_]+[.]mar" in (tmp_path / "c.properties").read_text()
     assert read_properties(tmp_path / "c.properties")["ready_address"] == "http://127.0.0.1:8083"
+    # Many backend netty threads, so that one blocked by a streamed unary call holds one model's channel.
+    assert props["netty_client_threads"] == str(BACKEND_THREADS)
+    more = str(2 * BACKEND_THREADS)
+    assert instance_properties({**base, "netty_client_threads": more}, tmp_path / "w", tmp_path)["netty_client_threads"] == more
 
 
 def test_with_ports_moves_every_listener(tmp_path):
@@ -77,3 +82,23 @@ def test_worker_cpu_reads_this_process_and_notices_a_dead_one():
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     assert worker_cpu([os.getpid(), dead.pid]) is None
+
+
+def test_a_failed_worker_thread_is_recognised_in_torchserves_console():
+    line = (b"2026-11-30T12:40:52,008 [ERROR] W-9000-palindrome_rnn_1.0 org.pytorch.serve.wlm.WorkerThread"
+            b" - IllegalStateException error\n")
+    assert WORKER_THREAD_FAILED.search(line)["model"] == b"palindrome_rnn"
+    assert WORKER_THREAD_FAILED.search(line.replace(b"[ERROR]", b"[INFO ]")) is None
+    assert WORKER_THREAD_FAILED.search(line.replace(b"IllegalState", b"Interrupted")) is None
+
+
+def test_worker_processes_are_found_by_their_socket_before_torchserve_knows_their_pid(tmp_path):
+    socket = str(tmp_path / ".ts.sock.9001")
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--sock-name", socket])
+    try:
+        assert worker_processes({socket}) == [worker.pid]
+        assert worker_processes({socket + "0", str(tmp_path / ".ts.sock.9002")}) == []
+    finally:
+        worker.kill()
+        worker.wait()
+    assert worker_processes({socket}) == []

@@ -27,6 +27,9 @@ def write_properties(path: Path, props: dict[str, str]) -> None:
     path.write_text("".join(f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in props.items()))
 
 
+BACKEND_THREADS = 32  # idle netty threads cost a little memory each; see instance_properties
+
+
 def instance_properties(base: dict[str, str], workdir: Path, model_store: Path) -> dict[str, str]:
     """`base` plus the settings that close TorchServe's code-loading paths, whatever `base` says.
 
@@ -34,6 +37,10 @@ def instance_properties(base: dict[str, str], workdir: Path, model_store: Path) 
       or http(s):// URL, and the management API (models and workflows) fetches and runs what it names.
     - workflow_store: an empty directory of this instance; with the above, no workflow can be registered.
     - enable_model_api=false: no model registration over the API.
+    - netty_client_threads (at least BACKEND_THREADS): TorchServe's backend channels share these netty
+      threads, one per channel, round robin. A unary gRPC call that streamed blocks one of them for
+      minutes (tools/supervisor.py, `judge_unready`); with TorchServe's default (one per CPU, 2 here)
+      that took half the models down with it. With many, it is one model's channel, and a restart moves on.
     """
     workflows = workdir / "workflows"
     workflows.mkdir(parents=True, exist_ok=True)
@@ -44,6 +51,7 @@ def instance_properties(base: dict[str, str], workdir: Path, model_store: Path) 
         "allowed_urls": f"file://{re.escape(str(model_store))}/[A-Za-z0-9_]+[.]mar",
         "workflow_store": str(workflows),
         "enable_model_api": "false",
+        "netty_client_threads": str(max(BACKEND_THREADS, int(base.get("netty_client_threads", 0)))),
     }
 
 

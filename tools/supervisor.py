@@ -13,7 +13,10 @@
    unanswered for STALL_AFTER_S, while the model's workers neither completed a request nor used any
    CPU, means a stalled model -- a unary gRPC call that streamed, a dead worker TorchServe still lists as
    READY -- and its workers are scaled to 0 and back. A model busy with real traffic burns CPU, so it is
-   never taken for stalled however long its queue (TorchServe's latency metrics count REST only);
+   never taken for stalled however long its queue (TorchServe's latency metrics count REST only).
+   Faster signals restart a model without waiting for a canary: TorchServe's console reporting that a
+   model's worker thread failed (`relay_console`), and workers that stay not READY while idle
+   (`judge_unready`); a restart whose new workers sit idle is tried again;
 4. renews TorchServe's inference and management keys before they expire (TorchServe never does; its
    clients re-read the key file and retry once, see clients/auth.py).
 """
@@ -50,7 +53,11 @@ IDLE_PROBE_S = 10.0  # a model that completed nothing for this long gets a canar
 CANARY_GAP_S = 1.0  # new arrivals trigger a canary at most this often
 # A canary unanswered this long, with no sign of work meanwhile: the model is stalled.
 STALL_AFTER_S = 6.0
-GONE_GRACE_S = 30.0  # a dead worker TorchServe has not replaced by then never will be (it still lists it READY)
+GONE_GRACE_S = 12.0  # TorchServe replaces a killed worker in ~7 s; one it has not replaced by then it never will
+# A model that was READY and now has a worker that is not, whose processes used no CPU for this long (a
+# worker loading its model burns CPU; one whose frontend never connects sits idle in accept()): restart it.
+UNREADY_GRACE_S = 8.0
+RESTART_ATTEMPTS = 3  # scale 0 -> n this often before giving up (each attempt gets a fresh backend channel)
 CANARY_TIMEOUT_S = 60.0  # a canary that is stuck is abandoned after this (the restart answers it first)
 SCALE_TIMEOUT_S = 120.0  # longest wait for workers to leave or come back when restarting a model
 RENEW_AT_FRACTION = 0.25  # renew a key when less than this share of its lifetime is left
@@ -75,6 +82,11 @@ CANARIES = {
 # requests (4xx) count in the first only: a worker that refuses everything is still alive.
 PROGRESS_METRICS = ("ts_queue_latency_microseconds", "ts_inference_latency_microseconds")
 ARRIVAL_METRIC = "ts_inference_requests_total"  # grows when a request for a model arrives
+# TorchServe's console line (log4j2.xml's pattern: date [LEVEL] thread logger - message) when a worker thread
+# left its loop on a reply it could not deliver -- a unary gRPC call that streamed. That model answers
+# nothing more until its workers are restarted, so this restarts it at once instead of waiting for a canary.
+WORKER_THREAD_FAILED = re.compile(
+    rb"\[ERROR\] W-\d+-(?P<model>[A-Za-z0-9_]+)_[^ _]+ org\.pytorch\.serve\.wlm\.WorkerThread - IllegalStateException")
 
 
 # -- TorchServe's HTTP APIs ----------------------------------------------------------------------------
@@ -121,6 +133,24 @@ def worker_cpu(pids: list[int]) -> float | None:
     return total if pids else None
 
 
+def worker_processes(sockets: set[str]) -> list[int]:
+    """PIDs of the Python workers listening on these socket paths, found in /proc by their command line.
+
+    TorchServe's management API lists a worker's PID only once the frontend has read it from the worker's
+    output, and keeps listing a dead one; a worker it is starting again under the same id (so the same
+    socket) is visible here from its first instruction. Empty without /proc (macOS)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if b"--sock-name" in args and (i := args.index(b"--sock-name") + 1) < len(args) and \
+                args[i].decode(errors="replace") in sockets:
+            found.append(int(entry.name))
+    return found
+
+
 def expires_at(entry: dict) -> float | None:
     """A key's expiry as Unix seconds (TorchServe writes ISO-8601 with a Z), None when it has none."""
     text = entry.get("expiration time")
@@ -143,6 +173,9 @@ class ModelState:
     canary_sent: float | None = None  # monotonic time of the canary in flight, if any
     canary_at: float = 0.0  # monotonic time of the last canary sent
     gone_since: float | None = None  # when a listed worker process was first found gone
+    unready_since: float | None = None  # when a worker of a model that was READY was first seen not READY
+    was_ready: bool = False  # all its workers were READY once (before that it is still loading)
+    canaries: int = 0  # canaries sent: TorchServe counts them as arrivals, which must not trigger more canaries
     answered: bool = False  # has completed a request since (re)start
     restarting: bool = False
     restarts: int = 0
@@ -196,17 +229,22 @@ class Supervisor:
                     model.answered = model.answered or model.progress >= 0 or value > 0
                     model.progress, model.progress_at = value, now
                 cpu = worker_cpu(model.pids)
-                if cpu is None and model.pids:  # a worker died: TorchServe usually starts another within seconds
+                if cpu is None and model.statuses:  # a worker died: TorchServe usually starts another within seconds
                     model.gone_since = model.gone_since or now
                     self.described_at = 0.0  # read the new PIDs at the next pass
                 elif cpu is not None:
                     model.gone_since = None
                     if cpu != model.cpu:
                         model.cpu, model.cpu_at = cpu, now
-                new_arrivals = arrived.get(model.name, 0.0) > model.arrivals
-                model.arrivals = arrived.get(model.name, 0.0)
-                if model.restarting or not model.workers_ready() or model.name not in CANARIES:
-                    continue  # a model still loading its workers is not stalled
+                others = arrived.get(model.name, 0.0) - model.canaries  # arrivals that are not our canaries
+                new_arrivals = others > model.arrivals
+                model.arrivals = max(model.arrivals, others)  # a canary sent but not yet counted dips it
+                if model.restarting or model.name not in CANARIES:
+                    continue
+                if not model.workers_ready():
+                    self.judge_unready(model, now)
+                    continue
+                model.was_ready, model.unready_since = True, None
                 if model.canary_sent is not None:
                     quiet = now - max(model.canary_sent, model.progress_at, model.cpu_at)
                     # A worker that died is normally replaced by TorchServe itself: give it time first.
@@ -217,8 +255,41 @@ class Supervisor:
                         self.pool.submit(self.restart, model, f"canary unanswered {quiet:.1f} s, {why}")
                 elif now - model.progress_at >= IDLE_PROBE_S or (new_arrivals and now - model.canary_at >= CANARY_GAP_S):
                     model.canary_sent = model.canary_at = now
+                    model.canaries += 1
                     self.pool.submit(self.canary, model)
         self.renew_keys()
+
+    def worker_thread_failed(self, name: str) -> None:
+        with self.lock:
+            model = self.models.get(name)
+            if model is None or model.restarting:
+                return
+            model.restarting = True
+        self.pool.submit(self.restart, model, "its worker thread failed (a reply it could not deliver)")
+
+    def judge_unready(self, model: ModelState, now: float) -> None:
+        """A model whose workers were READY and now are not: TorchServe is replacing a dead worker (it
+        usually manages within seconds), or it cannot. It cannot when the new worker's process waits in
+        accept() for a frontend connection that never comes: TorchServe's backend channels share a few
+        netty threads, and a unary gRPC call that streamed blocks one of them for minutes (a reply it
+        cannot deliver is offered to a full queue, `responseTimeout` s per frame), so a channel registered
+        on that thread never connects. Scaling to 0 and back registers a channel on another thread."""
+        if not model.was_ready:
+            return  # still loading at start-up: not judged
+        if model.unready_since is None:
+            model.unready_since = now
+        quiet = now - max(model.unready_since, model.cpu_at)
+        if quiet >= UNREADY_GRACE_S:
+            model.restarting = True
+            self.pool.submit(self.restart, model, f"workers not READY and idle for {quiet:.1f} s")
+
+    def worker_pids(self, workers: list[dict]) -> list[int]:
+        """The processes of these workers (TorchServe's describe entries): by their socket in /proc where
+        there is one (see `worker_processes`), else the PIDs TorchServe lists."""
+        if Path("/proc/self/cmdline").exists():
+            # The frontend's java.io.tmpdir is <workdir>/tmp (start_torchserve); worker "9001" listens on .ts.sock.9001.
+            return worker_processes({str(self.workdir / "tmp" / f".ts.sock.{w['id']}") for w in workers})
+        return [int(w["pid"]) for w in workers if w.get("pid")]
 
     def refresh_models(self) -> None:
         status, body = http("GET", f"{self.management}/models?limit=1000", self.key("management"))
@@ -234,7 +305,7 @@ class Supervisor:
                 model = self.models.setdefault(name, ModelState(name, max(1, described["minWorkers"]),
                                                                 progress_at=time.monotonic()))
                 model.statuses = [w["status"] for w in described["workers"]]
-                model.pids = [int(w["pid"]) for w in described["workers"] if w.get("pid")]
+                model.pids = self.worker_pids(described["workers"])
 
     def canary(self, model: ModelState) -> None:
         try:
@@ -247,29 +318,41 @@ class Supervisor:
                 model.canary_sent = None
 
     def restart(self, model: ModelState, why: str) -> None:
-        """Scale the model's workers to 0 and back: the only way out of a stalled TorchServe worker."""
+        """Scale the model's workers to 0 and back: the only way out of a stalled TorchServe worker.
+
+        Again, up to RESTART_ATTEMPTS times, when the new workers sit idle without becoming READY (their
+        backend channel landed on a blocked netty thread, see `judge_unready`)."""
         began = time.monotonic()
         log.warning("restarting %s: %s", model.name, why)
+        attempts = 0
         try:
-            for count in (0, model.workers):
-                self.scale(model.name, count)
+            while attempts < RESTART_ATTEMPTS:
+                attempts += 1
+                self.scale(model.name, 0)
+                if self.scale(model.name, model.workers):
+                    break
+                log.warning("%s: new workers idle and not READY, restarting again", model.name)
         finally:
             with self.lock:
                 model.restarting, model.answered, model.canary_sent = False, False, None
+                model.unready_since, model.gone_since = None, None
                 model.progress_at = time.monotonic() - IDLE_PROBE_S  # a canary at once tells readiness
                 model.progress, model.restarts = -1.0, model.restarts + 1
-            event = {"event": "restart", "model": model.name, "why": why, "seconds": round(time.monotonic() - began, 2),
-                     "at": time.time()}
+            event = {"event": "restart", "model": model.name, "why": why, "attempts": attempts,
+                     "seconds": round(time.monotonic() - began, 2), "at": time.time()}
             self.events.append(event)
             log.warning("restarted %s in %.1f s", model.name, event["seconds"])
 
-    def scale(self, name: str, count: int) -> None:
-        """Ask for `count` workers until TorchServe has exactly that many, all READY (or SCALE_TIMEOUT_S passes).
+    def scale(self, name: str, count: int) -> bool:
+        """Ask for `count` workers until TorchServe has exactly that many, all READY; -> whether it does.
 
-        The key is read for every call: a restart can outlast a key renewal.
+        False after SCALE_TIMEOUT_S, or as soon as the workers, not yet READY, have used no CPU for
+        UNREADY_GRACE_S (they wait for a connection that will not come). The key is read for every call:
+        a restart can outlast a key renewal.
         """
         deadline = time.monotonic() + SCALE_TIMEOUT_S
         asked = False
+        cpu, busy_at = None, time.monotonic()
         while time.monotonic() < deadline:
             if not asked:
                 status, body = http("PUT", f"{self.management}/models/{name}?min_worker={count}&max_worker={count}",
@@ -281,9 +364,16 @@ class Supervisor:
             if asked and status == 200:
                 workers = json.loads(body)[0]["workers"]
                 if len(workers) == count and all(w["status"] == "READY" for w in workers):
-                    return
+                    return True
+                pids = self.worker_pids(workers)
+                used = worker_cpu(pids) if count and len(pids) == count else None
+                if used is not None and used != cpu:
+                    cpu, busy_at = used, time.monotonic()
+                elif used is not None and time.monotonic() - busy_at >= UNREADY_GRACE_S:
+                    return False
             time.sleep(0.5)
         log.error("%s did not reach %d READY workers in %.0f s", name, count, SCALE_TIMEOUT_S)
+        return False
 
     # keys -----------------------------------------------------------------------------------------
     def renew_keys(self, force: bool = False) -> list[str]:
@@ -392,9 +482,21 @@ def start_torchserve(workdir: Path, config: Path, model_store: Path) -> subproce
         "--model-store", str(model_store.resolve()),
         "--models", *[f"{m}={m}.mar" for m in models],
     ]
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, process_group=0)
+    # Its console comes through us (`relay_console`): the supervisor acts on some of its lines.
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, process_group=0, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
     (workdir / TORCHSERVE_PID_FILE).write_text(str(proc.pid))
     return proc
+
+
+def relay_console(torchserve: subprocess.Popen, supervisor: Supervisor) -> None:
+    """Copy TorchServe's console to ours line by line (it blocks if nobody reads), restarting a model
+    at once when TorchServe reports that its worker thread failed."""
+    for line in torchserve.stdout:
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+        if failed := WORKER_THREAD_FAILED.search(line):
+            supervisor.worker_thread_failed(failed["model"].decode())
 
 
 def group_alive(pgid: int) -> bool:
@@ -438,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     readiness = serve_readiness(supervisor, props["ready_address"], torchserve)
     watcher = threading.Thread(target=supervisor.watch, args=(stop,), name="watch", daemon=True)
     watcher.start()
+    threading.Thread(target=relay_console, args=(torchserve, supervisor), name="console", daemon=True).start()
     log.info("TorchServe pid %d; readiness on %s/ready", torchserve.pid, props["ready_address"])
     while not stop.wait(0.5):
         if torchserve.poll() is not None:
