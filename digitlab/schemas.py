@@ -39,12 +39,25 @@ class LengthRange(BaseModel):
     max_length: int
 
 
+def _digits_json_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema of `digits` as a client may send it: a list of digits, or a string of them."""
+    description = schema.get("description")
+    schema.clear()
+    schema.update(
+        description=description,
+        anyOf=[{"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}, "minItems": 1,
+                "maxItems": PALINDROME_MAX_LENGTH_CEILING},
+               {"type": "string", "pattern": "^[0-9]+$", "minLength": 1, "maxLength": PALINDROME_MAX_LENGTH_CEILING}],
+    )
+
+
 class PalindromeRequest(BaseModel):
     """`{"digits": [d1, ..., dT]}` or `{"digits": "d1...dT"}`: the first T digits of a palindrome of T + 1."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    digits: list[int] = Field(description="digits 0-9: the palindrome without its last digit")
+    digits: list[int] = Field(description="digits 0-9: the palindrome without its last digit",
+                              json_schema_extra=lambda schema: _digits_json_schema(schema))
 
     @field_validator("digits", mode="before")
     @classmethod
