@@ -161,7 +161,8 @@ def sample(user: RestUser) -> None:
 
 def interpolate(user: RestUser) -> None:
     steps = user.environment.parsed_options.interpolate_steps
-    user.post("interpolate", user.draws.interpolation(steps), lambda answer: frames_problem(InterpolateResponse.model_validate(answer).frames, steps))
+    user.post("interpolate", user.draws.interpolation(steps),
+              lambda answer: frames_problem(InterpolateResponse.model_validate(answer).frames, steps))
 
 
 class PalindromeUser(RestUser):

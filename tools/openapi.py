@@ -63,7 +63,8 @@ def errors(*extra: int) -> dict[str, Any]:
         "401": "the front door refused the key (`Unauthorized`)",
         "404": "no such model or route",
         "413": "request body over 64 KiB",
-        "422": "a digit search found too few latents of that digit (sample with `digit`, interpolate with a digit point)",
+        "422": "a digit search found too few latents of that digit (sample with `digit`, interpolate with a "
+               "digit point)",
         "429": "the front door's per-client limit (`Retry-After: 1`)",
         "500": "the server failed to answer this request (`InternalError`, naming the logged request id)",
         "503": "the model's queue is full, or (front door) no replica is ready",
@@ -139,8 +140,8 @@ def document() -> dict[str, Any]:
             "/ready": health("Readiness (supervisor)", "200 only when every worker of every model is READY and has "
                              "answered a canary request; no key.", SUPERVISOR, ReadyResponse),
             "/live": health("Liveness (supervisor)", "200 while TorchServe runs; no key.", SUPERVISOR, LiveResponse),
-            "/health": health("Readiness (front door)", 'The supervisor\'s readiness, as `{"status": ...}` only; no key.',
-                              DOOR, ReadyResponse),
+            "/health": health("Readiness (front door)",
+                              'The supervisor\'s readiness, as `{"status": ...}` only; no key.', DOOR, ReadyResponse),
         },
         "components": {
             "schemas": schemas["$defs"],
