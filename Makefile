@@ -38,8 +38,9 @@ api: $(STAMP)  ## regenerate docs/api/openapi.json (the REST contract) from digi
 client-wheel: $(STUBS)  ## dist/digitlab-*.whl: the torch-free client (digitlab + digitlab.clients, stubs included)
 	$(PY) -m pip wheel --no-deps --wheel-dir dist .
 
-lint: $(STAMP)  ## ruff check
-	$(VENV)/bin/ruff check .
+LINT_PATHS ?= .
+lint: $(STAMP)  ## ruff check (LINT_PATHS, default the whole repository)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
 
 $(STUBS): $(STAMP) tools/build_protos.py
 	$(PY) -m tools.build_protos
