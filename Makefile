@@ -13,7 +13,7 @@ ARCHIVES := model_store/.built
 DATA_DIR ?= data
 GAN_ARGS := --data-dir $(DATA_DIR) --seed 0 --betas 0.5 0.999 --sample-every 1000 --score-every 1000
 
-.PHONY: help install stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench rotate-keys soak test-recovery image door-image image-test up down k8s-config
+.PHONY: help install lock api client-wheel lint stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench rotate-keys soak test-recovery image door-image image-test up down k8s-config
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -25,7 +25,22 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --requirement requirements.txt
 	touch $@
 
-install: $(STAMP)  ## create .venv with the pinned packages
+install: $(STAMP)  ## create .venv with the pinned packages (the lock, requirements.txt)
+
+# requirements.txt is compiled from pyproject.toml's pinned extras by pip-tools; never edited by hand.
+lock: $(STAMP)  ## re-compile requirements.txt from pyproject.toml (pip-compile; after changing a pin)
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+		--extra serve --extra train --extra bench --extra dev --output-file requirements.txt pyproject.toml
+
+api: $(STAMP)  ## regenerate docs/api/openapi.json (the REST contract) from digitlab/schemas.py
+	$(PY) -m tools.openapi
+
+client-wheel: $(STUBS)  ## dist/digitlab-*.whl: the torch-free client (digitlab + digitlab.clients, stubs included)
+	$(PY) -m pip wheel --no-deps --wheel-dir dist .
+
+LINT_PATHS ?= .
+lint: $(STAMP)  ## ruff check (LINT_PATHS, default the whole repository)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
 
 $(STUBS): $(STAMP) tools/build_protos.py
 	$(PY) -m tools.build_protos
@@ -102,7 +117,7 @@ soak: $(STAMP) $(STUBS)  ## 10 min of mixed good and hostile traffic against mak
 	$(PY) -m benchmarks.soak --minutes $(SOAK_MINUTES)
 
 clean:  ## remove built files (archives, stubs, protos); keeps .venv and weights
-	rm -rf model_store/*.mar $(ARCHIVES) clients/ts_grpc protos/*.proto build
+	rm -rf model_store/*.mar $(ARCHIVES) clients/ts_grpc protos/*.proto build dist
 
 # -- Front door ------------------------------------------------------------------------------------
 # nginx in front of `make serve` (gateway/nginx.conf.template, tools/gateway.py): one client key, only

@@ -1,11 +1,12 @@
-"""Command line for the served models. Only this module prints; the library raises.
+"""Command line for the served models (`digitlab` when installed, `python -m clients` in the repository).
+Only this module prints; the library raises.
 
-    python -m clients palindrome 1 2 3 2                      # REST
-    python -m clients palindrome 1232 --grpc                  # gRPC
-    python -m clients sample --n 16 --seed 7 -o grid.png
-    python -m clients sample --n 16 --digit 3 --grpc        # only images the classifier reads as a 3
-    python -m clients interpolate --from digit:9 --to digit:3 --steps 24 --grpc -o nine_to_three.gif
-    python -m clients token                                   # the inference key, for curl
+    digitlab palindrome 1 2 3 2                      # REST
+    digitlab palindrome 1232 --grpc                  # gRPC
+    digitlab sample --n 16 --seed 7 -o grid.png
+    digitlab sample --n 16 --digit 3 --grpc          # only images the classifier reads as a 3
+    digitlab interpolate --from digit:9 --to digit:3 --steps 24 --grpc -o nine_to_three.gif
+    digitlab token                                   # the inference key, for curl
 
 Through the front door (make gateway): --url http://127.0.0.1:8090 --target 127.0.0.1:7090 with the
 door's key from --key-file .gateway/api_keys or $DIGITLAB_API_KEY.
@@ -17,34 +18,55 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
+from .auth import find_api_key, find_token
+from .base import DEFAULT_TIMEOUT, Client
+from .errors import ServerError
+from .images import frames_file
 
-from clients import grpc as grpc_client
-from clients import rest
-from clients.auth import find_api_key, find_token
-from clients.errors import ServerError
-from clients.images import frames_file
+DEFAULT_URL = "http://127.0.0.1:8080"  # as .rest and .grpc, which are imported only when used (grpc is slow)
+DEFAULT_TARGET = "127.0.0.1:7070"
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=rest.DEFAULT_URL, help="REST inference address")
-    p.add_argument("--target", default=grpc_client.DEFAULT_TARGET, help="gRPC inference address")
+    p.add_argument("--url", default=DEFAULT_URL, help="REST inference address")
+    p.add_argument("--target", default=DEFAULT_TARGET, help="gRPC inference address")
     p.add_argument("--grpc", action="store_true", help="call over gRPC instead of REST")
     p.add_argument("--token", help="key to send (default: the door's key from --key-file or $DIGITLAB_API_KEY, "
                                    "else TorchServe's from $TORCHSERVE_TOKEN or .ts/key_file.json)")
-    p.add_argument("--key-file", type=Path, help="the front door's key file (.gateway/api_keys): send its newest key")
-    p.add_argument("--timeout", type=float, default=rest.DEFAULT_TIMEOUT, help="seconds per call")
+    p.add_argument("--key-file", type=Path, help="a key file: the front door's (.gateway/api_keys, newest line) "
+                                                 "or TorchServe's key_file.json; re-read when a key is refused")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per call")
 
 
-def connection(args: argparse.Namespace) -> dict:
-    token = args.token or find_api_key(args.key_file)  # None: the clients read TorchServe's own key
+def client(args: argparse.Namespace) -> Client:
+    """The client the options describe. Key: --token, else --key-file (re-read after a refusal), else
+    $DIGITLAB_API_KEY, else TorchServe's ($TORCHSERVE_TOKEN, $TORCHSERVE_KEY_FILE, .ts/key_file.json)."""
+    token = args.token or (None if args.key_file else find_api_key())
+    options = {"token": token, "key_file": args.key_file, "timeout": args.timeout}
     if args.grpc:
-        return {"target": args.target, "token": token, "timeout": args.timeout}
-    return {"url": args.url, "token": token, "timeout": args.timeout}
+        from .grpc import GrpcClient
+
+        return GrpcClient(args.target, **options)
+    from .rest import RestClient
+
+    return RestClient(args.url, **options)
 
 
-def client(args: argparse.Namespace):
-    return grpc_client if args.grpc else rest
+class Progress:
+    """A one-line frame counter on stderr, for terminals only."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.count = total, 0
+        self.on = not quiet and sys.stderr.isatty()
+
+    def update(self, digit: int) -> None:
+        self.count += 1
+        if self.on:
+            print(f"\rframes {self.count}/{self.total} (digit {digit})", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.on:
+            print(file=sys.stderr)
 
 
 def point(spec: str) -> dict:
@@ -63,34 +85,34 @@ def point(spec: str) -> dict:
 
 def cmd_palindrome(args: argparse.Namespace) -> None:
     digits = "".join(args.digits)
-    answer = client(args).predict(args.model, {"digits": digits}, **connection(args))
-    confidence = answer["probabilities"][answer["digit"]]
-    print(f"{digits} -> {answer['digit']}   ({answer['model']}, p={confidence:.4f}, T={answer['length']})")
+    with client(args) as c:
+        answer = c.palindrome(digits, model=args.model)
+    confidence = answer.probabilities[answer.digit]
+    print(f"{digits} -> {answer.digit}   ({answer.model}, p={confidence:.4f}, T={answer.length})")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    payload = {"n": args.n, **{k: v for k, v in (("seed", args.seed), ("digit", args.digit)) if v is not None}}
-    if args.output:
-        data = client(args).predict_bytes("sample", {**payload, "format": "grid"}, **connection(args))
-        args.output.write_bytes(data)
-        print(f"wrote {args.n} samples as a grid to {args.output}")
-        return
-    answer = client(args).predict("sample", payload, **connection(args))
-    ids = ", ".join(f"{im['id']['seed']}:{im['id']['index']}" for im in answer["images"])
+    with client(args) as c:
+        if args.output:
+            args.output.write_bytes(c.sample_grid(args.n, args.seed, args.digit))
+            print(f"wrote {args.n} samples as a grid to {args.output}")
+            return
+        answer = c.sample(args.n, args.seed, args.digit)
+    ids = ", ".join(f"{im.id.seed}:{im.id.index}" for im in answer.images if im.id)
     what = "samples" if args.digit is None else f"samples read as {args.digit}"
-    print(f"{len(answer['images'])} {what} from seed {answer['seed']} (ids {ids}); use -o FILE.png to save a grid")
+    print(f"{len(answer.images)} {what} from seed {answer.seed} (ids {ids}); use -o FILE.png to save a grid")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
-    payload = {"start": args.start, "end": args.end, "steps": args.steps, "method": args.method}
-    calls = client(args)
-    frames = []
-    with tqdm(total=args.steps, desc="frames", unit="frame", disable=args.quiet) as bar:
-        for frame in calls.stream("interpolate", payload, **connection(args)):  # frames as they are rendered
-            frames.append(frame)
-            bar.update(1)
-            bar.set_postfix(digit=frame["digit"])
-    print("digits read along the path: " + " ".join(str(f["digit"]) for f in frames))
+    frames, progress = [], Progress(args.steps, args.quiet)
+    try:
+        with client(args) as c:
+            for frame in c.interpolate_stream(args.start, args.end, args.steps, args.method):  # as they are rendered
+                frames.append(frame)
+                progress.update(frame.digit)
+    finally:
+        progress.close()
+    print("digits read along the path: " + " ".join(str(f.digit) for f in frames))
     if args.output:
         args.output.write_bytes(frames_file(frames, gif=args.output.suffix.lower() == ".gif"))
         print(f"wrote {len(frames)} frames to {args.output}")
@@ -104,7 +126,8 @@ def cmd_token(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m clients", description=__doc__,
+    p = argparse.ArgumentParser(prog="digitlab" if __package__ == "digitlab.clients" else "python -m clients",
+                                description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     defaults = argparse.ArgumentDefaultsHelpFormatter

@@ -1,4 +1,4 @@
-"""Finding TorchServe's API keys the way a user's shell would."""
+"""Finding API keys the way a user's shell would: TorchServe's key file, the front door's, or the environment."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ KEY_FILE_ENV = "TORCHSERVE_KEY_FILE"  # path to a key_file.json
 TOKEN_ENV = "TORCHSERVE_TOKEN"  # an inference key, e.g. for a remote server
 API_KEY_ENV = "DIGITLAB_API_KEY"  # a key of the front door (make gateway), not of TorchServe
 T = TypeVar("T")
+# Relative to the working directory (a checkout running `make serve`); the second is the checkout this
+# module lives in, when it is run from one (an installed package has no .ts/ beside it: harmless).
 DEFAULT_KEY_FILES = (Path(".ts/key_file.json"), Path(__file__).resolve().parent.parent / ".ts" / "key_file.json")
 
 
@@ -47,21 +49,31 @@ def find_token(kind: str = "inference", key_file: str | Path | None = None) -> s
     return None
 
 
+def read_any_key_file(path: str | Path, kind: str = "inference") -> str | None:
+    """A key from either kind of key file: TorchServe's key_file.json (JSON) or the door's api_keys (newest line)."""
+    text = Path(path).read_text()
+    if text.lstrip().startswith("{"):
+        return find_token(kind, path)
+    keys = [line.strip() for line in text.splitlines() if line.strip()]
+    return keys[-1] if keys else None
+
+
 def call_with_fresh_key(call: Callable[[str | None], T], token: str | None, is_auth_error: Callable[[Exception], bool],
-                        kind: str = "inference") -> T:
-    """`call(key)`; when it fails for authentication and the key came from the key file, re-read and retry once.
+                        kind: str = "inference", find: Callable[[], str | None] | None = None) -> T:
+    """`call(key)`; when it fails for authentication and the key came from a key file, re-read and retry once.
 
     TorchServe's keys expire and are renewed by the supervisor (or `make rotate-keys`), which rewrites
     the key file: a client holding the old key gets one refusal, then goes on with the new one. A key
-    the caller passed explicitly is used as given.
+    the caller passed explicitly is used as given. `find` reads the key (default: TorchServe's, `find_token`).
     """
-    key = token if token is not None else find_token(kind)
+    find = find or (lambda: find_token(kind))
+    key = token if token is not None else find()
     try:
         return call(key)
     except Exception as err:
         if token is not None or not is_auth_error(err):
             raise
-        fresh = find_token(kind)
+        fresh = find()
         if fresh == key:
             raise
         return call(fresh)
@@ -78,4 +90,3 @@ def find_api_key(key_file: str | Path | None = None) -> str | None:
         if keys:
             return keys[-1]
     return os.environ.get(API_KEY_ENV) or None
-

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from digitlab.constants import NUM_DIGITS
+from digitlab.digits import expected_digit, is_palindrome_prefix  # noqa: F401 - re-exported: torch-free, in digitlab.digits
 from digitlab.networks import PalindromeNet
 
 
@@ -27,21 +28,6 @@ def palindrome_batch(
     """Inputs (batch, T) = the first T digits of palindromes of T + 1 digits; targets (batch,) = the last."""
     full = random_palindromes(batch, length + 1, generator)
     return full[:, :-1], full[:, -1]
-
-
-def is_palindrome_prefix(digits: Sequence[int]) -> bool:
-    """True when `digits` can be the first T digits of a palindrome of T + 1 digits.
-
-    The missing last digit mirrors digits[0], so what remains, digits[1:], must itself read the same
-    backwards.
-    """
-    rest = list(digits[1:])
-    return rest == rest[::-1]
-
-
-def expected_digit(digits: Sequence[int]) -> int:
-    """The digit that completes the palindrome: the mirror of the first."""
-    return int(digits[0])
 
 
 def pad_batch(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from digitlab.constants import LATENT_DIM, NUM_CLASSES
-from digitlab.palindrome import is_palindrome_prefix
+from digitlab.digits import is_palindrome_prefix
 
 # The served palindrome model answers T in [min_length, max_length] (from its checkpoint); this is
 # the hard ceiling any model may declare, so a request can never make the server loop for long.
@@ -39,12 +39,25 @@ class LengthRange(BaseModel):
     max_length: int
 
 
+def _digits_json_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema of `digits` as a client may send it: a list of digits, or a string of them."""
+    description = schema.get("description")
+    schema.clear()
+    schema.update(
+        description=description,
+        anyOf=[{"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}, "minItems": 1,
+                "maxItems": PALINDROME_MAX_LENGTH_CEILING},
+               {"type": "string", "pattern": "^[0-9]+$", "minLength": 1, "maxLength": PALINDROME_MAX_LENGTH_CEILING}],
+    )
+
+
 class PalindromeRequest(BaseModel):
     """`{"digits": [d1, ..., dT]}` or `{"digits": "d1...dT"}`: the first T digits of a palindrome of T + 1."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    digits: list[int] = Field(description="digits 0-9: the palindrome without its last digit")
+    digits: list[int] = Field(description="digits 0-9: the palindrome without its last digit",
+                              json_schema_extra=lambda schema: _digits_json_schema(schema))
 
     @field_validator("digits", mode="before")
     @classmethod
@@ -301,3 +314,34 @@ class Frame(BaseModel):
 class InterpolateResponse(BaseModel):
     method: str
     frames: list[Frame]
+
+
+# --------------------------------------------------------------------------- answers beyond the models
+# What the product answers besides a prediction: the error body and the health endpoints. Described
+# here so the OpenAPI document (docs/api/openapi.json, `make api`) and the clients share one definition.
+
+
+class ErrorResponse(BaseModel):
+    """The body of every refusal (4xx) and failure (500): `InvalidRequest.to_json()`, the handler's
+    `InternalError`, TorchServe's own errors (e.g. `InvalidKeyException`, `ServiceUnavailableException`)
+    and the front door's (`Unauthorized`, `NotFound`, `RequestTooLarge`, `TooManyRequests`)."""
+
+    code: int = Field(description="the HTTP status, repeated")
+    type: str = Field(description='"InvalidRequest" or "InternalError" from a handler; TorchServe and the '
+                                  "front door use their own names")
+    message: str = Field(description="what is wrong and what is allowed")
+
+
+class ReadyResponse(BaseModel):
+    """The supervisor's `GET /ready` (200 when every worker of every model is READY and has answered a canary,
+    else 503); the front door's `GET /health` has only `status`."""
+
+    status: Literal["ready", "not ready"]
+    models: dict[str, Literal["ready", "not ready", "restarting"]] | None = Field(
+        default=None, description="per served model (supervisor only)")
+
+
+class LiveResponse(BaseModel):
+    """The supervisor's `GET /live`: 200 while TorchServe runs, else 503."""
+
+    status: Literal["live", "dead"]

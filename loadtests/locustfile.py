@@ -8,6 +8,11 @@ MixedUser (REST, a weighted mix with think time), PingUser (GET /ping: the load 
 Every user checks the content of each answer, not just the status: a wrong digit, a missing frame or a
 PNG that does not decode to 28 x 28 is a failure. The token comes from $TORCHSERVE_TOKEN or the
 server's key file, as for the clients.
+
+Stands on its own (no import from benchmarks/, no torch): the SDK in clients/ finds keys, checks answers
+against the typed response models and makes the gRPC calls (`GrpcClient`, one channel per user). The REST
+users send through locust's FastHttpUser rather than the SDK's requests.Session: the load generator's own
+ceiling matters here (PingUser measures it), and geventhttpclient raises it well above requests'.
 """
 
 from __future__ import annotations
@@ -19,19 +24,21 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
-import torch
 from grpc.experimental import gevent as grpc_gevent
 from locust import FastHttpUser, User, between, constant, events, tag, task
 
-from benchmarks.locust_run import FIRST_FRAME, GRPC_PALINDROME, LAST_FRAME
 from clients.auth import find_token
+from clients.base import decode_message
 from clients.errors import ServerError
-from clients.grpc import DEFAULT_TARGET, DEFAULT_TIMEOUT, decode_reply, request_message
+from clients.grpc import DEFAULT_TARGET, DEFAULT_TIMEOUT, GrpcClient
 from clients.images import decode_png
-from clients.ts_grpc import inference_pb2_grpc
 from digitlab.constants import NUM_CLASSES
-from digitlab.palindrome import palindrome_batch
-from digitlab.schemas import MAX_SEED
+from digitlab.digits import random_prefix
+from digitlab.schemas import MAX_SEED, Frame, InterpolateResponse, PalindromeResponse, SampleResponse
+
+# Names of the gRPC entries in locust's statistics (REST entries are named after the model); the
+# benchmark harness (benchmarks/locust_run.py) reads the same names.
+GRPC_PALINDROME, FIRST_FRAME, LAST_FRAME = "palindrome gRPC", "interpolate first frame", "interpolate last frame"
 
 MIN_LENGTH, MAX_LENGTH = 3, 15
 IMAGE_SHAPE = (28, 28)
@@ -57,12 +64,10 @@ class Draws:
 
     def __init__(self) -> None:
         self.rng = random.Random()
-        self.generator = torch.Generator().manual_seed(self.rng.randrange(2**31))
 
     def prefix(self) -> tuple[list[int], int]:
         """(first T digits, missing digit) of a random palindrome, T uniform in the served range."""
-        inputs, targets = palindrome_batch(1, self.rng.randint(MIN_LENGTH, MAX_LENGTH), self.generator)
-        return inputs[0].tolist(), int(targets[0])
+        return random_prefix(self.rng.randint(MIN_LENGTH, MAX_LENGTH), self.rng)
 
     def interpolation(self, steps: int) -> dict[str, Any]:
         """A path between two latent ids: ids cost no digit search, so every request does the same work."""
@@ -72,9 +77,10 @@ class Draws:
 
 def png_problem(b64: str) -> str | None:
     try:
-        shape = decode_png(b64).shape
+        width, height = decode_png(b64).size
     except (ValueError, OSError) as err:  # bad base64 / not a PNG
         return f"broken PNG: {err}"
+    shape = (height, width)
     return None if shape == IMAGE_SHAPE else f"image of shape {shape}, expected {IMAGE_SHAPE}"
 
 
@@ -82,32 +88,34 @@ def first_problem(problems: Iterable[str | None]) -> str | None:
     return next((p for p in problems if p), None)
 
 
-def palindrome_problem(answer: dict[str, Any], digits: list[int], expected: int) -> str | None:
-    if answer["digit"] != expected:
-        return f"wrong digit {answer['digit']} for {digits}, expected {expected}"
-    if len(answer["probabilities"]) != NUM_CLASSES or answer["length"] != len(digits):
+def palindrome_problem(answer: dict[str, Any] | PalindromeResponse, digits: list[int], expected: int) -> str | None:
+    answer = PalindromeResponse.model_validate(answer)  # ten probabilities, a digit 0-9, the model's name
+    if answer.digit != expected:
+        return f"wrong digit {answer.digit} for {digits}, expected {expected}"
+    if answer.length != len(digits):
         return f"malformed answer for {digits}: {answer}"
     return None
 
 
 def sample_problem(answer: dict[str, Any], n: int) -> str | None:
-    images = answer["images"]
-    if len(images) != n:
-        return f"{len(images)} images, asked for {n}"
-    if [img["id"] for img in images] != [{"seed": answer["seed"], "index": i} for i in range(n)]:
+    answer = SampleResponse.model_validate(answer)
+    if len(answer.images) != n:
+        return f"{len(answer.images)} images, asked for {n}"
+    if [img.id and (img.id.seed, img.id.index) for img in answer.images] != [(answer.seed, i) for i in range(n)]:
         return "image ids are not (seed, 0..n-1)"
-    return first_problem(png_problem(img["png"]) for img in images)
+    return first_problem(png_problem(img.png) if img.png else "an image without a PNG" for img in answer.images)
 
 
-def frame_problem(frame: dict[str, Any], index: int, steps: int) -> str | None:
-    if (frame["index"], frame["of"]) != (index, steps):
-        return f"frame {frame['index']} of {frame['of']}, expected {index} of {steps}"
-    if not 0 <= frame["digit"] < NUM_CLASSES:
-        return f"frame {index} reads as digit {frame['digit']}"
-    return png_problem(frame["png"])
+def frame_problem(frame: dict[str, Any] | Frame, index: int, steps: int) -> str | None:
+    frame = Frame.model_validate(frame)
+    if (frame.index, frame.of) != (index, steps):
+        return f"frame {frame.index} of {frame.of}, expected {index} of {steps}"
+    if not 0 <= frame.digit < NUM_CLASSES:
+        return f"frame {index} reads as digit {frame.digit}"
+    return png_problem(frame.png)
 
 
-def frames_problem(frames: list[dict[str, Any]], steps: int) -> str | None:
+def frames_problem(frames: list[Frame], steps: int) -> str | None:
     if len(frames) != steps:
         return f"{len(frames)} frames, asked for {steps}"
     return first_problem(frame_problem(f, i, steps) for i, f in enumerate(frames))
@@ -134,8 +142,8 @@ class RestUser(FastHttpUser):
                 resp.failure(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 return
             try:
-                error = problem(resp.json())
-            except (ValueError, KeyError, TypeError) as err:  # not JSON, or not the promised shape
+                error = problem(decode_message(resp.content))
+            except (ValueError, KeyError, TypeError, ServerError) as err:  # not JSON, or not the promised shape
                 error = f"malformed answer ({err!r}): {resp.text[:200]}"
             if error:
                 resp.failure(error)
@@ -153,7 +161,8 @@ def sample(user: RestUser) -> None:
 
 def interpolate(user: RestUser) -> None:
     steps = user.environment.parsed_options.interpolate_steps
-    user.post("interpolate", user.draws.interpolation(steps), lambda answer: frames_problem(answer["frames"], steps))
+    user.post("interpolate", user.draws.interpolation(steps),
+              lambda answer: frames_problem(InterpolateResponse.model_validate(answer).frames, steps))
 
 
 class PalindromeUser(RestUser):
@@ -196,7 +205,7 @@ class GrpcUser(User):
     """StreamPredictions for both the palindrome (a one-message stream) and interpolate, over one channel.
 
     Never the unary Predictions call: the front door refuses it, and on TorchServe's own port a unary
-    call that streams stalls the worker (SECURITY.md).
+    call that streams stalls the worker (SECURITY.md). The SDK's `GrpcClient` makes only StreamPredictions.
 
     Locust has no gRPC client, so each call is reported through the request event, named apart from the
     REST entries: "palindrome gRPC", and the stream as "interpolate first frame" (time to its first
@@ -207,10 +216,10 @@ class GrpcUser(User):
     wait_time = constant(0)
 
     def on_start(self) -> None:
+        # One channel, two deadlines; no retries: a call that reaches no server is a failure to count, not to hide.
         self.channel = grpc.insecure_channel(self.environment.parsed_options.grpc_target)
-        self.stub = inference_pb2_grpc.InferenceAPIsServiceStub(self.channel)
-        token = find_token()
-        self.metadata = [("authorization", f"Bearer {token}")] if token else []
+        self.grpc = GrpcClient(channel=self.channel, timeout=DEFAULT_TIMEOUT, retries=0)
+        self.grpc_stream = GrpcClient(channel=self.channel, timeout=STREAM_TIMEOUT, retries=0)
         self.draws = Draws()
 
     def on_stop(self) -> None:
@@ -227,32 +236,31 @@ class GrpcUser(User):
         digits, expected = self.draws.prefix()
         began = time.perf_counter()
         try:
-            [reply] = self.stub.StreamPredictions(request_message("palindrome", {"digits": digits}),
-                                                  metadata=self.metadata, timeout=DEFAULT_TIMEOUT)
-        except (grpc.RpcError, ValueError) as err:  # ValueError: not exactly one message
+            reply = self.grpc.predict_bytes("palindrome", {"digits": digits})
+        except ServerError as err:  # a refusal, no server, or not exactly one message
             self.report(GRPC_PALINDROME, ms_since(began), problem=err)
             return
         ms = ms_since(began)  # the answer's checks are not part of its latency
         try:
-            problem = palindrome_problem(decode_reply(reply.prediction), digits, expected)
+            problem = palindrome_problem(decode_message(reply), digits, expected)
         except (ServerError, ValueError, KeyError, TypeError) as err:  # a refusal, or not the promised shape
             problem = err
-        self.report(GRPC_PALINDROME, ms, len(reply.prediction), problem)
+        self.report(GRPC_PALINDROME, ms, len(reply), problem)
 
     @tag("interpolate")
     @task
     def interpolate_stream(self) -> None:
         steps = self.environment.parsed_options.interpolate_steps
-        # "stream": true only ever goes to StreamPredictions: on a unary call it stalls TorchServe 0.12's worker.
-        request = request_message("interpolate", {**self.draws.interpolation(steps), "stream": True})
-        began, count, size, problem = time.perf_counter(), 0, 0, None
+        path = self.draws.interpolation(steps)
+        began, count, problem = time.perf_counter(), 0, None
         try:
-            for reply in self.stub.StreamPredictions(request, metadata=self.metadata, timeout=STREAM_TIMEOUT):
+            # GrpcClient.stream adds "stream": true, and only ever on StreamPredictions.
+            for message in self.grpc_stream.stream("interpolate", path):
                 if count == 0:
-                    self.report(FIRST_FRAME, ms_since(began), len(reply.prediction))
-                problem = problem or frame_problem(decode_reply(reply.prediction), count, steps)
-                count, size = count + 1, size + len(reply.prediction)
+                    self.report(FIRST_FRAME, ms_since(began))
+                problem = problem or frame_problem(message, count, steps)
+                count += 1
             problem = problem or (None if count == steps else f"{count} frames, asked for {steps}")
-        except (grpc.RpcError, ServerError, ValueError, KeyError, TypeError) as err:
+        except (ServerError, ValueError, KeyError, TypeError) as err:
             problem = err
-        self.report(LAST_FRAME, ms_since(began), size, problem)
+        self.report(LAST_FRAME, ms_since(began), 0, problem)

@@ -1,5 +1,6 @@
 """Project hygiene that a fresh clone depends on."""
 
+import ast
 import re
 import subprocess
 import tomllib
@@ -8,13 +9,56 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_every_pinned_dependency_is_in_the_lock_file():
-    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    lock = {line.split("==")[0].lower().replace("_", "-"): line.strip()
-            for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line}
-    for pin in pins:
-        name, version = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", pin).groups()
-        assert lock.get(name.lower().replace("_", "-"), "").lower() == f"{name}=={version}".lower(), pin
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+SERVER_SIDE = {"torch", "torchvision", "torchserve", "torch-model-archiver", "numpy", "scipy", "matplotlib", "tqdm",
+               "locust", "fastapi", "uvicorn", "pyyaml"}
+
+
+def pins(requirements: list[str]) -> dict[str, str]:
+    """["Name==1.0  # why", ...] -> {"name": "1.0"}, names normalised (PEP 503); every entry is pinned."""
+    out = {}
+    for line in requirements:
+        name, version = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", line).groups()
+        out[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return out
+
+
+def test_every_pinned_dependency_is_in_the_lock_file_at_its_version():
+    lock_text = (ROOT / "requirements.txt").read_text()
+    lock = pins([line.strip() for line in lock_text.splitlines() if "==" in line and not line.startswith("#")])
+    project = PROJECT["project"]
+    for requirements in [project["dependencies"], *project["optional-dependencies"].values()]:
+        for name, version in pins(requirements).items():
+            assert lock.get(name) == version, f"{name}=={version} (lock: {lock.get(name)}): run `make lock`"
+    assert "make lock" in lock_text.split("\n\n")[0], "the lock's header says how to regenerate it"
+
+
+def test_the_client_installs_without_the_server_side():
+    project = PROJECT["project"]
+    base = pins(project["dependencies"])
+    assert not set(base) & SERVER_SIDE, "the client (the base dependencies) must stay torch-free"
+    assert pins(project["optional-dependencies"]["client"]) == base
+    assert project["scripts"]["digitlab"] == "digitlab.clients.__main__:main"
+
+
+def test_only_the_digitlab_namespace_is_installed():
+    setuptools = PROJECT["tool"]["setuptools"]
+    assert all(p == "digitlab" or p.startswith("digitlab.") for p in setuptools["packages"])
+    assert setuptools["package-dir"] == {"digitlab.clients": "clients"}
+
+
+def test_clients_import_each_other_relatively():
+    """clients/ is `clients` in the checkout and `digitlab.clients` when installed: no absolute self-imports,
+    and from the core only what is torch-free."""
+    torch_free_core = {"digitlab.schemas", "digitlab.digits", "digitlab.constants"}
+    for path in (ROOT / "clients").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                assert name.split(".")[0] not in {"clients", "handlers", "tools", "training", "torch", "numpy"}, \
+                    f"{path.name}: {name}"
+                assert not name.startswith("digitlab") or name in torch_free_core, f"{path.name}: {name}"
 
 
 def test_generated_and_built_files_are_not_tracked():

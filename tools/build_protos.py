@@ -5,7 +5,9 @@
 The .proto files ship inside the torchserve wheel (ts/frontend/model-server.jar); copying them into
 git would let them drift from the server actually installed. Outputs (both git-ignored):
   protos/inference.proto, protos/management.proto    - the contract, as the installed server speaks it
-  clients/ts_grpc/*_pb2.py, *_pb2_grpc.py            - stubs, importable as `clients.ts_grpc`
+  clients/ts_grpc/*_pb2.py, *_pb2_grpc.py            - stubs, importable as `clients.ts_grpc` in the
+                                                       checkout and as `digitlab.clients.ts_grpc` when
+                                                       installed (their imports of each other are relative)
 """
 
 from __future__ import annotations
@@ -51,6 +53,17 @@ def generate() -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    relative_imports(ROOT / PACKAGE)
+
+
+def relative_imports(package: Path) -> None:
+    """protoc writes `from clients.ts_grpc import x_pb2`; make it `from . import x_pb2`, so the stubs work
+    wherever the package is mounted (`clients.ts_grpc` here, `digitlab.clients.ts_grpc` in the wheel)."""
+    absolute = f"from {PACKAGE.replace('/', '.')} import "
+    for path in package.glob("*_pb2*.py*"):
+        text = path.read_text()
+        if absolute in text:
+            path.write_text(text.replace(absolute, "from . import "))
 
 
 def main() -> None:
