@@ -18,7 +18,8 @@ matplotlib.use("Agg")  # no display: the chart is only ever written to a file
 import matplotlib.pyplot as plt  # noqa: E402
 import psutil  # noqa: E402
 
-from benchmarks.locust_run import FIRST_FRAME, LAST_FRAME, LoadResult  # noqa: E402
+from benchmarks.locust_run import LoadResult  # noqa: E402
+from digitlab.workload import FIRST_FRAME, LAST_FRAME  # noqa: E402
 
 LABELS = {
     "inprocess": "(a) in-process, batched",

@@ -27,10 +27,11 @@ from pathlib import Path
 import psutil
 
 from benchmarks import inprocess, targets
-from benchmarks.locust_run import FIRST_FRAME, LAST_FRAME, LoadResult, run_locust
+from benchmarks.locust_run import LoadResult, run_locust
 from benchmarks.report import CpuShare, Record, Runs, machine_facts, write
 from clients import grpc as grpc_client
 from clients import rest
+from digitlab.workload import FIRST_FRAME, LAST_FRAME
 from tools.build_archives import ARCHIVES, ROOT
 
 HTTP_USERS = {"ping": "PingUser", "palindrome": "PalindromeUser", "sample": "SampleUser"}  # endpoint -> locust user
