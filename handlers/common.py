@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel
-
 from ts.handler_utils.utils import send_intermediate_predict_response
 
 from digitlab import serving

@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
-
-from digitlab.checkpoint import save_checkpoint
-from digitlab.networks import PalindromeConfig, PalindromeNet
-from digitlab.palindrome import predict_probabilities
 from ts.metrics.metric_type_enum import MetricTypes
 
 from digitlab import serving
+from digitlab.checkpoint import save_checkpoint
+from digitlab.networks import PalindromeConfig, PalindromeNet
+from digitlab.palindrome import predict_probabilities
 from handlers.palindrome_handler import PalindromeHandler
 from tests.handler_context import REST_HEADERS, make_context, start_batch, statuses
 
