@@ -13,7 +13,6 @@ from digitlab.palindrome import predict_probabilities
 from handlers.palindrome_handler import PalindromeHandler
 from tests.handler_context import REST_HEADERS, make_context, start_batch, statuses
 
-
 META = {"min_length": 3, "max_length": 6, "accuracy": {"3": 1.0, "6": 0.5}, "history": [{"step": 1}]}
 
 
