@@ -86,6 +86,11 @@ class Service:
     kind: ClassVar[str]
     schema: ClassVar[type[BaseModel]]
 
+    @classmethod
+    def load(cls, checkpoint: Path, options: dict[str, Any], device: torch.device | str) -> Service:
+        """Its networks on `device` from `checkpoint` (and files `options` name, next to it); limits from `options`."""
+        raise NotImplementedError
+
     def limits(self) -> dict[str, Any]:
         """Limits that depend on the loaded model or its config, passed to the schema's validators."""
         raise NotImplementedError
