@@ -2,10 +2,10 @@
 
     python -m benchmarks.fastapi_server --port 8000
 
-Baseline (d) of `make bench`. It does the work the handlers do, with the same core calls
-(`benchmarks.work`: request schemas and limits, one forward per request, the same JSON answers), in one
-process, without batching, worker processes or token auth. It answers on TorchServe's paths, so the
-same locust users run against both.
+Baseline (d) of `make bench`. It calls the serving layer the handlers call (digitlab.serving: the same
+request schemas and limits, the same answers), in one process, one request per `answer`, without
+batching, worker processes or token auth. It answers on TorchServe's paths, so the same locust users
+run against both.
 """
 
 from __future__ import annotations
@@ -15,24 +15,30 @@ from typing import Annotated, Any
 
 import torch
 import uvicorn
-from fastapi import Body, FastAPI
+from fastapi import Body, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
-from benchmarks.work import load_generator, load_palindrome, sample_answers
-from digitlab.answers import palindrome_answers
-from digitlab.schemas import (
-    InvalidRequest,
-    PalindromeRequest,
-    PalindromeResponse,
-    SampleRequest,
-    SampleResponse,
-    parse_request,
-)
+from benchmarks.shipped import service
+from digitlab.schemas import InvalidRequest, PalindromeResponse, SampleResponse
+from digitlab.serving import Answer, Binary, Service
+
+
+def reply(answer: Answer) -> BaseModel | Response:
+    """The serving layer's answer as FastAPI sends it: a model as JSON, `Binary` as its media type."""
+    if isinstance(answer, InvalidRequest):
+        raise answer
+    if isinstance(answer, Binary):
+        return Response(answer.data, media_type=answer.media_type, headers=answer.headers)
+    return answer
+
+
+def answer_one(served: Service, body: Any, request: Request) -> BaseModel | Response:
+    return reply(served.answer([served.parse(body, request.headers.get("accept", ""))])[0])
 
 
 def create_app() -> FastAPI:
-    palindrome_model, lengths = load_palindrome()
-    generator, limits = load_generator("sample")
+    palindrome_service, sample_service = service("palindrome"), service("sample")
     app = FastAPI(title="digitlab on FastAPI (benchmark baseline)")
 
     @app.exception_handler(InvalidRequest)
@@ -44,16 +50,13 @@ def create_app() -> FastAPI:
         return {"status": "Healthy"}
 
     # Plain `def` endpoints: FastAPI runs blocking work (torch) in its thread pool, as its docs advise.
-    @app.post("/predictions/palindrome")
-    def palindrome(body: Annotated[Any, Body()]) -> PalindromeResponse:
-        return palindrome_answers(palindrome_model, [parse_request(PalindromeRequest, body, lengths)])[0]
+    @app.post("/predictions/palindrome", response_model=PalindromeResponse)
+    def palindrome(body: Annotated[Any, Body()], request: Request) -> Any:
+        return answer_one(palindrome_service, body, request)
 
-    @app.post("/predictions/sample")
-    def sample(body: Annotated[Any, Body()]) -> SampleResponse:
-        request = parse_request(SampleRequest, body, limits)
-        if request.format == "grid":
-            raise InvalidRequest('this baseline answers "format": "png" or "raw" only')
-        return sample_answers(generator, [request])[0]
+    @app.post("/predictions/sample", response_model=SampleResponse)
+    def sample(body: Annotated[Any, Body()], request: Request) -> Any:
+        return answer_one(sample_service, body, request)
 
     return app
 

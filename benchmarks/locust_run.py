@@ -9,10 +9,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from digitlab.workload import FIRST_FRAME, GRPC_PALINDROME, LAST_FRAME  # noqa: F401 - the locustfile's stat names
+
 ROOT = Path(__file__).resolve().parent.parent
-LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
-# Names of the locustfile's gRPC entries in locust's statistics (REST entries are named after the model).
-GRPC_PALINDROME, FIRST_FRAME, LAST_FRAME = "palindrome gRPC", "interpolate first frame", "interpolate last frame"
+LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"  # run as a program: nothing here imports loadtests/
 
 
 @dataclass(frozen=True)

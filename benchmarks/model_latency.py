@@ -2,8 +2,8 @@
 
     python -m benchmarks.model_latency --repeats 10
 
-- `sample` with `"digit": d`, n=16, for every digit: in-process (`digitlab.answers.sample_images` with
-  the shipped generator, classifier and search limits, then the JSON answer) and over REST against a
+- `sample` with `"digit": d`, n=16, for every digit: in-process (the `sample` service of
+  digitlab.serving with the shipped generator, classifier and search limits, to the JSON answer) and over REST against a
   TorchServe started here; beside it a plain n=16 `sample`, and how many latent ids the search read.
 - `palindrome` (the served LSTM) at T = 15 and T = 200: in-process forward and over REST.
 Medians over `--repeats` seeds (one warm-up call first), each REST call interleaved with its in-process
@@ -21,12 +21,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from benchmarks.work import load_generator, load_palindrome, model_config, weights
+from benchmarks.shipped import service
 from clients import rest
-from digitlab.answers import palindrome_answers, sample_images
-from digitlab.checkpoint import load_model
 from digitlab.constants import NUM_CLASSES
-from digitlab.generation import DigitSearch, sample_response
 from digitlab.palindrome import palindrome_batch
 from digitlab.schemas import PalindromeRequest, SampleRequest
 from tools import server as ts
@@ -50,10 +47,7 @@ def palindrome_prefix(length: int, seed: int) -> list[int]:
 
 def sample_table(call, repeats: int) -> str:
     """`sample` n=16 with each digit, and plain: in-process vs REST, and the ids each search read."""
-    generator, _ = load_generator("sample")
-    options = model_config("sample")["handler"]
-    classifier = load_model(weights("sample").parent / options["classifier"], expect="classifier")
-    search = DigitSearch(options["digit_search_budget"], options["digit_min_confidence"])
+    sample = service("sample")
     work = [(f"digit {d}", {"n": N_SAMPLES, "digit": d}) for d in range(NUM_CLASSES)] + [("plain", {"n": N_SAMPLES})]
     lines = [f"medians of {repeats} seeds, sample n={N_SAMPLES} (ids read: latent ids the search went through)",
              "| request | in-process ms | REST ms | ids read |", "|---|---:|---:|---:|"]
@@ -62,16 +56,12 @@ def sample_table(call, repeats: int) -> str:
         for seed in range(repeats + 1):
             request = SampleRequest(**payload, seed=seed)
 
-            def inprocess():
-                drawn = sample_images(generator, [request], classifier, search)[0]
-                return drawn, sample_response(drawn.seed, drawn.images, raw=False, indices=drawn.indices)
-
-            local_ms, (drawn, _) = timed(inprocess)
+            local_ms, answer = timed(lambda: sample.answer([request])[0])
             rest_ms, _ = timed(lambda: call("sample", {**payload, "seed": seed}))
             if seed:  # seed 0 is the warm-up
                 rows["local"].append(local_ms)
                 rows["rest"].append(rest_ms)
-                rows["ids"].append(drawn.indices[-1] + 1 if drawn.indices else N_SAMPLES)
+                rows["ids"].append(answer.images[-1].id.index + 1)  # ids read to find the n-th hit
         med = {k: statistics.median(v) for k, v in rows.items()}
         lines.append(f"| {name} | {med['local']:.1f} | {med['rest']:.1f} | {med['ids']:.0f} |")
     return "\n".join(lines)
@@ -79,13 +69,13 @@ def sample_table(call, repeats: int) -> str:
 
 def palindrome_table(call, repeats: int) -> str:
     """The served LSTM at T = 15 and T = 200: in-process forward + answer vs REST."""
-    lstm, _ = load_palindrome()
+    lstm = service("palindrome")
     lines = [f"medians of {repeats} palindromes", "| palindrome | in-process ms | REST ms |", "|---|---:|---:|"]
     for length in LENGTHS:
         local, served = [], []
         for seed in range(repeats + 1):
             digits = palindrome_prefix(length, seed)
-            local_ms, _ = timed(lambda: palindrome_answers(lstm, [PalindromeRequest(digits=digits)]))
+            local_ms, _ = timed(lambda: lstm.answer([PalindromeRequest(digits=digits)]))
             rest_ms, answer = timed(lambda: call("palindrome", {"digits": digits}))
             assert answer["digit"] == digits[0], (length, digits, answer)
             if seed:

@@ -18,7 +18,8 @@ matplotlib.use("Agg")  # no display: the chart is only ever written to a file
 import matplotlib.pyplot as plt  # noqa: E402
 import psutil  # noqa: E402
 
-from benchmarks.locust_run import FIRST_FRAME, LAST_FRAME, LoadResult  # noqa: E402
+from benchmarks.locust_run import LoadResult  # noqa: E402
+from digitlab.workload import FIRST_FRAME, LAST_FRAME  # noqa: E402
 
 LABELS = {
     "inprocess": "(a) in-process, batched",
@@ -27,14 +28,15 @@ LABELS = {
     "fastapi": "(d) FastAPI + uvicorn",
 }
 TARGET_NOTES = {
-    "inprocess": "the core calls in the benchmark process, batched at the shipped batchSize, with the shipped handler "
-                 "threads: parse, one forward per batch, JSON answer; no HTTP, no queue. Latency = its batch's time.",
+    "inprocess": "the serving layer (`digitlab/serving.py`) called in the benchmark process, batched at the shipped "
+                 "batchSize, with the shipped handler threads: parse, one `answer` per batch, JSON answer; no HTTP, "
+                 "no queue. Latency = its batch's time.",
     "torchserve": "`config.properties` and `model_config/*.yaml` as shipped, every archive served, "
                   "as `make serve` does.",
     "naive": "the same archives with batchSize 1, one worker per model, handler threads and OMP_NUM_THREADS = "
              "torch's default (one per core).",
-    "fastapi": "`benchmarks/fastapi_server.py`: one uvicorn process, plain `def` endpoints calling the same core "
-               "functions, 1 torch thread (as a shipped worker), no token check, no batching; palindrome and sample.",
+    "fastapi": "`benchmarks/fastapi_server.py`: one uvicorn process, plain `def` endpoints calling the same serving "
+               "layer, 1 torch thread (as a shipped worker), no token check, no batching; palindrome and sample.",
 }
 AIMS = {"rps": 2000, "p99_ms": 25, "vs_naive": 4.0, "vs_fastapi": 1.5}  # issue 6, for palindrome
 LATENCIES = ("p50_ms", "p95_ms", "p99_ms")  # the LoadResult fields a table shows
@@ -253,8 +255,9 @@ def markdown(record: Record, chart_path: Path, doc: Path, appendices: tuple[Path
         "",
         "Run: " + "; ".join(f"{k} {v}" for k, v in settings.items()),
         "",
-        "Targets, measured side by side with the same locust users and request mix (repetitions alternate "
-        "the targets, so drift on a shared machine hits all alike; numbers are medians, errors are summed):",
+        "Targets, measured side by side with the same locust users and the same request mix, drawn by "
+        "`digitlab/workload.py` for locust and the in-process target alike (repetitions alternate the targets, "
+        "so drift on a shared machine hits all alike; numbers are medians, errors are summed):",
         "",
         *(f"- **{LABELS[t]}**: {why}" for t, why in TARGET_NOTES.items()),
         "",

@@ -27,10 +27,12 @@ from pathlib import Path
 import psutil
 
 from benchmarks import inprocess, targets
-from benchmarks.locust_run import FIRST_FRAME, LAST_FRAME, LoadResult, run_locust
+from benchmarks.locust_run import LoadResult, run_locust
 from benchmarks.report import CpuShare, Record, Runs, machine_facts, write
 from clients import grpc as grpc_client
 from clients import rest
+from digitlab import workload
+from digitlab.workload import FIRST_FRAME, LAST_FRAME
 from tools.build_archives import ARCHIVES, ROOT
 
 HTTP_USERS = {"ping": "PingUser", "palindrome": "PalindromeUser", "sample": "SampleUser"}  # endpoint -> locust user
@@ -147,7 +149,9 @@ def measure(plan: Plan, command: str) -> Record:
     settings = {"cores": str(os.cpu_count()), "locust users": str(plan.users), "seconds per run": str(plan.seconds),
                 "repetitions": str(plan.repeats),
                 "gRPC streams": str(plan.stream_users), "sample n": str(plan.sample_n),
-                "interpolation frames": str(plan.steps), "served archives": ", ".join(plan.models),
+                "interpolation frames": str(plan.steps),
+                "palindrome lengths": f"{workload.MIN_LENGTH}-{workload.MAX_LENGTH} (uniform)",
+                "served archives": ", ".join(plan.models),
                 "load average (1 min) before / after": f"{load_before:.1f} / {psutil.getloadavg()[0]:.1f}",
                 "wall time": f"{time.monotonic() - began:.0f} s"}
     return Record(runs, settings, machine_facts(), command)
@@ -160,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=int, default=10, help="length of each locust run")
     p.add_argument("--repeats", type=int, default=3, help="repetitions; the report gives medians")
     p.add_argument("--stream-users", type=int, default=1, help="concurrent gRPC interpolation streams")
-    p.add_argument("--sample-n", type=int, default=16, help="images per sample request")
-    p.add_argument("--steps", type=int, default=32, help="frames per interpolation")
+    p.add_argument("--sample-n", type=int, default=workload.SAMPLE_N, help="images per sample request")
+    p.add_argument("--steps", type=int, default=workload.INTERPOLATE_STEPS, help="frames per interpolation")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     p.add_argument("--chart", type=Path, default=ROOT / "docs" / "bench" / "serving.png")
     p.add_argument("--results", type=Path, default=ROOT / "docs" / "bench" / "results.json",

@@ -21,7 +21,6 @@ from typing import Any
 
 import psutil
 
-from benchmarks.work import model_config
 from tools import server as ts
 from tools.build_archives import ARCHIVES, ROOT, build
 
@@ -74,7 +73,7 @@ def rss_mb(pids: Iterable[int]) -> float:
 def naive_overrides(name: str) -> dict[str, Any]:
     """(c): no batching, one worker, and the handler left to torch's default thread count."""
     return {"batchSize": 1, "minWorkers": 1, "maxWorkers": 1,
-            "handler": {**model_config(name)["handler"], "threads": TORCH_DEFAULT_THREADS}}
+            "handler": {**ARCHIVES[name].model_config()["handler"], "threads": TORCH_DEFAULT_THREADS}}
 
 
 def build_store(store: Path, models: Iterable[str], overrides: Callable[[str], dict[str, Any]] | None = None) -> Path:

@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 from benchmarks import targets
-from benchmarks.locust_run import FIRST_FRAME, LAST_FRAME, LoadResult, run_locust
+from benchmarks.locust_run import LoadResult, run_locust
 from benchmarks.report import LATENCIES
-from benchmarks.work import load_generator, model_config, sample_answers
+from benchmarks.shipped import service
 from digitlab.generation import generate
 from digitlab.latent import sample_latents
-from digitlab.schemas import SampleRequest
+from digitlab.workload import FIRST_FRAME, LAST_FRAME
 from tools import server as ts
-from tools.build_archives import ROOT
+from tools.build_archives import ARCHIVES, ROOT
 
 OUT = ROOT / "docs" / "bench" / "tuning.md"
 SAMPLE_N = 64  # the issue's aim: a 64-image sample within 1.3x of the in-process generator time
@@ -48,7 +48,7 @@ class Variant:
 
 def handler(name: str, **options: Any) -> dict[str, Any]:
     """The shipped `handler:` section of `name` with `options` changed (overrides replace it whole)."""
-    return {"handler": {**model_config(name)["handler"], **options}}
+    return {"handler": {**ARCHIVES[name].model_config()["handler"], **options}}
 
 
 PALINDROME = (
@@ -129,10 +129,10 @@ def p50_ms(run, seconds: float) -> float:
 def inprocess_sample(threads: int, seconds: float) -> tuple[float, float]:
     """(generator alone, the handler's whole work) for one n=64 request, p50 ms, with `threads` torch threads."""
     torch.set_num_threads(threads)
-    generator, limits = load_generator("sample")
-    request = SampleRequest.model_validate({"n": SAMPLE_N}, context=limits)
-    generator_only = p50_ms(lambda: generate(generator, sample_latents(0, SAMPLE_N)), seconds)
-    whole = p50_ms(lambda: sample_answers(generator, [request])[0].model_dump_json(), seconds)
+    sample = service("sample")
+    request = sample.parse({"n": SAMPLE_N})
+    generator_only = p50_ms(lambda: generate(sample.generator, sample_latents(0, SAMPLE_N)), seconds)
+    whole = p50_ms(lambda: sample.answer([request])[0].model_dump_json(), seconds)
     return generator_only, whole
 
 
@@ -151,7 +151,7 @@ def load_table(experiment: Experiment, results: Results) -> list[str]:
 
 
 def threads_of(variant: Variant) -> int:
-    return variant.model.get("handler", model_config("sample")["handler"])["threads"]
+    return variant.model.get("handler", ARCHIVES["sample"].model_config()["handler"])["threads"]
 
 
 def sample_table(results: Results, seconds: float) -> list[str]:

@@ -1,4 +1,9 @@
-"""The adapter every handler shares: setup / decode / predict / encode, with per-request errors.
+"""The template every handler shares: TorchServe's requests in, digitlab.serving's answers out.
+
+A handler module only names its model kind; what an endpoint means lives in the serving layer, so the
+same semantics serve the benchmarks' in-process and FastAPI targets, and another server needs only
+another adapter. This template decodes (body, transport), predicts (the serving layer), and encodes
+(JSON, binary media types, or a stream of frames sent as they are generated).
 
 TorchServe calls `initialize(context)` once per worker and `handle(batch, context)` per batch. Whatever
 one request does, it cannot take its neighbours or the worker down:
@@ -13,21 +18,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel
+from ts.handler_utils.utils import send_intermediate_predict_response
 
+from digitlab import serving
 from digitlab.device import serving_device
-from digitlab.schemas import InvalidRequest, parse_request
+from digitlab.schemas import Frame, InvalidRequest
+from digitlab.serving import Answer, Binary
 
 log = logging.getLogger(__name__)
 STREAM_NEXT = "ts_stream_next"  # TorchServe's response header: "true" = more messages follow
 GRPC_INPUT = "data"  # the one input a gRPC request may carry: the JSON body
 REST_BODY = "body"  # TorchServe's name for a REST request's body
 REST_MARK = "url_path"  # a request-level header the frontend sets on every REST request, as a string
+DESCRIBE = "describe"  # the header of the frontend's describe request
 
 
 def is_grpc(headers: dict[str, Any]) -> bool:
@@ -57,6 +67,12 @@ def request_body(row: dict[str, Any], grpc: bool) -> Any:
     return row[REST_BODY]
 
 
+def is_describe(headers: dict[str, Any]) -> bool:
+    """The frontend's describe request (GET /models/<name>?customized=true), as TorchServe's BaseHandler
+    detects it. A client that sends the header on a prediction only gets the description as its own answer."""
+    return headers.get(DESCRIBE) == "True"
+
+
 def request_headers(context, idx: int) -> dict[str, Any]:
     """The request's headers with lower-cased names (HTTP headers are case-insensitive)."""
     return {str(k).lower(): v for k, v in context.get_all_request_header(idx).items()}
@@ -77,10 +93,14 @@ class InternalError(Exception):
                            "Retrying the same request will fail the same way."}
 
 
-class JsonHandler:
-    """Subclasses set `schema` and implement `setup` and `predict` (and `encode` if answers are not JSON)."""
+class ServingHandler:
+    """Subclasses name the served model `kind` (digitlab.serving); everything else is this template.
 
-    schema: type[BaseModel]
+    `predict` returns, per request, an answer of the serving layer: JSON, `Binary` (its own media type),
+    the request's `InvalidRequest`, or an iterator of frames, which `send` streams one message each.
+    """
+
+    kind: str
 
     def __init__(self) -> None:
         self.initialized = False
@@ -92,47 +112,83 @@ class JsonHandler:
         # by `decode_json`, with its depth limit, instead of by TorchServe with none.
         os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
         props = context.system_properties
-        self.model_dir = Path(props["model_dir"])
         self.device = serving_device(props.get("gpu_id"))
         self.options: dict[str, Any] = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
-        self.serialized_file = self.model_dir / context.manifest["model"]["serializedFile"]
+        self.version = str(context.manifest["model"].get("modelVersion", ""))
         # Intra-op threads per worker (model config `handler.threads`): workers x threads <= cores.
         torch.set_num_threads(int(self.options.get("threads", 1)))
-        self.setup()
+        checkpoint = Path(props["model_dir"]) / context.manifest["model"]["serializedFile"]
+        self.service = serving.load(self.kind, checkpoint, self.options, self.device)
         log.info("%s ready on %s with options %s", type(self).__name__, self.device, self.options)
         self.initialized = True
 
     def handle(self, batch: list[dict[str, Any]], context) -> list[Any]:
+        began = time.perf_counter()
         responses, valid = self.decode_batch(batch, context)
         if valid:
             outputs = self.guarded(self.predict, valid, responses, context)
-            for (idx, req), output in zip(valid, outputs):
+            for (idx, _), output in zip(valid, outputs):
                 if responses[idx] is None:
-                    responses[idx] = self.encode_or_fail(output, req, idx, context)
+                    responses[idx] = self.send(output, idx, context)
         self.mark_final(batch, context)
+        # TorchServe's BaseHandler metric (model_metrics in ts/configs/metrics.yaml), once per batch. It passes
+        # no request index, which in 0.12 yields dimensions that fail the metric's [ModelName, Level]; index 0
+        # gives ModelName and Level=Model, so the metric is emitted.
+        context.metrics.add_time("HandlerTime", round((time.perf_counter() - began) * 1000, 2), 0, "ms")
         return responses
 
-    # -- the four small steps ------------------------------------------------------------------
+    def describe_handle(self) -> str:
+        """GET /models/<name>?customized=true: what the model can do (its `customizedMetadata`)."""
+        return json.dumps({"version": self.version, **self.service.describe()})
 
-    def setup(self) -> None:
-        """Load the model from `self.serialized_file` onto `self.device`."""
-        raise NotImplementedError
-
-    def validation_context(self) -> dict[str, Any] | None:
-        """Limits that depend on the loaded model or its config, passed to the schema's validators."""
-        return None
+    # -- the steps ---------------------------------------------------------------------------------
 
     def decode(self, body: Any, headers: dict[str, Any]) -> BaseModel:
-        return parse_request(self.schema, body, self.validation_context())
+        accept = headers.get("accept")
+        return self.service.parse(body, accept if isinstance(accept, str) else "")
 
-    def predict(self, requests: list[BaseModel]) -> list[Any]:
-        """All valid requests of a batch at once -> one output each."""
-        raise NotImplementedError
+    def predict(self, requests: list[BaseModel]) -> list[Answer]:
+        """All valid requests of a batch at once -> one answer each."""
+        return self.service.answer(requests)
 
-    def encode(self, output: Any, request: BaseModel, idx: int, context) -> Any:
-        """One output -> the bytes/str TorchServe sends (compact JSON unless a subclass says otherwise)."""
+    def encode(self, output: BaseModel | Binary, idx: int, context) -> bytes | str:
+        """One answer -> the bytes/str TorchServe sends: compact JSON, or a `Binary` as its media type."""
+        if isinstance(output, Binary):
+            context.set_response_content_type(idx, output.media_type)
+            for name, value in output.headers.items():
+                context.set_response_header(idx, name, value)
+            return output.data
         context.set_response_content_type(idx, "application/json")
-        return output.model_dump_json() if isinstance(output, BaseModel) else json.dumps(output)
+        return output.model_dump_json()
+
+    def send(self, output: Answer, idx: int, context) -> bytes | str:
+        if isinstance(output, InvalidRequest):  # refused by the model's own limits (e.g. a digit search)
+            return self.refuse(output, idx, context)
+        if isinstance(output, Iterator):
+            return self.stream(output, idx, context)
+        try:
+            return self.encode(output, idx, context)
+        except Exception:  # noqa: BLE001 - one answer's failure is its own
+            return self.fail(idx, context)
+
+    def stream(self, frames: Iterator[Frame], idx: int, context) -> str:
+        """Send each frame but the last as soon as it is generated; return the last, which TorchServe sends
+        as the final message (gRPC StreamPredictions, or chunked HTTP).
+
+        An unexpected error ends the stream with the error object as its last message (the status line
+        of a stream that has begun cannot change).
+        """
+        context.set_response_content_type(idx, "application/json")
+        try:
+            for frame in frames:
+                message = frame.model_dump_json() + "\n"  # NDJSON over HTTP: a client splits on newlines
+                if frame.index == frame.of - 1:
+                    return message
+                send_intermediate_predict_response({idx: message}, {idx: context.request_ids[idx]},
+                                                   "Intermediate Prediction success", 200, context)
+            raise RuntimeError("the stream ended before its last frame")
+        except Exception:  # noqa: BLE001 - one stream's failure is its own
+            return self.fail(idx, context) + "\n"
 
     # -- shared plumbing -----------------------------------------------------------------------
 
@@ -143,6 +199,9 @@ class JsonHandler:
         for idx, row in enumerate(batch):
             try:
                 headers = request_headers(context, idx)
+                if is_describe(headers):
+                    responses[idx] = self.describe_handle()
+                    continue
                 valid.append((idx, self.decode(request_body(row, is_grpc(headers)), headers)))
             except InvalidRequest as err:
                 responses[idx] = self.refuse(err, idx, context)
@@ -169,14 +228,6 @@ class JsonHandler:
                               else self.fail(idx, context))
             return [None]
 
-    def encode_or_fail(self, output: Any, request: BaseModel, idx: int, context) -> Any:
-        try:
-            return self.encode(output, request, idx, context)
-        except InvalidRequest as err:
-            return self.refuse(err, idx, context)
-        except Exception:  # noqa: BLE001
-            return self.fail(idx, context)
-
     @staticmethod
     def refuse(err: InvalidRequest, idx: int, context) -> str:
         context.set_response_status(err.status, "Bad Request" if err.status == 400 else "Unprocessable Entity", idx)
@@ -201,7 +252,8 @@ class JsonHandler:
         there it turns the answer into an unterminated chunked stream.
         """
         for idx in range(len(batch)):
-            if is_grpc(request_headers(context, idx)):
+            headers = request_headers(context, idx)
+            if is_grpc(headers) and not is_describe(headers):
                 context.set_response_header(idx, STREAM_NEXT, "false")
 
 

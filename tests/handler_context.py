@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+import ts
 from ts.context import Context, RequestProcessor
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+TS_METRICS = Path(os.path.dirname(ts.__file__)) / "configs" / "metrics.yaml"  # a worker's default metrics config
 
 
 def make_context(model_dir: Path, serialized_file: str, batch_size: int = 1, options: dict | None = None,
                  gpu_id: int | None = None) -> Context:
-    manifest = {"model": {"modelName": "test", "serializedFile": serialized_file, "handler": "handler.py"}}
-    return Context("test", str(model_dir), manifest, batch_size, gpu_id, "0.12.0",
+    manifest = {"model": {"modelName": "test", "modelVersion": "1.0", "serializedFile": serialized_file,
+                          "handler": "handler.py"}}
+    metrics = MetricsCacheYamlImpl(str(TS_METRICS))  # as the worker builds it, for the model "test"
+    metrics.initialize_cache()
+    metrics.model_name = "test"
+    return Context("test", str(model_dir), manifest, batch_size, gpu_id, "0.12.0", metrics=metrics,
                    model_yaml_config={"handler": options or {}})
 
 
@@ -25,6 +34,7 @@ GRPC_HEADERS = {"data": {"content-type": None}}
 def start_batch(context: Context, n: int, headers: list[dict[str, Any]] | None = None) -> None:
     """What TorchServe's service does before each `handle`: one RequestProcessor per request (REST by default)."""
     context.request_ids = {i: f"req-{i}" for i in range(n)}
+    context.metrics.set_request_ids(context.request_ids)
     context.request_processor = [RequestProcessor((headers or [REST_HEADERS] * n)[i]) for i in range(n)]
 
 

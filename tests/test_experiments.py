@@ -1,8 +1,10 @@
 """The experiment grid (--quick), its summary, the length curriculum, the long-memory search and the speed benchmark."""
 
 import json
+import math
 
 import pytest
+import torch
 
 from benchmarks import train_speed
 from digitlab.checkpoint import read_checkpoint
@@ -71,10 +73,25 @@ def test_long_memory_search_stops_at_the_first_failure(tmp_path, monkeypatch):
     assert long_memory.t_max(runs[2:], 0.99) is None
 
 
-def test_speed_benchmark_times_both_variants():
-    (medians,) = train_speed.main(["--dry-run", "--lengths", "5"]).values()
-    assert set(medians) == set(train_speed.VARIANTS)
-    assert all(steps_per_s > 0 for steps_per_s in medians.values())
+def test_speed_benchmark_times_both_variants_for_the_requested_steps(monkeypatch):
+    calls = {v: [] for v in train_speed.VARIANTS}  # per variant: (T, logits) of every training forward
+
+    def counted(variant, forward):
+        def run(net, digits):
+            logits = forward(net, digits)
+            calls[variant].append((digits.shape[1], logits.detach().clone()))
+            return logits
+        return run
+
+    monkeypatch.setattr(train_speed, "VARIANTS", {v: counted(v, f) for v, f in train_speed.VARIANTS.items()})
+    medians = train_speed.main(["--lengths", "4", "6", "--steps", "3", "--warmup", "1", "--repeats", "2"])
+    assert list(medians) == [4, 6] and all(list(m) == list(calls) for m in medians.values())
+    assert all(math.isfinite(s) and s > 0 for m in medians.values() for s in m.values())
+    for variant, seen in calls.items():  # repeats x (warmup + steps) training steps per length, in order
+        assert [t for t, _ in seen] == [4] * 8 + [6] * 8, variant
+    fused, loop = calls.values()  # same weights and batch: the two forwards agree at every step
+    for (_, a), (_, b) in zip(fused, loop):
+        assert torch.allclose(a, b, atol=1e-4)
 
 
 def test_long_memory_scores_every_kth_length_and_always_t_max():

@@ -1,4 +1,4 @@
-"""The generator handler (`sample` and `interpolate`) with tiny networks and TorchServe's real Context."""
+"""The generator handlers (`sample` and `interpolate`) with tiny networks and TorchServe's real Context."""
 
 import base64
 import io
@@ -13,7 +13,8 @@ from digitlab.checkpoint import load_model, save_checkpoint
 from digitlab.imaging import to_uint8
 from digitlab.latent import latent_for, sample_latents
 from digitlab.networks import ClassifierConfig, Generator, GeneratorConfig, MnistClassifier
-from handlers.generator_handler import GeneratorHandler
+from handlers.interpolate_handler import InterpolateHandler
+from handlers.sample_handler import SampleHandler
 from tests.handler_context import REST_HEADERS, make_context, start_batch, statuses
 
 
@@ -32,10 +33,13 @@ def model_dir(tmp_path_factory):
     return path
 
 
+HANDLERS = {"sample": SampleHandler, "interpolate": InterpolateHandler}
+
+
 def make_handler(model_dir, endpoint, **options):
     context = make_context(model_dir, "generator.pt", batch_size=4,
-                           options={"endpoint": endpoint, "max_samples": 8, "max_steps": 6, **options})
-    handler = GeneratorHandler()
+                           options={"max_samples": 8, "max_steps": 6, **options})
+    handler = HANDLERS[endpoint]()
     handler.initialize(context)
     return handler, context
 
@@ -139,7 +143,7 @@ def test_digit_points_use_the_bounded_search(model_dir):
 
 def test_streamed_and_whole_requests_in_one_batch(model_dir, monkeypatch):
     sent = []  # what the handler hands TorchServe before the batch is done
-    monkeypatch.setattr("handlers.generator_handler.send_intermediate_predict_response",
+    monkeypatch.setattr("handlers.common.send_intermediate_predict_response",
                         lambda ret, ids, msg, code, ctx: sent.append((dict(ids), dict(ret))))
     handler, context = make_handler(model_dir, "interpolate")
     path = {"start": {"seed": 1, "index": 0}, "end": {"seed": 1, "index": 1}, "steps": 3}
@@ -150,3 +154,15 @@ def test_streamed_and_whole_requests_in_one_batch(model_dir, monkeypatch):
     whole = json.loads(answers[1])["frames"]
     assert [f["index"] for f in streamed] == [0, 1, 2]
     assert [f["png"] for f in streamed] == [f["png"] for f in whole]  # same frames either way
+
+
+def test_describe_says_what_each_generator_model_can_do(model_dir):
+    sampler, _ = make_handler(model_dir, "sample")
+    card = json.loads(sampler.describe_handle())
+    assert card["kind"] == "sample" and card["limits"]["max_samples"] == 8
+    assert card["generator"]["config"] == {"latent_dim": 100, "hidden": [16, 32]}
+    assert "classifier" not in card  # no digit search configured
+    interpolator, _ = make_handler(model_dir, "interpolate", digit_search_budget=64)
+    card = json.loads(interpolator.describe_handle())
+    assert card["kind"] == "interpolate" and card["limits"]["max_steps"] == 6
+    assert card["digit_search"]["budget"] == 64 and card["classifier"]["config"]["channels"] == [4, 8]

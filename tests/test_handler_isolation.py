@@ -12,7 +12,7 @@ import torch
 from digitlab.checkpoint import save_checkpoint
 from digitlab.networks import ClassifierConfig, Generator, GeneratorConfig, MnistClassifier, PalindromeConfig, PalindromeNet
 from handlers.common import STREAM_NEXT, is_grpc
-from handlers.generator_handler import GeneratorHandler
+from handlers.interpolate_handler import InterpolateHandler
 from handlers.palindrome_handler import PalindromeHandler
 from tests.handler_context import GRPC_HEADERS, REST_HEADERS, make_context, start_batch, statuses
 
@@ -45,8 +45,8 @@ def interpolate(tmp_path_factory):
     path = tmp_path_factory.mktemp("gan")
     save_checkpoint(path / "generator.pt", Generator(GeneratorConfig(hidden=(16, 32))).eval())
     save_checkpoint(path / "classifier.pt", MnistClassifier(ClassifierConfig(channels=(4, 8), feature_dim=16)))
-    context = make_context(path, "generator.pt", batch_size=4, options={"endpoint": "interpolate", "max_steps": 6})
-    handler = GeneratorHandler()
+    context = make_context(path, "generator.pt", batch_size=4, options={"max_steps": 6})
+    handler = InterpolateHandler()
     handler.initialize(context)
     return handler, context
 
@@ -123,14 +123,14 @@ def test_only_the_literal_true_streams(interpolate, truthy):
 
 def test_an_interpolation_that_fails_unexpectedly_fails_alone(interpolate, monkeypatch):
     handler, context = interpolate
-    real = handler.latents
+    real = handler.service.path
 
-    def latents(request):
+    def path(request):
         if request.steps == 5:
             raise RuntimeError("boom")
         return real(request)
 
-    monkeypatch.setattr(handler, "latents", latents)
+    monkeypatch.setattr(handler.service, "path", path)
     body = '{{"start": {{"seed": 0, "index": 0}}, "end": {{"seed": 0, "index": 1}}, "steps": {}}}'
     rows = [{"body": body.format(n).encode()} for n in (3, 5, 4)]
     answers, codes = handle(handler, context, rows)

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from benchmarks.locust_run import FIRST_FRAME, GRPC_PALINDROME, LAST_FRAME, run_locust
+from benchmarks.locust_run import run_locust
 from benchmarks.report import LABELS
+from digitlab.workload import FIRST_FRAME, GRPC_PALINDROME, LAST_FRAME
 from tools.build_archives import ROOT
 
 pytestmark = pytest.mark.server

@@ -4,12 +4,16 @@ import json
 
 import pytest
 import torch
+from ts.metrics.metric_type_enum import MetricTypes
 
+from digitlab import serving
 from digitlab.checkpoint import save_checkpoint
 from digitlab.networks import PalindromeConfig, PalindromeNet
 from digitlab.palindrome import predict_probabilities
 from handlers.palindrome_handler import PalindromeHandler
-from tests.handler_context import make_context, start_batch, statuses
+from tests.handler_context import REST_HEADERS, make_context, start_batch, statuses
+
+META = {"min_length": 3, "max_length": 6, "accuracy": {"3": 1.0, "6": 0.5}, "history": [{"step": 1}]}
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +21,7 @@ def tiny(tmp_path_factory):
     torch.manual_seed(0)
     model = PalindromeNet(PalindromeConfig(cell="rnn", hidden_dim=8)).eval()
     model_dir = tmp_path_factory.mktemp("model")
-    save_checkpoint(model_dir / "tiny.pt", model, meta={"min_length": 3, "max_length": 6})
+    save_checkpoint(model_dir / "tiny.pt", model, meta=META)
     context = make_context(model_dir, "tiny.pt", batch_size=8)
     handler = PalindromeHandler()
     handler.initialize(context)
@@ -33,7 +37,7 @@ def run(handler, context, bodies):
 def test_initialize_picks_cpu_and_reads_the_served_range(tiny):
     _, handler, _ = tiny
     assert handler.initialized and handler.device == torch.device("cpu")
-    assert handler.validation_context() == {"min_length": 3, "max_length": 6}
+    assert handler.service.limits() == {"min_length": 3, "max_length": 6}
 
 
 def test_one_batch_of_mixed_lengths_and_forms(tiny):
@@ -65,13 +69,45 @@ def test_a_request_without_a_body_is_refused(tiny):
     assert statuses(context, 1) == [400] and "Content-Type: application/json" in answer["message"]
 
 
-def test_gpu_id_is_used_only_when_cuda_exists(tiny, tmp_path):
-    model, _, _ = tiny
-    save_checkpoint(tmp_path / "m.pt", model, meta={"min_length": 3, "max_length": 6})
+@pytest.mark.parametrize("cuda", [True, False])
+@pytest.mark.parametrize("gpu_id", [None, 0, "1"])
+def test_the_worker_loads_on_its_assigned_gpu_only_when_cuda_exists(tmp_path, monkeypatch, cuda, gpu_id):
+    """Both branches of device selection, on any host: torch.cuda is mocked, and so is the loader, which
+    would need a real GPU to move weights to."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    loaded = []
+    monkeypatch.setattr(serving, "load", lambda kind, checkpoint, options, device: loaded.append(device))
     handler = PalindromeHandler()
-    handler.initialize(make_context(tmp_path, "m.pt", gpu_id=0))
-    expected = torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
-    assert handler.device == expected and next(handler.model.parameters()).device == expected
+    handler.initialize(make_context(tmp_path, "m.pt", gpu_id=gpu_id))
+    expected = torch.device(f"cuda:{gpu_id}") if cuda and gpu_id is not None else torch.device("cpu")
+    assert handler.device == expected and loaded == [expected]
+
+
+def test_each_batch_records_handler_time(tiny, monkeypatch):
+    _, handler, context = tiny
+    recorded = []
+    real_add_time = context.metrics.add_time
+    monkeypatch.setattr(context.metrics, "add_time",
+                        lambda *args: recorded.append(args) or real_add_time(*args))
+    run(handler, context, [{"digits": [1, 2, 2]}, b"{oops"])
+    [(name, ms, idx, unit)] = recorded  # one per batch, as TorchServe's BaseHandler
+    assert (name, idx, unit) == ("HandlerTime", 0, "ms") and ms >= 0
+    metric = context.metrics.get_metric("HandlerTime", MetricTypes.GAUGE)
+    assert metric.unit == "Milliseconds" and metric.dimension_names == ["ModelName", "Level"]
+
+
+def test_a_describe_request_gets_the_checkpoints_meta_and_its_neighbours_their_answers(tiny):
+    _, handler, context = tiny
+    start_batch(context, 2, headers=[{"describe": "True"}, {**REST_HEADERS}])
+    described, answered = handler.handle([{}, {"body": b'{"digits": [1, 2, 2]}'}], context)
+    card = json.loads(described)
+    assert card["version"] == "1.0" and card["kind"] == "palindrome"
+    assert card["limits"] == {"min_length": 3, "max_length": 6}
+    assert card["palindrome"]["config"] == {"cell": "rnn", "hidden_dim": 8, "encoding": "scalar", "num_classes": 10}
+    meta = card["palindrome"]["meta"]
+    assert "history" not in meta and meta["accuracy"] == {"lengths": [3, 6], "min": 0.5, "mean": 0.75}
+    assert json.loads(answered)["length"] == 3 and statuses(context, 2) == [200, 200]
+    assert handler.describe_handle() == described
 
 
 def test_grpc_answers_are_marked_final_and_rest_answers_are_not(tiny):

@@ -78,8 +78,9 @@ def test_bad_input_gets_a_4xx_with_a_message_and_the_server_keeps_serving(server
     pids = server.worker_pids("palindrome")
     resp = post(server, BAD_BODIES[name])
     assert 400 <= resp.status_code < 500, resp.text
-    if resp.content:  # TorchServe itself answers an empty body before the handler sees it
-        assert resp.json()["message"]
+    assert resp.headers["content-type"].startswith("application/json")
+    error = resp.json()  # the error body, also where TorchServe answers before the handler sees the request
+    assert error["code"] == resp.status_code and error["message"], error
     assert rest.predict("palindrome", {"digits": [4, 5, 5]}, url=server.endpoints.inference,
                         token=server.key(), timeout=TIMEOUT)["digit"] == 4
     assert server.worker_pids("palindrome") == pids  # no worker died and was replaced
@@ -111,6 +112,34 @@ def test_requests_without_a_valid_token_are_refused(server):
 def test_metrics_are_exposed_for_prometheus(server):
     resp = requests.get(f"{server.endpoints.metrics}/metrics", timeout=TIMEOUT)
     assert resp.status_code == 200 and "ts_inference_requests_total" in resp.text
+
+
+def test_handlers_record_handler_time_per_model(server):
+    for model in ("palindrome", "palindrome_rnn"):
+        rest.predict(model, {"digits": [4, 5, 5]}, url=server.endpoints.inference, token=server.key(), timeout=TIMEOUT)
+    text = requests.get(f"{server.endpoints.metrics}/metrics", timeout=TIMEOUT).text
+    gauges = [line for line in text.splitlines() if line.startswith("HandlerTime{")]
+    for model in ("palindrome", "palindrome_rnn"):
+        [value] = [float(line.rsplit(" ", 1)[1]) for line in gauges if f'ModelName="{model}"' in line]
+        assert value > 0, text
+
+
+@pytest.mark.parametrize("model", ["palindrome", "palindrome_rnn", "sample", "interpolate"])
+def test_the_management_api_describes_what_each_model_can_do(server, model):
+    resp = requests.get(f"{server.endpoints.management}/models/{model}", params={"customized": "true"},
+                        headers={"Authorization": f"Bearer {server.key('management')}"}, timeout=TIMEOUT)
+    assert resp.status_code == 200, resp.text
+    [description] = resp.json()
+    card = description["customizedMetadata"]  # the frontend parses the JSON the handler returns
+    assert card["kind"] == model.removesuffix("_rnn") and card["version"] == "1.0"
+    if model in CHECKPOINTS:
+        meta = read_checkpoint(CHECKPOINTS[model])["meta"]
+        assert card["limits"] == {"min_length": meta["min_length"], "max_length": meta["max_length"]}
+        assert card["palindrome"]["meta"]["accuracy"]["lengths"] == [meta["min_length"], meta["max_length"]]
+        assert card["palindrome"]["meta"]["train"] == meta["train"]
+    else:
+        assert card["generator"]["meta"]["fid"] == read_checkpoint("weights/generator.pt")["meta"]["fid"]
+        assert card["classifier"]["meta"]["test_accuracy"] > 0.9 and card["digit_search"]["budget"] == 4096
 
 
 def test_grpc_stream_call_to_a_unary_model_gets_one_answer_and_no_worker_dies(server):

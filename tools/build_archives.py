@@ -32,13 +32,22 @@ class Archive:
     config: str
     extra: tuple[str, ...] = ()  # more files for the archive root (e.g. a second checkpoint)
 
+    @property
+    def kind(self) -> str:
+        """The served model kind (digitlab.serving.SERVICES): one handler file per kind, named after it."""
+        return Path(self.handler).stem.removesuffix("_handler")
+
+    def model_config(self) -> dict[str, Any]:
+        """The shipped model config (model_config/*.yaml)."""
+        return yaml.safe_load((ROOT / self.config).read_text())
+
 
 ARCHIVES = {
     "palindrome": Archive("weights/palindrome_lstm.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"),
     "palindrome_rnn": Archive("weights/palindrome_rnn.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"),
-    "sample": Archive("weights/generator.pt", "handlers/generator_handler.py", "model_config/sample.yaml",
+    "sample": Archive("weights/generator.pt", "handlers/sample_handler.py", "model_config/sample.yaml",
                       extra=("weights/classifier.pt",)),
-    "interpolate": Archive("weights/generator.pt", "handlers/generator_handler.py", "model_config/interpolate.yaml",
+    "interpolate": Archive("weights/generator.pt", "handlers/interpolate_handler.py", "model_config/interpolate.yaml",
                            extra=("weights/classifier.pt",)),
 }
 PACKAGES = ("digitlab", "handlers")  # copied whole into every archive
@@ -50,7 +59,7 @@ def build(name: str, spec: Archive, store: Path = STORE, overrides: dict[str, An
     with tempfile.TemporaryDirectory() as tmp:
         config = ROOT / spec.config
         if overrides:
-            merged = {**yaml.safe_load(config.read_text()), **overrides}
+            merged = {**spec.model_config(), **overrides}
             config = Path(tmp) / config.name
             config.write_text(yaml.safe_dump(merged))
         # torch-model-archiver copies a directory's *contents* into the archive root, so the
