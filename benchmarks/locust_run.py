@@ -9,7 +9,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab.workload import FIRST_FRAME, GRPC_PALINDROME, LAST_FRAME  # noqa: F401 - the locustfile's stat names
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"  # run as a program: nothing here imports loadtests/

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from digitlab.constants import LATENT_DIM, NUM_CLASSES
+from digitlab.constants import LATENT_DIM, MAX_SEED, NUM_CLASSES
 from digitlab.digits import is_palindrome_prefix
 
 # The served palindrome model answers T in [min_length, max_length] (from its checkpoint); this is
@@ -177,7 +177,6 @@ def _describe(err: ValidationError) -> str:
 
 # --------------------------------------------------------------------------- generator
 
-MAX_SEED = 2**31 - 1  # seeds and latent indices are non-negative 31-bit ints: safe in every JSON client
 MAX_LATENT_ABS = 10.0  # an explicit z beyond this is not a plausible standard-normal latent
 POINT_HELP = '{"seed": s, "index": i}, {"z": [100 floats]} or {"digit": 0-9, "seed": s (optional)}'
 

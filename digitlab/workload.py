@@ -1,8 +1,8 @@
 """The request mix of `make bench` and of the locust users, defined once, with the standard library only.
 
 Every target of `make bench` (TorchServe through locust, in-process, naive TorchServe, FastAPI) draws its
-requests from here, so their numbers compare the same work; a locust worker imports it without torch
-(`digitlab/__init__.py` imports nothing).
+requests from here, loadtests/locustfile.py included, so their numbers compare the same work; a locust
+worker imports it without torch (it and the two core modules it uses import only the standard library).
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-NUM_DIGITS = 10  # as digitlab.constants, which the serving side uses
-SEED_LIMIT = 2**31 - 1  # the schemas' MAX_SEED: seeds and indices are non-negative 31-bit ints
+from digitlab.constants import MAX_SEED
+from digitlab.digits import random_prefix
+
 MIN_LENGTH, MAX_LENGTH = 3, 15  # palindrome inputs: T uniform in 3..15, served by both palindrome models
 SAMPLE_N = 16  # images per sample request
 INTERPOLATE_STEPS = 32  # frames per interpolation
@@ -23,10 +24,7 @@ GRPC_PALINDROME, FIRST_FRAME, LAST_FRAME = "palindrome gRPC", "interpolate first
 def palindrome_prefix(rng: random.Random, min_length: int = MIN_LENGTH,
                       max_length: int = MAX_LENGTH) -> tuple[list[int], int]:
     """(first T digits, missing last digit) of a random digit palindrome of T + 1 digits, T uniform."""
-    size = rng.randint(min_length, max_length) + 1
-    half = [rng.randrange(NUM_DIGITS) for _ in range((size + 1) // 2)]
-    full = half + half[::-1][size % 2 :]  # odd sizes share the middle digit
-    return full[:-1], full[-1]
+    return random_prefix(rng.randint(min_length, max_length), rng)
 
 
 def palindrome_body(rng: random.Random) -> dict[str, Any]:
@@ -40,6 +38,6 @@ def sample_body(n: int = SAMPLE_N) -> dict[str, Any]:
 
 def interpolation_body(rng: random.Random, steps: int = INTERPOLATE_STEPS, stream: bool = False) -> dict[str, Any]:
     """A path between two latent ids: ids cost no digit search, so every request does the same work."""
-    seed = rng.randrange(SEED_LIMIT)
+    seed = rng.randrange(MAX_SEED)
     body: dict[str, Any] = {"start": {"seed": seed, "index": 0}, "end": {"seed": seed, "index": 1}, "steps": steps}
     return body | {"stream": True} if stream else body

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import gevent
 import grpc
 from grpc.experimental import gevent as grpc_gevent
 from locust import FastHttpUser, User, between, constant, events, tag, task
@@ -33,26 +34,33 @@ from clients.errors import ServerError
 from clients.grpc import DEFAULT_TARGET, DEFAULT_TIMEOUT, GrpcClient
 from clients.images import decode_png
 from digitlab.constants import NUM_CLASSES
-from digitlab.digits import random_prefix
-from digitlab.schemas import MAX_SEED, Frame, InterpolateResponse, PalindromeResponse, SampleResponse
+from digitlab.schemas import Frame, InterpolateResponse, PalindromeResponse, SampleResponse
+from digitlab.workload import (
+    FIRST_FRAME,
+    GRPC_PALINDROME,
+    INTERPOLATE_STEPS,
+    LAST_FRAME,
+    SAMPLE_N,
+    interpolation_body,
+    palindrome_prefix,
+)
 
-# Names of the gRPC entries in locust's statistics (REST entries are named after the model); the
-# benchmark harness (benchmarks/locust_run.py) reads the same names.
-GRPC_PALINDROME, FIRST_FRAME, LAST_FRAME = "palindrome gRPC", "interpolate first frame", "interpolate last frame"
-
-MIN_LENGTH, MAX_LENGTH = 3, 15
 IMAGE_SHAPE = (28, 28)
 STREAM_TIMEOUT = 60.0  # seconds for a whole interpolation stream: frames come one at a time
 
 # Locust runs every user on gevent; grpcio blocks the whole process unless told to cooperate, and it
 # must be told before the first channel exists.
 grpc_gevent.init_gevent()
+# gevent caches its loop's clock, and nothing ran the loop while this file's imports took their ~0.5 s;
+# locust sets its --run-time timer next, against that stale clock, so runs ended that much early and
+# the final CSV missed their last requests (a 1 s run recorded none). Read the clock now.
+gevent.get_hub().loop.update_now()
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
-    parser.add_argument("--sample-n", type=int, default=16, help="images per /predictions/sample request")
-    parser.add_argument("--interpolate-steps", type=int, default=32, help="frames per interpolation")
+    parser.add_argument("--sample-n", type=int, default=SAMPLE_N, help="images per /predictions/sample request")
+    parser.add_argument("--interpolate-steps", type=int, default=INTERPOLATE_STEPS, help="frames per interpolation")
     parser.add_argument("--grpc-target", default=DEFAULT_TARGET, help="host:port of TorchServe's gRPC inference API")
 
 
@@ -60,19 +68,17 @@ def _options(parser) -> None:
 
 
 class Draws:
-    """Each user's own random requests."""
+    """Each user's own random requests, from the mix every benchmark target shares (digitlab.workload)."""
 
     def __init__(self) -> None:
         self.rng = random.Random()
 
     def prefix(self) -> tuple[list[int], int]:
-        """(first T digits, missing digit) of a random palindrome, T uniform in the served range."""
-        return random_prefix(self.rng.randint(MIN_LENGTH, MAX_LENGTH), self.rng)
+        """(first T digits, missing digit) of a random palindrome, T uniform in the mix's range."""
+        return palindrome_prefix(self.rng)
 
     def interpolation(self, steps: int) -> dict[str, Any]:
-        """A path between two latent ids: ids cost no digit search, so every request does the same work."""
-        seed = self.rng.randrange(MAX_SEED)
-        return {"start": {"seed": seed, "index": 0}, "end": {"seed": seed, "index": 1}, "steps": steps}
+        return interpolation_body(self.rng, steps)
 
 
 def png_problem(b64: str) -> str | None:
