@@ -39,8 +39,9 @@ client-wheel: $(STUBS)  ## dist/digitlab-*.whl: the torch-free client (digitlab 
 	$(PY) -m pip wheel --no-deps --wheel-dir dist .
 
 LINT_PATHS ?= .
-lint: $(STAMP)  ## ruff check (LINT_PATHS, default the whole repository)
+lint: $(STAMP)  ## ruff: lint and format check (LINT_PATHS, default the whole repository); `ruff format .` fixes the format
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 $(STUBS): $(STAMP) tools/build_protos.py
 	$(PY) -m tools.build_protos

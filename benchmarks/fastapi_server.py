@@ -62,12 +62,17 @@ def create_app() -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads: as a TorchServe worker's handler.threads, so only the server differs")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads: as a TorchServe worker's handler.threads, so only the server differs",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning", access_log=False)

@@ -40,8 +40,15 @@ FLOOD_STEPS = 64  # the largest interpolation a request may ask for
 RETRY_PAUSE_S = 0.1  # a flooding thread's pause after a refusal (no pause: the test client burns the CPU)
 REQUEST_TIMEOUT_S = 60.0
 PALINDROME = {"digits": [1, 2, 3, 4, 5, 4, 3, 2]}  # answer: 1
-UNLIMITED = gateway.Limits(rate=100_000, burst=100_000, heavy_rate=100_000, heavy_burst=100_000, in_flight=10_000,
-                           heavy_in_flight=10_000, grpc_in_flight=10_000)
+UNLIMITED = gateway.Limits(
+    rate=100_000,
+    burst=100_000,
+    heavy_rate=100_000,
+    heavy_burst=100_000,
+    in_flight=10_000,
+    heavy_in_flight=10_000,
+    grpc_in_flight=10_000,
+)
 
 
 class SourceAddressAdapter(HTTPAdapter):
@@ -105,8 +112,10 @@ def palindromes(url: str, key: str, seconds: float, result: FloodResult) -> None
 def flood(url: str, key: str, seconds: float, flood_threads: int = FLOOD_THREADS) -> FloodResult:
     """B's palindromes for `seconds` while A floods interpolations from `flood_threads` threads (0: no flood)."""
     result, stop = FloodResult(), threading.Event()
-    flooders = [threading.Thread(target=flood_interpolations, args=(url, key, stop, result), daemon=True)
-                for _ in range(flood_threads)]
+    flooders = [
+        threading.Thread(target=flood_interpolations, args=(url, key, stop, result), daemon=True)
+        for _ in range(flood_threads)
+    ]
     for t in flooders:
         t.start()
     try:
@@ -124,14 +133,22 @@ def flood(url: str, key: str, seconds: float, flood_threads: int = FLOOD_THREADS
 def door_for(props: dict[str, str], limits: gateway.Limits, key_file: Path) -> gateway.Door:
     """A door on free ports in front of `make serve`'s TorchServe."""
     port, grpc_port = ts.free_ports(2)
-    return gateway.Door(host="127.0.0.1", port=port, grpc_port=grpc_port,
-                        replicas=[gateway.replica(ts.endpoints(props))], models=ts.archives(),
-                        torchserve_key_file=str(ts.ROOT / ".ts" / "key_file.json"), client_key_file=str(key_file),
-                        max_body_bytes=int(props["max_request_size"]), limits=limits)
+    return gateway.Door(
+        host="127.0.0.1",
+        port=port,
+        grpc_port=grpc_port,
+        replicas=[gateway.replica(ts.endpoints(props))],
+        models=ts.archives(),
+        torchserve_key_file=str(ts.ROOT / ".ts" / "key_file.json"),
+        client_key_file=str(key_file),
+        max_body_bytes=int(props["max_request_size"]),
+        limits=limits,
+    )
 
 
-def overhead(direct: str, direct_key: str, door: str, door_key: str, users: int, seconds: int, repeats: int,
-             out: Path) -> dict[str, list]:
+def overhead(
+    direct: str, direct_key: str, door: str, door_key: str, users: int, seconds: int, repeats: int, out: Path
+) -> dict[str, list]:
     """Alternate direct / door runs of the same locust palindrome load; -> {"direct": [...], "door": [...]}."""
     runs = {"direct": [], "door": []}
     for i in range(repeats):
@@ -141,8 +158,10 @@ def overhead(direct: str, direct_key: str, door: str, door_key: str, users: int,
                 raise SystemExit(f"locust completed no request against {host} in {seconds} s: see {out}")
             row = stats["palindrome"]
             runs[name].append(row)
-            print(f"  {name:6s} run {i + 1}: {row.rps:7.1f} req/s  p50 {row.p50_ms:5.0f} ms  p99 {row.p99_ms:5.0f} ms"
-                  f"  failures {row.failures}")
+            print(
+                f"  {name:6s} run {i + 1}: {row.rps:7.1f} req/s  p50 {row.p50_ms:5.0f} ms  p99 {row.p99_ms:5.0f} ms"
+                f"  failures {row.failures}"
+            )
     return runs
 
 
@@ -154,12 +173,16 @@ def print_overhead(runs: dict[str, list]) -> None:
     print("\n| target | palindrome req/s | p50 ms | p99 ms | failures |\n|---|---:|---:|---:|---:|")
     for name in ("direct", "door"):
         rows = runs[name]
-        print(f"| {name} | {median(r.rps for r in rows):.0f} | {median(r.p50_ms for r in rows):.0f} "
-              f"| {median(r.p99_ms for r in rows):.0f} | {sum(r.failures for r in rows)} |")
+        print(
+            f"| {name} | {median(r.rps for r in rows):.0f} | {median(r.p50_ms for r in rows):.0f} "
+            f"| {median(r.p99_ms for r in rows):.0f} | {sum(r.failures for r in rows)} |"
+        )
     d, g = runs["direct"], runs["door"]
-    print(f"| door / direct | {median(r.rps for r in g) / median(r.rps for r in d):.2f} "
-          f"| {median(r.p50_ms for r in g) / median(r.p50_ms for r in d):.2f} "
-          f"| {median(r.p99_ms for r in g) / median(r.p99_ms for r in d):.2f} | |")
+    print(
+        f"| door / direct | {median(r.rps for r in g) / median(r.rps for r in d):.2f} "
+        f"| {median(r.p50_ms for r in g) / median(r.p50_ms for r in d):.2f} "
+        f"| {median(r.p99_ms for r in g) / median(r.p99_ms for r in d):.2f} | |"
+    )
 
 
 def print_flood(results: dict[str, FloodResult]) -> None:
@@ -167,8 +190,10 @@ def print_flood(results: dict[str, FloodResult]) -> None:
     print("|---|---:|---:|---:|---:|---|")
     for name, r in results.items():
         refused = sum(n for s, n in r.a_statuses.items() if s != 200)
-        print(f"| {name} | {len(r.b_latencies)} | {r.b_percentile_ms(0.5):.0f} | {r.b_percentile_ms(0.99):.0f} "
-              f"| {len(r.b_problems)} | {r.a_statuses.get(200, 0)} / {refused} |")
+        print(
+            f"| {name} | {len(r.b_latencies)} | {r.b_percentile_ms(0.5):.0f} | {r.b_percentile_ms(0.99):.0f} "
+            f"| {len(r.b_problems)} | {r.a_statuses.get(200, 0)} / {refused} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,18 +219,34 @@ def main(argv: list[str] | None = None) -> None:
         try:
             if "overhead" in args.parts:
                 print(f"overhead: {args.users} locust users, {args.seconds} s per run, direct/door alternating")
-                print_overhead(overhead(endpoints.inference, direct_key, f"http://127.0.0.1:{open_door.port}",
-                                        door_key, args.users, args.seconds, args.repeats, args.out))
+                print_overhead(
+                    overhead(
+                        endpoints.inference,
+                        direct_key,
+                        f"http://127.0.0.1:{open_door.port}",
+                        door_key,
+                        args.users,
+                        args.seconds,
+                        args.repeats,
+                        args.out,
+                    )
+                )
             if "flood" in args.parts:
-                print(f"\nflood: B one palindrome after another for {args.flood_seconds:.0f} s, A {FLOOD_THREADS} "
-                      f"threads of {FLOOD_STEPS}-step interpolations")
+                print(
+                    f"\nflood: B one palindrome after another for {args.flood_seconds:.0f} s, A {FLOOD_THREADS} "
+                    f"threads of {FLOOD_STEPS}-step interpolations"
+                )
                 shipped_url = f"http://127.0.0.1:{shipped.port}"
-                print_flood({
-                    "no flood, straight to TorchServe": flood(endpoints.inference, direct_key, args.flood_seconds, 0),
-                    "no flood, through the door": flood(shipped_url, door_key, args.flood_seconds, 0),
-                    "flood, through the door (shipped limits)": flood(shipped_url, door_key, args.flood_seconds),
-                    "flood, straight to TorchServe": flood(endpoints.inference, direct_key, args.flood_seconds),
-                })
+                print_flood(
+                    {
+                        "no flood, straight to TorchServe": flood(
+                            endpoints.inference, direct_key, args.flood_seconds, 0
+                        ),
+                        "no flood, through the door": flood(shipped_url, door_key, args.flood_seconds, 0),
+                        "flood, through the door (shipped limits)": flood(shipped_url, door_key, args.flood_seconds),
+                        "flood, straight to TorchServe": flood(endpoints.inference, direct_key, args.flood_seconds),
+                    }
+                )
         finally:
             gateway.stop(Path(tmp) / "open")
             gateway.stop(Path(tmp) / "shipped")

@@ -43,7 +43,7 @@ def timed_batches(name: str, bodies: list[bytes], seconds: float) -> LoadResult:
     while time.perf_counter() - began < seconds:
         start = done % (len(bodies) - batch + 1)
         t0 = time.perf_counter()
-        run(bodies[start:start + batch])
+        run(bodies[start : start + batch])
         latencies += [time.perf_counter() - t0] * batch
         done += batch
     return summarize(name, latencies, done, time.perf_counter() - began)
@@ -64,12 +64,15 @@ def interpolate(seconds: float, steps: int, rng: random.Random) -> dict[str, Loa
                 first.append(time.perf_counter() - t0)
         last.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - began
-    return {FIRST_FRAME: summarize(FIRST_FRAME, first, len(first), elapsed),
-            LAST_FRAME: summarize(LAST_FRAME, last, len(last), elapsed)}
+    return {
+        FIRST_FRAME: summarize(FIRST_FRAME, first, len(first), elapsed),
+        LAST_FRAME: summarize(LAST_FRAME, last, len(last), elapsed),
+    }
 
 
-def measure(endpoints: tuple[str, ...], seconds: float, sample_n: int, steps: int,
-            seed: int = 0) -> dict[str, LoadResult]:
+def measure(
+    endpoints: tuple[str, ...], seconds: float, sample_n: int, steps: int, seed: int = 0
+) -> dict[str, LoadResult]:
     """Each of `endpoints` in turn for `seconds` (there is no /ping without a server)."""
     rng = random.Random(seed)
     loads = {}

@@ -9,7 +9,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"  # run as a program: nothing here imports loadtests/
 
@@ -25,25 +24,48 @@ class LoadResult:
     p99_ms: float
 
 
-def run_locust(host: str, users: int, seconds: int, out_prefix: Path, user_classes: list[str],
-               token: str | None = None, spawn_rate: int | None = None, html: bool = False,
-               extra_args: tuple[str, ...] = ()) -> dict[str, LoadResult]:
+def run_locust(
+    host: str,
+    users: int,
+    seconds: int,
+    out_prefix: Path,
+    user_classes: list[str],
+    token: str | None = None,
+    spawn_rate: int | None = None,
+    html: bool = False,
+    extra_args: tuple[str, ...] = (),
+) -> dict[str, LoadResult]:
     """Run locust headless for `seconds`; returns the per-endpoint rows (and "Aggregated") of its CSV.
 
     `extra_args` go to locust as they are: the locustfile's own options (--sample-n, --grpc-target) or --tags.
     """
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
-        str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-        "--host", host, "-u", str(users), "-r", str(spawn_rate or users), "-t", f"{seconds}s",
-        "--stop-timeout", "5", "--csv", str(out_prefix), *extra_args, *user_classes,
+        str(Path(sys.executable).parent / "locust"),
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--only-summary",
+        "--host",
+        host,
+        "-u",
+        str(users),
+        "-r",
+        str(spawn_rate or users),
+        "-t",
+        f"{seconds}s",
+        "--stop-timeout",
+        "5",
+        "--csv",
+        str(out_prefix),
+        *extra_args,
+        *user_classes,
     ]
     if html:
         cmd += ["--html", f"{out_prefix}.html"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), **({"TORCHSERVE_TOKEN": token} if token else {})}
     # locust exits 1 when any request failed; the failures are in the numbers we return.
-    subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=seconds + 60)
+    subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=seconds + 60)
     return read_stats(Path(f"{out_prefix}_stats.csv"))
 
 

@@ -49,8 +49,11 @@ def sample_table(call, repeats: int) -> str:
     """`sample` n=16 with each digit, and plain: in-process vs REST, and the ids each search read."""
     sample = service("sample")
     work = [(f"digit {d}", {"n": N_SAMPLES, "digit": d}) for d in range(NUM_CLASSES)] + [("plain", {"n": N_SAMPLES})]
-    lines = [f"medians of {repeats} seeds, sample n={N_SAMPLES} (ids read: latent ids the search went through)",
-             "| request | in-process ms | REST ms | ids read |", "|---|---:|---:|---:|"]
+    lines = [
+        f"medians of {repeats} seeds, sample n={N_SAMPLES} (ids read: latent ids the search went through)",
+        "| request | in-process ms | REST ms | ids read |",
+        "|---|---:|---:|---:|",
+    ]
     for name, payload in tqdm(work, desc="sample"):
         rows: dict[str, list[float]] = {"local": [], "rest": [], "ids": []}
         for seed in range(repeats + 1):
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # as the serving workers (handler.threads = 1)
     tables = {"sample": sample_table, "palindrome": palindrome_table}
     with tempfile.TemporaryDirectory() as tmp, ts.serving(Path(tmp)) as server:
+
         def call(model: str, payload: dict) -> dict:
             return rest.predict(model, payload, url=server.endpoints.inference, token=server.key())
 

@@ -126,8 +126,10 @@ def run(replicas: int, args: argparse.Namespace, key: str, kill: bool) -> dict:
     tally, events = Tally(), {}
     t0 = time.monotonic()
     until = t0 + args.seconds
-    threads = [threading.Thread(target=client, args=(args.host, args.port, key, t0, until, seed, tally))
-               for seed in range(args.clients)]
+    threads = [
+        threading.Thread(target=client, args=(args.host, args.port, key, t0, until, seed, tally))
+        for seed in range(args.clients)
+    ]
     if kill:
         killed = compose.replica_props(KILLED, image.image_config())
         threads.append(threading.Thread(target=kill_and_restart, args=(args.kill_at, t0, killed, events)))
@@ -138,12 +140,19 @@ def run(replicas: int, args: argparse.Namespace, key: str, kill: bool) -> dict:
     rates = per_second(tally.ok_at, args.seconds)
     latency = sorted(tally.latency_ms)
     result = {
-        "replicas": replicas, "kill": kill, "clients": args.clients, "seconds": args.seconds,
-        "answered": len(tally.ok_at), "failed": sum(tally.failures.values()), "failures": dict(tally.failures),
-        "req_per_s": len(tally.ok_at) / args.seconds, "median_req_per_s_of_1s_windows": statistics.median(rates),
+        "replicas": replicas,
+        "kill": kill,
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "answered": len(tally.ok_at),
+        "failed": sum(tally.failures.values()),
+        "failures": dict(tally.failures),
+        "req_per_s": len(tally.ok_at) / args.seconds,
+        "median_req_per_s_of_1s_windows": statistics.median(rates),
         "p50_ms": latency[len(latency) // 2] if latency else None,
         "p99_ms": latency[int(len(latency) * 0.99)] if latency else None,
-        "per_second": rates, **events,
+        "per_second": rates,
+        **events,
     }
     if kill:
         after = [t for t in tally.failed_at if t >= events["killed_s"]]
@@ -163,17 +172,21 @@ def median(runs: list[dict], key: str) -> float:
 
 def table(results: list[dict]) -> str:
     """One row per configuration: medians over its runs (each run's value in brackets)."""
-    rows = ["| run | runs | req/s, median [each] | p50 / p99 ms, median | failed [each] | wrong answers |",
-            "|---|---:|---|---|---|---:|"]
+    rows = [
+        "| run | runs | req/s, median [each] | p50 / p99 ms, median | failed [each] | wrong answers |",
+        "|---|---:|---|---|---|---:|",
+    ]
     for replicas, kill in sorted({(r["replicas"], r["kill"]) for r in results}, key=lambda c: (c[1], c[0])):
         runs = [r for r in results if (r["replicas"], r["kill"]) == (replicas, kill)]
         name = f"{replicas} replica{'s' if replicas > 1 else ''}"
         if kill:
             killed_at = "/".join(sorted({f"{r['killed_s']:.0f}" for r in runs}))
             name += f", replica-{KILLED} killed at {killed_at} s"
-        rows.append(f"| {name} | {len(runs)} | {median(runs, 'req_per_s'):.0f} {each(runs, 'req_per_s')} "
-                    f"| {median(runs, 'p50_ms'):.0f} / {median(runs, 'p99_ms'):.0f} | {each(runs, 'failed', '{}')} "
-                    f"| {sum(r['failures'].get('wrong answer', 0) for r in runs)} |")
+        rows.append(
+            f"| {name} | {len(runs)} | {median(runs, 'req_per_s'):.0f} {each(runs, 'req_per_s')} "
+            f"| {median(runs, 'p50_ms'):.0f} / {median(runs, 'p99_ms'):.0f} | {each(runs, 'failed', '{}')} "
+            f"| {sum(r['failures'].get('wrong answer', 0) for r in runs)} |"
+        )
     return "\n".join(rows)
 
 
@@ -206,9 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     print(table(results))
     for kill in (r for r in results if r["kill"]):
         back = kill["replica_ready_after_kill_s"]
-        print(f"kill run: replica-{KILLED} killed at {kill['killed_s']:.1f} s, ready again "
-              + (f"{back:.1f} s later" if back is not None else f"not within {compose.READY_TIMEOUT_S:.0f} s")
-              + f"; last failed request {kill['last_failure_after_kill_s']:.1f} s after the kill")
+        print(
+            f"kill run: replica-{KILLED} killed at {kill['killed_s']:.1f} s, ready again "
+            + (f"{back:.1f} s later" if back is not None else f"not within {compose.READY_TIMEOUT_S:.0f} s")
+            + f"; last failed request {kill['last_failure_after_kill_s']:.1f} s after the kill"
+        )
     print(f"results in {out.relative_to(ROOT)}")
 
 

@@ -29,22 +29,27 @@ LABELS = {
 }
 TARGET_NOTES = {
     "inprocess": "the serving layer (`digitlab/serving.py`) called in the benchmark process, batched at the shipped "
-                 "batchSize, with the shipped handler threads: parse, one `answer` per batch, JSON answer; no HTTP, "
-                 "no queue. Latency = its batch's time.",
+    "batchSize, with the shipped handler threads: parse, one `answer` per batch, JSON answer; no HTTP, "
+    "no queue. Latency = its batch's time.",
     "torchserve": "`config.properties` and `model_config/*.yaml` as shipped, every archive served, "
-                  "as `make serve` does.",
+    "as `make serve` does.",
     "naive": "the same archives with batchSize 1, one worker per model, handler threads and OMP_NUM_THREADS = "
-             "torch's default (one per core).",
+    "torch's default (one per core).",
     "fastapi": "`benchmarks/fastapi_server.py`: one uvicorn process, plain `def` endpoints calling the same serving "
-               "layer, 1 torch thread (as a shipped worker), no token check, no batching; palindrome and sample.",
+    "layer, 1 torch thread (as a shipped worker), no token check, no batching; palindrome and sample.",
 }
 AIMS = {"rps": 2000, "p99_ms": 25, "vs_naive": 4.0, "vs_fastapi": 1.5}  # issue 6, for palindrome
 LATENCIES = ("p50_ms", "p95_ms", "p99_ms")  # the LoadResult fields a table shows
 PACKAGES = ("torch", "torchserve", "locust", "fastapi", "uvicorn", "grpcio")
 # Ratio table columns: (title, endpoint, metric).
-RATIO_COLUMNS = (("palindrome req/s", "palindrome", "rps"), ("palindrome p99", "palindrome", "p99_ms"),
-                 ("sample req/s", "sample", "rps"), ("sample p99", "sample", "p99_ms"),
-                 ("first frame p50", FIRST_FRAME, "p50_ms"), ("last frame p50", LAST_FRAME, "p50_ms"))
+RATIO_COLUMNS = (
+    ("palindrome req/s", "palindrome", "rps"),
+    ("palindrome p99", "palindrome", "p99_ms"),
+    ("sample req/s", "sample", "rps"),
+    ("sample p99", "sample", "p99_ms"),
+    ("first frame p50", FIRST_FRAME, "p50_ms"),
+    ("last frame p50", LAST_FRAME, "p50_ms"),
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,13 @@ class Runs:
     total_mb: list[float] = field(default_factory=list)
     cpu: dict[str, list[CpuShare]] = field(default_factory=dict)
 
-    def add(self, loads: dict[str, LoadResult], start_s: float | None = None,
-            memory_mb: tuple[float, float] | None = None, cpu: dict[str, CpuShare] | None = None) -> None:
+    def add(
+        self,
+        loads: dict[str, LoadResult],
+        start_s: float | None = None,
+        memory_mb: tuple[float, float] | None = None,
+        cpu: dict[str, CpuShare] | None = None,
+    ) -> None:
         for name, result in loads.items():
             self.loads.setdefault(name, []).append(result)
         for name, share in (cpu or {}).items():
@@ -148,8 +158,10 @@ def load_table(runs: dict[str, Runs], endpoint: str) -> list[str]:
 
 
 def stream_table(runs: dict[str, Runs]) -> list[str]:
-    rows = ["| target | first frame p50 ms | first frame p95 ms | last frame p50 ms | last frame p95 ms | errors |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| target | first frame p50 ms | first frame p95 ms | last frame p50 ms | last frame p95 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for target, r in runs.items():
         if FIRST_FRAME in r.loads:
             cells = [fmt(r.median(name, m), 1) for name in (FIRST_FRAME, LAST_FRAME) for m in ("p50_ms", "p95_ms")]
@@ -158,26 +170,36 @@ def stream_table(runs: dict[str, Runs]) -> list[str]:
 
 
 def start_table(runs: dict[str, Runs]) -> list[str]:
-    rows = ["| target | cold start to all workers READY, s | model workers RSS, MiB | whole server RSS, MiB | "
-            "load generator ceiling (GET /ping), req/s |", "|---|---:|---:|---:|---:|"]
+    rows = [
+        "| target | cold start to all workers READY, s | model workers RSS, MiB | whole server RSS, MiB | "
+        "load generator ceiling (GET /ping), req/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for target, r in runs.items():
         if r.cold_start_s:
-            rows.append(f"| {LABELS[target]} | {fmt(statistics.median(r.cold_start_s), 1)} | "
-                        f"{fmt(statistics.median(r.workers_mb))} | {fmt(statistics.median(r.total_mb))} | "
-                        f"{fmt(r.median('ping', 'rps'))} |")
+            rows.append(
+                f"| {LABELS[target]} | {fmt(statistics.median(r.cold_start_s), 1)} | "
+                f"{fmt(statistics.median(r.workers_mb))} | {fmt(statistics.median(r.total_mb))} | "
+                f"{fmt(r.median('ping', 'rps'))} |"
+            )
     return rows
 
 
 def cpu_table(runs: dict[str, Runs], cores: int) -> list[str]:
     """Where the CPU goes per request, and the req/s that would use every core: no server can beat that ceiling."""
-    rows = ["| target | endpoint | server CPU ms/request | load generator CPU ms/request | "
-            f"ceiling on {cores} cores, req/s | measured req/s |", "|---|---|---:|---:|---:|---:|"]
+    rows = [
+        "| target | endpoint | server CPU ms/request | load generator CPU ms/request | "
+        f"ceiling on {cores} cores, req/s | measured req/s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for target, r in runs.items():
         for endpoint, shares in r.cpu.items():
             server = statistics.median(s.server_ms for s in shares)
             client = statistics.median(s.client_ms for s in shares)
-            rows.append(f"| {LABELS[target]} | {endpoint} | {server:.2f} | {client:.2f} | "
-                        f"{fmt(cores * 1000 / (server + client))} | {fmt(r.median(endpoint, 'rps'))} |")
+            rows.append(
+                f"| {LABELS[target]} | {endpoint} | {server:.2f} | {client:.2f} | "
+                f"{fmt(cores * 1000 / (server + client))} | {fmt(r.median(endpoint, 'rps'))} |"
+            )
     return rows
 
 
@@ -212,18 +234,25 @@ def chart(runs: dict[str, Runs], path: Path, title: str, sample_n: str) -> Path:
     panels: tuple[tuple[str, Callable[[Runs], list[float | None]], list[str]], ...] = (
         ("palindrome, req/s", lambda r: [r.median("palindrome", "rps")], [""]),
         (f"sample (n={sample_n}), req/s", lambda r: [r.median("sample", "rps")], [""]),
-        ("p99 latency, ms", lambda r: [r.median("palindrome", "p99_ms"), r.median("sample", "p99_ms")],
-         ["palindrome", "sample"]),
-        ("gRPC interpolation stream, p50 ms",
-         lambda r: [r.median(FIRST_FRAME, "p50_ms"), r.median(LAST_FRAME, "p50_ms")], ["first frame", "last frame"]),
+        (
+            "p99 latency, ms",
+            lambda r: [r.median("palindrome", "p99_ms"), r.median("sample", "p99_ms")],
+            ["palindrome", "sample"],
+        ),
+        (
+            "gRPC interpolation stream, p50 ms",
+            lambda r: [r.median(FIRST_FRAME, "p50_ms"), r.median(LAST_FRAME, "p50_ms")],
+            ["first frame", "last frame"],
+        ),
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
     width = 0.8 / len(runs)
     for ax, (name, values, groups) in zip(axes, panels):
         for i, (target, r) in enumerate(runs.items()):
             heights = values(r)
-            bars = ax.bar([g + i * width for g in range(len(groups))], [v or 0 for v in heights], width,
-                          label=LABELS[target])
+            bars = ax.bar(
+                [g + i * width for g in range(len(groups))], [v or 0 for v in heights], width, label=LABELS[target]
+            )
             ax.bar_label(bars, [fmt(v) for v in heights], fontsize="x-small")  # "—": not measured for this target
         ax.set_xticks([g + width * (len(runs) - 1) / 2 for g in range(len(groups))], groups)
         ax.set_title(name)
@@ -265,12 +294,16 @@ def markdown(record: Record, chart_path: Path, doc: Path, appendices: tuple[Path
         "",
         *section("palindrome (REST)", load_table(runs, "palindrome")),
         *section(f"sample, n={settings['sample n']} (REST)", load_table(runs, "sample")),
-        *section(f"interpolate over gRPC StreamPredictions ({settings['interpolation frames']} frames)",
-                 stream_table(runs)),
+        *section(
+            f"interpolate over gRPC StreamPredictions ({settings['interpolation frames']} frames)", stream_table(runs)
+        ),
         *section("Start and memory", start_table(runs)),
         *section("CPU per request (all processes share the same cores)", cpu_table(runs, int(settings["cores"]))),
         *section("Ratios", ratio_table(runs)),
-        "## Aims of issue 6 (palindrome)", "", *aims(runs), "",
+        "## Aims of issue 6 (palindrome)",
+        "",
+        *aims(runs),
+        "",
     ]
     lines += [appendix.read_text().rstrip() + "\n" for appendix in appendices if appendix.exists()]
     return "\n".join(lines)

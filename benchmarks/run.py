@@ -81,27 +81,38 @@ def locust_start_cpu_s(out: Path) -> float:
     return children_cpu_s() - before
 
 
-def load_endpoint(live: targets.Live, plan: Plan, out: Path, endpoint: str, options: tuple[str, ...],
-                  locust_start_s: float) -> tuple[LoadResult, CpuShare]:
+def load_endpoint(
+    live: targets.Live, plan: Plan, out: Path, endpoint: str, options: tuple[str, ...], locust_start_s: float
+) -> tuple[LoadResult, CpuShare]:
     """One locust run against one REST endpoint, and the CPU the server and locust spent per request."""
     server, client = live.cpu_s(), children_cpu_s()
-    row = run_locust(live.http, plan.users, plan.seconds, out / endpoint, [HTTP_USERS[endpoint]], live.token,
-                     extra_args=options)[endpoint]
+    row = run_locust(
+        live.http, plan.users, plan.seconds, out / endpoint, [HTTP_USERS[endpoint]], live.token, extra_args=options
+    )[endpoint]
     per_request = 1000 / max(row.requests, 1)
     client_s = max(children_cpu_s() - client - locust_start_s, 0.0)
     return row, CpuShare((live.cpu_s() - server) * per_request, client_s * per_request)
 
 
-def load_server(live: targets.Live, plan: Plan, out: Path,
-                locust_start_s: float) -> tuple[dict[str, LoadResult], dict[str, CpuShare]]:
+def load_server(
+    live: targets.Live, plan: Plan, out: Path, locust_start_s: float
+) -> tuple[dict[str, LoadResult], dict[str, CpuShare]]:
     """The locust runs against one started server: /ping, palindrome, sample, and the gRPC stream where there is one."""
     options = ("--sample-n", str(plan.sample_n), "--interpolate-steps", str(plan.steps))
-    measured = {e: load_endpoint(live, plan, out, e, options, locust_start_s)
-                for e in HTTP_USERS if e in plan.endpoints}
+    measured = {
+        e: load_endpoint(live, plan, out, e, options, locust_start_s) for e in HTTP_USERS if e in plan.endpoints
+    }
     rows, cpu = {e: m[0] for e, m in measured.items()}, {e: m[1] for e, m in measured.items()}
     if live.grpc and "interpolate" in plan.endpoints:
-        stats = run_locust(live.http, plan.stream_users, plan.seconds, out / "interpolate", ["GrpcUser"], live.token,
-                           extra_args=(*options, "--grpc-target", live.grpc, "--tags", "interpolate"))
+        stats = run_locust(
+            live.http,
+            plan.stream_users,
+            plan.seconds,
+            out / "interpolate",
+            ["GrpcUser"],
+            live.token,
+            extra_args=(*options, "--grpc-target", live.grpc, "--tags", "interpolate"),
+        )
         rows |= {name: stats[name] for name in (FIRST_FRAME, LAST_FRAME)}
     return rows, cpu
 
@@ -146,20 +157,26 @@ def measure(plan: Plan, command: str) -> Record:
     began, load_before = time.monotonic(), psutil.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         runs = run(plan, Path(tmp))
-    settings = {"cores": str(os.cpu_count()), "locust users": str(plan.users), "seconds per run": str(plan.seconds),
-                "repetitions": str(plan.repeats),
-                "gRPC streams": str(plan.stream_users), "sample n": str(plan.sample_n),
-                "interpolation frames": str(plan.steps),
-                "palindrome lengths": f"{workload.MIN_LENGTH}-{workload.MAX_LENGTH} (uniform)",
-                "served archives": ", ".join(plan.models),
-                "load average (1 min) before / after": f"{load_before:.1f} / {psutil.getloadavg()[0]:.1f}",
-                "wall time": f"{time.monotonic() - began:.0f} s"}
+    settings = {
+        "cores": str(os.cpu_count()),
+        "locust users": str(plan.users),
+        "seconds per run": str(plan.seconds),
+        "repetitions": str(plan.repeats),
+        "gRPC streams": str(plan.stream_users),
+        "sample n": str(plan.sample_n),
+        "interpolation frames": str(plan.steps),
+        "palindrome lengths": f"{workload.MIN_LENGTH}-{workload.MAX_LENGTH} (uniform)",
+        "served archives": ", ".join(plan.models),
+        "load average (1 min) before / after": f"{load_before:.1f} / {psutil.getloadavg()[0]:.1f}",
+        "wall time": f"{time.monotonic() - began:.0f} s",
+    }
     return Record(runs, settings, machine_facts(), command)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--users", type=int, default=32, help="concurrent locust users (palindrome, sample, ping)")
     p.add_argument("--seconds", type=int, default=10, help="length of each locust run")
     p.add_argument("--repeats", type=int, default=3, help="repetitions; the report gives medians")
@@ -168,10 +185,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=workload.INTERPOLATE_STEPS, help="frames per interpolation")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     p.add_argument("--chart", type=Path, default=ROOT / "docs" / "bench" / "serving.png")
-    p.add_argument("--results", type=Path, default=ROOT / "docs" / "bench" / "results.json",
-                   help="raw numbers of the run")
-    p.add_argument("--report-only", action="store_true",
-                   help="measure nothing: write the report again from --results (e.g. after a new tuning run)")
+    p.add_argument(
+        "--results", type=Path, default=ROOT / "docs" / "bench" / "results.json", help="raw numbers of the run"
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: write the report again from --results (e.g. after a new tuning run)",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny loads and one repetition, to check the harness (seconds)")
     args = p.parse_args(argv)
     plan = Plan(args.users, args.seconds, args.repeats, args.stream_users, args.sample_n, args.steps, tuple(ARCHIVES))

@@ -30,9 +30,17 @@ from clients.ts_grpc import inference_pb2, inference_pb2_grpc
 from tools import server as ts
 
 ROOT = Path(__file__).resolve().parent.parent
-HOSTILE = [b"[" * 1000 + b"]" * 1000, b'{"digits": [' + b"9" * 5000 + b"]}", b'{"digits": "\xff"}', b"{",
-           b'{"digits": [1, 2, 3, 4]}', b'{"n": 1000}', b'{"steps": 1, "start": {}, "end": {}}', b"null",
-           b'{"digits": [1, 2, 1], "stream": "yes"}']
+HOSTILE = [
+    b"[" * 1000 + b"]" * 1000,
+    b'{"digits": [' + b"9" * 5000 + b"]}",
+    b'{"digits": "\xff"}',
+    b"{",
+    b'{"digits": [1, 2, 3, 4]}',
+    b'{"n": 1000}',
+    b'{"steps": 1, "start": {}, "end": {}}',
+    b"null",
+    b'{"digits": [1, 2, 1], "stream": "yes"}',
+]
 HOSTILE_MODELS = ["palindrome", "sample", "interpolate"]
 
 
@@ -63,34 +71,50 @@ class Soak:
             try:
                 if pick < bad_fraction:
                     body, model = rng.choice(HOSTILE), rng.choice(HOSTILE_MODELS)
-                    code = session.post(f"{url}/predictions/{model}", data=body, headers=headers, timeout=30).status_code
+                    code = session.post(
+                        f"{url}/predictions/{model}", data=body, headers=headers, timeout=30
+                    ).status_code
                     self.record("hostile", began, 400 <= code < 500, f"status {code}")
                     continue
                 half = [rng.randrange(10) for _ in range(rng.randint(2, 7))]
                 digits = [*half, *half[::-1]][:-1]  # the first T digits of a palindrome of T + 1
                 if pick < 0.55:
-                    answer = session.post(f"{url}/predictions/palindrome", json={"digits": digits}, headers=headers,
-                                          timeout=30).json()
+                    answer = session.post(
+                        f"{url}/predictions/palindrome", json={"digits": digits}, headers=headers, timeout=30
+                    ).json()
                     self.record("palindrome REST", began, answer.get("digit") == digits[0], str(answer)[:200])
                 elif pick < 0.75:
-                    request = inference_pb2.PredictionsRequest(model_name="palindrome",
-                                                               input={"data": json.dumps({"digits": digits}).encode()})
+                    request = inference_pb2.PredictionsRequest(
+                        model_name="palindrome", input={"data": json.dumps({"digits": digits}).encode()}
+                    )
                     [reply] = stub.StreamPredictions(request, metadata=metadata, timeout=30)
                     answer = json.loads(reply.prediction)
                     self.record("palindrome gRPC", began, answer.get("digit") == digits[0], str(answer)[:200])
                 elif pick < 0.9:
-                    answer = session.post(f"{url}/predictions/sample", json={"n": rng.randint(1, 16)}, headers=headers,
-                                          timeout=30).json()
+                    answer = session.post(
+                        f"{url}/predictions/sample", json={"n": rng.randint(1, 16)}, headers=headers, timeout=30
+                    ).json()
                     self.record("sample REST", began, "images" in answer, str(answer)[:200])
                 else:
                     steps = rng.randint(4, 16)
-                    body = {"start": {"seed": rng.randrange(99), "index": 0}, "end": {"seed": rng.randrange(99), "index": 1},
-                            "steps": steps, "stream": True}
-                    request = inference_pb2.PredictionsRequest(model_name="interpolate",
-                                                               input={"data": json.dumps(body).encode()})
-                    frames = [json.loads(r.prediction) for r in stub.StreamPredictions(request, metadata=metadata, timeout=60)]
-                    self.record("interpolate gRPC stream", began, [f.get("index") for f in frames] == list(range(steps)),
-                                f"{len(frames)} frames of {steps}")
+                    body = {
+                        "start": {"seed": rng.randrange(99), "index": 0},
+                        "end": {"seed": rng.randrange(99), "index": 1},
+                        "steps": steps,
+                        "stream": True,
+                    }
+                    request = inference_pb2.PredictionsRequest(
+                        model_name="interpolate", input={"data": json.dumps(body).encode()}
+                    )
+                    frames = [
+                        json.loads(r.prediction) for r in stub.StreamPredictions(request, metadata=metadata, timeout=60)
+                    ]
+                    self.record(
+                        "interpolate gRPC stream",
+                        began,
+                        [f.get("index") for f in frames] == list(range(steps)),
+                        f"{len(frames)} frames of {steps}",
+                    )
             except (requests.RequestException, grpc.RpcError, ValueError, KeyError) as err:
                 self.record("transport", began, False, repr(err))
         channel.close()
@@ -118,8 +142,9 @@ def run(server: ts.RunningServer, args: argparse.Namespace) -> dict:
     soak = Soak(server, args.seed)
     began = time.monotonic()
     until = began + args.minutes * 60
-    threads = [threading.Thread(target=soak.user, args=(i, until, args.bad_fraction), daemon=True)
-               for i in range(args.users)]
+    threads = [
+        threading.Thread(target=soak.user, args=(i, until, args.bad_fraction), daemon=True) for i in range(args.users)
+    ]
     for t in threads:
         t.start()
     samples = []  # (s since start, worker RSS MiB, log bytes, requests so far)
@@ -140,20 +165,37 @@ def summarise(soak: Soak, samples: list[tuple], began: float, args: argparse.Nam
     for m in range(int(args.minutes + 0.999)):
         ms = [r[2] for r in soak.records if m * 60 <= r[0] - began < (m + 1) * 60 and r[1] != "hostile"]
         if ms:
-            minutes.append({"minute": m + 1, "requests": len(ms), "p50_ms": round(percentile(ms, 50), 1),
-                            "p95_ms": round(percentile(ms, 95), 1), "p99_ms": round(percentile(ms, 99), 1)})
+            minutes.append(
+                {
+                    "minute": m + 1,
+                    "requests": len(ms),
+                    "p50_ms": round(percentile(ms, 50), 1),
+                    "p95_ms": round(percentile(ms, 95), 1),
+                    "p99_ms": round(percentile(ms, 99), 1),
+                }
+            )
     kinds = sorted({r[1] for r in soak.records})
     # RSS growth: after the first minute (warm-up: allocator pools, caches) to the end.
     warm = next((s for s in samples if s[0] >= 60), samples[0])
     return {
-        "minutes": args.minutes, "users": args.users, "bad_fraction": args.bad_fraction,
-        "requests": len(soak.records), "failures": len(soak.failures), "failure_examples": soak.failures[:10],
+        "minutes": args.minutes,
+        "users": args.users,
+        "bad_fraction": args.bad_fraction,
+        "requests": len(soak.records),
+        "failures": len(soak.failures),
+        "failure_examples": soak.failures[:10],
         "by_kind": {k: sum(1 for r in soak.records if r[1] == k) for k in kinds},
         "per_minute": minutes,
-        "worker_rss_mib": {"after_warmup": round(warm[1], 1), "end": round(samples[-1][1], 1),
-                           "growth_pct": round(100 * (samples[-1][1] - warm[1]) / warm[1], 2)},
-        "log_bytes": {"start": samples[0][2], "end": samples[-1][2],
-                      "per_request": round((samples[-1][2] - samples[0][2]) / max(1, len(soak.records)), 1)},
+        "worker_rss_mib": {
+            "after_warmup": round(warm[1], 1),
+            "end": round(samples[-1][1], 1),
+            "growth_pct": round(100 * (samples[-1][1] - warm[1]) / warm[1], 2),
+        },
+        "log_bytes": {
+            "start": samples[0][2],
+            "end": samples[-1][2],
+            "per_request": round((samples[-1][2] - samples[0][2]) / max(1, len(soak.records)), 1),
+        },
         "samples": [[round(s[0], 1), round(s[1], 1), s[2], s[3]] for s in samples],
     }
 
@@ -182,7 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--bad-fraction", type=float, default=0.2, help="share of hostile requests (default: 0.2)")
     p.add_argument("--every", type=float, default=10, help="seconds between memory/log samples (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="default: 0")
-    p.add_argument("--start", action="store_true", help="start a private server on free ports instead of using make serve's")
+    p.add_argument(
+        "--start", action="store_true", help="start a private server on free ports instead of using make serve's"
+    )
     p.add_argument("--workdir", type=Path, default=ROOT / ".ts", help="make serve's working directory (default: .ts)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "soak", help="default: docs/soak")
     args = p.parse_args(argv)

@@ -72,8 +72,12 @@ def rss_mb(pids: Iterable[int]) -> float:
 
 def naive_overrides(name: str) -> dict[str, Any]:
     """(c): no batching, one worker, and the handler left to torch's default thread count."""
-    return {"batchSize": 1, "minWorkers": 1, "maxWorkers": 1,
-            "handler": {**ARCHIVES[name].model_config()["handler"], "threads": TORCH_DEFAULT_THREADS}}
+    return {
+        "batchSize": 1,
+        "minWorkers": 1,
+        "maxWorkers": 1,
+        "handler": {**ARCHIVES[name].model_config()["handler"], "threads": TORCH_DEFAULT_THREADS},
+    }
 
 
 def build_store(store: Path, models: Iterable[str], overrides: Callable[[str], dict[str, Any]] | None = None) -> Path:
@@ -83,11 +87,18 @@ def build_store(store: Path, models: Iterable[str], overrides: Callable[[str], d
 
 
 @contextmanager
-def torchserve(workdir: Path, store: Path, base_config: Path = ROOT / "config.properties",
-               env: dict[str, str] | None = None) -> Iterator[Live]:
+def torchserve(
+    workdir: Path, store: Path, base_config: Path = ROOT / "config.properties", env: dict[str, str] | None = None
+) -> Iterator[Live]:
     with ts.serving(workdir, store, base_config, timeout=START_TIMEOUT, env=env) as server:
-        yield Live(server.endpoints.inference, server.endpoints.grpc_inference, server.key(), server.ready_s,
-                   server.pid, lambda: [pid for model in server.models for pid in server.worker_pids(model)])
+        yield Live(
+            server.endpoints.inference,
+            server.endpoints.grpc_inference,
+            server.key(),
+            server.ready_s,
+            server.pid,
+            lambda: [pid for model in server.models for pid in server.worker_pids(model)],
+        )
 
 
 def wait_answering(url: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -108,8 +119,17 @@ def fastapi(log: Path, threads: int = 1) -> Iterator[Live]:
     """benchmarks/fastapi_server.py on a free port, with the thread settings of one TorchServe worker."""
     port = ts.free_ports(1)[0]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "benchmarks.fastapi_server", "--host", LOOPBACK, "--port", str(port),
-           "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.fastapi_server",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+    ]
     began = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

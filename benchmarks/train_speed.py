@@ -39,7 +39,9 @@ def steps_per_second(forward, net: PalindromeNet, cfg: TrainConfig, inputs, targ
 
 
 def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", choices=["lstm", "rnn"], default="lstm")
     p.add_argument("--lengths", type=int, nargs="+", default=[15, 50], help="palindrome lengths T to time")
     p.add_argument("--steps", type=int, default=50, help="timed training steps per variant and repetition")
@@ -68,8 +70,10 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
         medians[length] = {v: statistics.median(r) for v, r in results.items()}
         print(f"T={length}: " + ", ".join(f"{v} {s:.1f} steps/s" for v, s in medians[length].items()), flush=True)
     fused, loop = VARIANTS
-    print(f"\n{args.model.upper()}, batch {cfg.batch_size}, hidden {cfg.hidden_dim}, {args.threads} thread(s), "
-          f"medians of {args.repeats} x {args.steps} steps:")
+    print(
+        f"\n{args.model.upper()}, batch {cfg.batch_size}, hidden {cfg.hidden_dim}, {args.threads} thread(s), "
+        f"medians of {args.repeats} x {args.steps} steps:"
+    )
     print(f"| T | {fused} steps/s | {loop} steps/s | ratio |\n|---|---|---|---|")
     for length, m in medians.items():
         print(f"| {length} | {m[fused]:.1f} | {m[loop]:.1f} | {m[fused] / m[loop]:.2f}x |")

@@ -59,8 +59,9 @@ PALINDROME = (
     Variant("batchSize 32", {"batchSize": 32}),
     Variant("2 workers", {"minWorkers": 2, "maxWorkers": 2}),
     Variant("handler threads 2", handler("palindrome", threads=2)),
-    Variant("netty threads 1 + client threads 1",
-            properties={"number_of_netty_threads": "1", "netty_client_threads": "1"}),
+    Variant(
+        "netty threads 1 + client threads 1", properties={"number_of_netty_threads": "1", "netty_client_threads": "1"}
+    ),
     Variant("async_logging", properties={"async_logging": "true"}),
 )
 INTERPOLATE = (
@@ -96,8 +97,10 @@ Results = dict[tuple[str, int], list[dict[str, LoadResult]]]  # (variant, users)
 def measure(experiment: Experiment, seconds: int, repeats: int, workdir: Path) -> Results:
     """{(variant, users): the kept rows of each repetition} for the experiment's model under each variant."""
     model = experiment.model
-    stores = {v.name: targets.build_store(workdir / f"store-{model}-{i}", [model], lambda _, v=v: v.model)
-              for i, v in enumerate(experiment.variants)}
+    stores = {
+        v.name: targets.build_store(workdir / f"store-{model}-{i}", [model], lambda _, v=v: v.model)
+        for i, v in enumerate(experiment.variants)
+    }
     results = {(v.name, u): [] for v in experiment.variants for u in experiment.users}
     for rep in range(repeats):
         for i, variant in enumerate(experiment.variants):
@@ -106,11 +109,20 @@ def measure(experiment: Experiment, seconds: int, repeats: int, workdir: Path) -
             with targets.torchserve(here, stores[variant.name], base_config(variant, here / "base.properties")) as live:
                 for n in experiment.users:
                     user, *options = experiment.locust
-                    stats = run_locust(live.http, n, seconds, here / f"locust-{n}", [user], live.token,
-                                       extra_args=(*options, "--grpc-target", live.grpc))
+                    stats = run_locust(
+                        live.http,
+                        n,
+                        seconds,
+                        here / f"locust-{n}",
+                        [user],
+                        live.token,
+                        extra_args=(*options, "--grpc-target", live.grpc),
+                    )
                     results[(variant.name, n)].append({row: stats[row] for row in experiment.rows})
-                    shown = ", ".join(f"{r.name} {r.rps:.0f} req/s p50 {r.p50_ms:.0f} ms p99 {r.p99_ms:.0f} ms "
-                                      f"({r.failures} err)" for r in results[(variant.name, n)][-1].values())
+                    shown = ", ".join(
+                        f"{r.name} {r.rps:.0f} req/s p50 {r.p50_ms:.0f} ms p99 {r.p99_ms:.0f} ms ({r.failures} err)"
+                        for r in results[(variant.name, n)][-1].values()
+                    )
                     print(f"[{rep + 1}/{repeats}] {variant.name}, {n} users: {shown}", flush=True)
     return results
 
@@ -141,8 +153,10 @@ def med(runs: list[dict[str, LoadResult]], row: str, metric: str) -> float:
 
 
 def load_table(experiment: Experiment, results: Results) -> list[str]:
-    lines = ["| variant | users | measured | req/s | p50 ms | p95 ms | p99 ms | errors |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| variant | users | measured | req/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for (name, users), runs in results.items():
         for row in experiment.rows:
             cells = [f"{med(runs, row, 'rps'):,.0f}", *(f"{med(runs, row, m):.0f}" for m in LATENCIES)]
@@ -157,36 +171,49 @@ def threads_of(variant: Variant) -> int:
 def sample_table(results: Results, seconds: float) -> list[str]:
     """Served p50 of one n=64 request against the same work in this process, with the variant's threads."""
     inprocess = {t: inprocess_sample(t, seconds) for t in sorted({threads_of(v) for v in SAMPLE})}
-    lines = ["| variant | served p50 ms | in-process generator p50 ms | in-process whole work p50 ms | "
-             "served / generator | served / whole work |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| variant | served p50 ms | in-process generator p50 ms | in-process whole work p50 ms | "
+        "served / generator | served / whole work |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for variant in SAMPLE:
         served = med(results[(variant.name, 1)], "sample", "p50_ms")
         generator_ms, whole_ms = inprocess[threads_of(variant)]
-        lines.append(f"| {variant.name} | {served:.0f} | {generator_ms:.1f} | {whole_ms:.1f} | "
-                     f"{served / generator_ms:.2f}× | {served / whole_ms:.2f}× |")
+        lines.append(
+            f"| {variant.name} | {served:.0f} | {generator_ms:.1f} | {whole_ms:.1f} | "
+            f"{served / generator_ms:.2f}× | {served / whole_ms:.2f}× |"
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--users", type=int, nargs="+", default=[4, 32],
-                   help="palindrome: concurrent locust users, each measured")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--users", type=int, nargs="+", default=[4, 32], help="palindrome: concurrent locust users, each measured"
+    )
     p.add_argument("--stream-users", type=int, default=2, help="concurrent gRPC interpolation streams")
     p.add_argument("--seconds", type=int, default=6, help="length of each locust run")
     p.add_argument("--repeats", type=int, default=3, help="repetitions; tables give medians")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     experiments = {
-        "palindrome (REST)": Experiment("palindrome", PALINDROME, tuple(args.users), ("PalindromeUser",),
-                                        ("palindrome",)),
+        "palindrome (REST)": Experiment(
+            "palindrome", PALINDROME, tuple(args.users), ("PalindromeUser",), ("palindrome",)
+        ),
         # One request at a time: the time a user waits for 64 images, against the same work in-process.
         f"sample, n={SAMPLE_N}, one request at a time": Experiment(
-            "sample", SAMPLE, (1,), ("SampleUser", "--sample-n", str(SAMPLE_N)), ("sample",)),
+            "sample", SAMPLE, (1,), ("SampleUser", "--sample-n", str(SAMPLE_N)), ("sample",)
+        ),
         # Concurrent streams: a batch streams its requests one after another, so batching delays first frames.
         f"interpolate, {args.stream_users} concurrent gRPC streams of {STEPS} frames": Experiment(
-            "interpolate", INTERPOLATE, (args.stream_users,),
-            ("GrpcUser", "--tags", "interpolate", "--interpolate-steps", str(STEPS)), (FIRST_FRAME, LAST_FRAME)),
+            "interpolate",
+            INTERPOLATE,
+            (args.stream_users,),
+            ("GrpcUser", "--tags", "interpolate", "--interpolate-steps", str(STEPS)),
+            (FIRST_FRAME, LAST_FRAME),
+        ),
     }
     command = "python -m benchmarks.tune " + shlex.join(argv if argv is not None else sys.argv[1:])
     sections: list[str] = []
@@ -196,8 +223,12 @@ def main(argv: list[str] | None = None) -> None:
             results = measure(experiment, args.seconds, args.repeats, Path(tmp))
             sections += [f"### {title}", "", *load_table(experiment, results), ""]
             if experiment.model == "sample":
-                sections += [f"### sample, n={SAMPLE_N}: served against in-process", "",
-                             *sample_table(results, args.seconds), ""]
+                sections += [
+                    f"### sample, n={SAMPLE_N}: served against in-process",
+                    "",
+                    *sample_table(results, args.seconds),
+                    "",
+                ]
             # Written after every experiment, so an interrupted run keeps what it measured.
             write(args.out, command.strip(), args.seconds, args.repeats, time.monotonic() - began, sections)
     print(f"wrote {args.out}")
@@ -205,13 +236,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def write(out: Path, command: str, seconds: int, repeats: int, wall_s: float, sections: list[str]) -> None:
     lines = [
-        "## Tuning (benchmarks/tune.py)", "",
+        "## Tuning (benchmarks/tune.py)",
+        "",
         f"Command: `{command}`; {seconds} s per locust run, medians of {repeats}, wall time {wall_s:.0f} s. "
-        "Each variant changes one thing from the shipped configuration and serves only the model under test.", "",
+        "Each variant changes one thing from the shipped configuration and serves only the model under test.",
+        "",
         *sections,
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
+
 
 if __name__ == "__main__":
     main()

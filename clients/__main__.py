@@ -31,10 +31,17 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=DEFAULT_URL, help="REST inference address")
     p.add_argument("--target", default=DEFAULT_TARGET, help="gRPC inference address")
     p.add_argument("--grpc", action="store_true", help="call over gRPC instead of REST")
-    p.add_argument("--token", help="key to send (default: the door's key from --key-file or $DIGITLAB_API_KEY, "
-                                   "else TorchServe's from $TORCHSERVE_TOKEN or .ts/key_file.json)")
-    p.add_argument("--key-file", type=Path, help="a key file: the front door's (.gateway/api_keys, newest line) "
-                                                 "or TorchServe's key_file.json; re-read when a key is refused")
+    p.add_argument(
+        "--token",
+        help="key to send (default: the door's key from --key-file or $DIGITLAB_API_KEY, "
+        "else TorchServe's from $TORCHSERVE_TOKEN or .ts/key_file.json)",
+    )
+    p.add_argument(
+        "--key-file",
+        type=Path,
+        help="a key file: the front door's (.gateway/api_keys, newest line) "
+        "or TorchServe's key_file.json; re-read when a key is refused",
+    )
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per call")
 
 
@@ -70,7 +77,7 @@ class Progress:
 
 
 def point(spec: str) -> dict:
-    """"digit:9", "digit:9:SEED" or "id:SEED:INDEX" -> a request point."""
+    """ "digit:9", "digit:9:SEED" or "id:SEED:INDEX" -> a request point."""
     kind, *numbers = spec.split(":")
     try:
         values = [int(n) for n in numbers]
@@ -126,9 +133,11 @@ def cmd_token(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="digitlab" if __package__ == "digitlab.clients" else "python -m clients",
-                                description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="digitlab" if __package__ == "digitlab.clients" else "python -m clients",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
     defaults = argparse.ArgumentDefaultsHelpFormatter
 
@@ -140,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     smp = sub.add_parser("sample", help="random digits from the GAN", formatter_class=defaults)
     smp.add_argument("--n", type=int, default=16, help="how many images")
     smp.add_argument("--seed", type=int, help="same seed, same images (default: the server picks one)")
-    smp.add_argument("--digit", type=int, help="only images the server's classifier reads as this digit, 0-9 "
-                                               "(a bounded search: 422 when the seed has too few)")
+    smp.add_argument(
+        "--digit",
+        type=int,
+        help="only images the server's classifier reads as this digit, 0-9 "
+        "(a bounded search: 422 when the seed has too few)",
+    )
     smp.add_argument("-o", "--output", type=Path, help="write the images as one PNG grid")
     smp.set_defaults(run=cmd_sample)
 

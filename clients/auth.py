@@ -58,8 +58,13 @@ def read_any_key_file(path: str | Path, kind: str = "inference") -> str | None:
     return keys[-1] if keys else None
 
 
-def call_with_fresh_key(call: Callable[[str | None], T], token: str | None, is_auth_error: Callable[[Exception], bool],
-                        kind: str = "inference", find: Callable[[], str | None] | None = None) -> T:
+def call_with_fresh_key(
+    call: Callable[[str | None], T],
+    token: str | None,
+    is_auth_error: Callable[[Exception], bool],
+    kind: str = "inference",
+    find: Callable[[], str | None] | None = None,
+) -> T:
     """`call(key)`; when it fails for authentication and the key came from a key file, re-read and retry once.
 
     TorchServe's keys expire and are renewed by the supervisor (or `make rotate-keys`), which rewrites

@@ -38,9 +38,14 @@ Point = dict[str, Any]  # {"digit": d[, "seed": s]}, {"seed": s, "index": i} or 
 class Client(ABC):
     """What every transport offers. Subclasses implement `_json`, `_bytes` and `_messages` for one attempt."""
 
-    def __init__(self, token: str | None = None, key_file: str | Path | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                 backoff: float = DEFAULT_BACKOFF) -> None:
+    def __init__(
+        self,
+        token: str | None = None,
+        key_file: str | Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+    ) -> None:
         self.token = token  # explicit: sent as given, never re-read ("" sends no key)
         self.key_file = Path(key_file) if key_file is not None else None
         self.timeout = timeout
@@ -110,8 +115,9 @@ class Client(ABC):
         """The missing last digit of a palindrome whose first T digits are `digits`."""
         return PalindromeResponse.model_validate(self.predict(model, {"digits": digits}))
 
-    def sample(self, n: int = 1, seed: int | None = None, digit: int | None = None,
-               format: Literal["png", "raw"] = "png") -> SampleResponse:
+    def sample(
+        self, n: int = 1, seed: int | None = None, digit: int | None = None, format: Literal["png", "raw"] = "png"
+    ) -> SampleResponse:
         """n images with their latent ids (base64 PNG, or raw pixels)."""
         return SampleResponse.model_validate(self.predict("sample", _sample_payload(n, seed, digit, format)))
 
@@ -119,20 +125,23 @@ class Client(ABC):
         """n images as one PNG grid (file bytes)."""
         return self.predict_bytes("sample", _sample_payload(n, seed, digit, "grid"), accept="image/png")
 
-    def interpolate(self, start: Point, end: Point, steps: int = 16,
-                    method: Literal["slerp", "lerp"] = "slerp") -> InterpolateResponse:
+    def interpolate(
+        self, start: Point, end: Point, steps: int = 16, method: Literal["slerp", "lerp"] = "slerp"
+    ) -> InterpolateResponse:
         """Every frame at once."""
         payload = {"start": start, "end": end, "steps": steps, "method": method}
         return InterpolateResponse.model_validate(self.predict("interpolate", payload))
 
-    def interpolate_gif(self, start: Point, end: Point, steps: int = 16,
-                        method: Literal["slerp", "lerp"] = "slerp") -> bytes:
+    def interpolate_gif(
+        self, start: Point, end: Point, steps: int = 16, method: Literal["slerp", "lerp"] = "slerp"
+    ) -> bytes:
         """The frames as one animated GIF, rendered by the server (file bytes)."""
         payload = {"start": start, "end": end, "steps": steps, "method": method, "format": "gif"}
         return self.predict_bytes("interpolate", payload, accept="image/gif")
 
-    def interpolate_stream(self, start: Point, end: Point, steps: int = 16,
-                           method: Literal["slerp", "lerp"] = "slerp") -> Iterator[Frame]:
+    def interpolate_stream(
+        self, start: Point, end: Point, steps: int = 16, method: Literal["slerp", "lerp"] = "slerp"
+    ) -> Iterator[Frame]:
         """Frames as they are rendered: a plain iterator."""
         payload = {"start": start, "end": end, "steps": steps, "method": method}
         for message in self.stream("interpolate", payload):

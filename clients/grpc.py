@@ -42,9 +42,16 @@ def request_message(model: str, payload: dict[str, Any]) -> inference_pb2.Predic
 class GrpcClient(Client):
     """`StreamPredictions` calls over one channel to `target` ("host:port")."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, token: str | None = None, key_file: str | Path | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                 backoff: float = DEFAULT_BACKOFF, channel: grpcio.Channel | None = None) -> None:
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        token: str | None = None,
+        key_file: str | Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        channel: grpcio.Channel | None = None,
+    ) -> None:
         super().__init__(token, key_file, timeout, retries, backoff)
         self.target = target
         self.channel = channel or grpcio.insecure_channel(target)
@@ -62,8 +69,12 @@ class GrpcClient(Client):
     def _replies(self, model: str, payload: dict[str, Any], key: str | None) -> Iterator[bytes]:
         """Each reply's raw bytes of one `StreamPredictions` call; the first is awaited before returning."""
         metadata = [("authorization", f"Bearer {key}")] if key else []
-        replies = (reply.prediction for reply in _translated(
-            self.stub.StreamPredictions(request_message(model, payload), metadata=metadata, timeout=self.timeout)))
+        replies = (
+            reply.prediction
+            for reply in _translated(
+                self.stub.StreamPredictions(request_message(model, payload), metadata=metadata, timeout=self.timeout)
+            )
+        )
         first = next(replies, None)
         return iter(()) if first is None else itertools.chain([first], replies)
 
@@ -96,26 +107,50 @@ def _translated(call: Iterator[Any]) -> Iterator[Any]:
 # -- one call each, on a channel of its own -------------------------------------------------------------
 
 
-def predict_bytes(model: str, payload: dict[str, Any], target: str = DEFAULT_TARGET, token: str | None = None,
-                  timeout: float = DEFAULT_TIMEOUT) -> bytes:
+def predict_bytes(
+    model: str,
+    payload: dict[str, Any],
+    target: str = DEFAULT_TARGET,
+    token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> bytes:
     """One answer (a one-message stream) -> its raw bytes (a PNG grid, a GIF, or JSON)."""
     with GrpcClient(target, token, timeout=timeout) as client:
         return client.predict_bytes(model, payload)
 
 
-def predict(model: str, payload: dict[str, Any], target: str = DEFAULT_TARGET, token: str | None = None,
-            timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+def predict(
+    model: str,
+    payload: dict[str, Any],
+    target: str = DEFAULT_TARGET,
+    token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> dict[str, Any]:
     """One answer -> the decoded JSON."""
     with GrpcClient(target, token, timeout=timeout) as client:
         return client.predict(model, payload)
 
 
-def stream(model: str, payload: dict[str, Any], target: str = DEFAULT_TARGET, token: str | None = None,
-           timeout: float = DEFAULT_TIMEOUT) -> Iterator[Any]:
+def stream(
+    model: str,
+    payload: dict[str, Any],
+    target: str = DEFAULT_TARGET,
+    token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Iterator[Any]:
     """Yields each decoded message as it arrives; adds `"stream": true` for models that take it (interpolate)."""
     with GrpcClient(target, token, timeout=timeout) as client:
         yield from client.stream(model, payload)
 
 
-__all__ = ["DEFAULT_TARGET", "DEFAULT_TIMEOUT", "STREAMING_MODELS", "GrpcClient", "decode_reply", "predict",
-           "predict_bytes", "request_message", "stream"]
+__all__ = [
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT",
+    "STREAMING_MODELS",
+    "GrpcClient",
+    "decode_reply",
+    "predict",
+    "predict_bytes",
+    "request_message",
+    "stream",
+]

@@ -26,9 +26,16 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 class RestClient(Client):
     """POSTs JSON to `{url}/predictions/{model}` over one `requests.Session`."""
 
-    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, key_file: str | Path | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_BACKOFF,
-                 session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        key_file: str | Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        session: requests.Session | None = None,
+    ) -> None:
         super().__init__(token, key_file, timeout, retries, backoff)
         self.url = url.rstrip("/")
         self.session = session or requests.Session()
@@ -43,15 +50,21 @@ class RestClient(Client):
         """TorchServe refuses a key with 400 "Token Authorization failed"; the front door with 401."""
         return isinstance(err, ServerError) and (err.status == 401 or "Token Authorization failed" in err.message)
 
-    def _post(self, model: str, payload: dict[str, Any], key: str | None, accept: str = "*/*",
-              stream: bool = False) -> requests.Response:
+    def _post(
+        self, model: str, payload: dict[str, Any], key: str | None, accept: str = "*/*", stream: bool = False
+    ) -> requests.Response:
         """One POST; a refusal (any status but 2xx) raises `ServerError` with the server's message."""
         headers = {"Content-Type": "application/json", "Accept": accept}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         try:
-            resp = self.session.post(f"{self.url}/predictions/{model}", data=json.dumps(payload), headers=headers,
-                                     timeout=self.timeout, stream=stream)
+            resp = self.session.post(
+                f"{self.url}/predictions/{model}",
+                data=json.dumps(payload),
+                headers=headers,
+                timeout=self.timeout,
+                stream=stream,
+            )
         except requests.ConnectionError:  # refused, reset, no route (also a connect timeout)
             raise Unreachable("unreachable", f"no server at {self.url}: start it with `make serve`") from None
         except requests.Timeout:
@@ -88,22 +101,39 @@ def _message(resp: requests.Response) -> str:
 # -- one call each, on a client of its own ------------------------------------------------------------
 
 
-def predict(model: str, payload: dict[str, Any], url: str = DEFAULT_URL, token: str | None = None,
-            timeout: float = DEFAULT_TIMEOUT, session: requests.Session | None = None) -> dict[str, Any]:
+def predict(
+    model: str,
+    payload: dict[str, Any],
+    url: str = DEFAULT_URL,
+    token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    session: requests.Session | None = None,
+) -> dict[str, Any]:
     """POST `payload` as JSON to /predictions/`model`; returns the decoded JSON answer."""
     with RestClient(url, token, timeout=timeout, session=session) as client:
         return client.predict(model, payload)
 
 
-def predict_bytes(model: str, payload: dict[str, Any], url: str = DEFAULT_URL, token: str | None = None,
-                  timeout: float = DEFAULT_TIMEOUT, accept: str = "*/*") -> bytes:
+def predict_bytes(
+    model: str,
+    payload: dict[str, Any],
+    url: str = DEFAULT_URL,
+    token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    accept: str = "*/*",
+) -> bytes:
     """Like `predict`, for answers that are files (PNG grid, GIF) -> the body's bytes."""
     with RestClient(url, token, timeout=timeout) as client:
         return client.predict_bytes(model, payload, accept)
 
 
-def stream(model: str, payload: dict[str, Any], url: str = DEFAULT_URL, token: str | None = None,
-           timeout: float = DEFAULT_TIMEOUT) -> Iterator[dict[str, Any]]:
+def stream(
+    model: str,
+    payload: dict[str, Any],
+    url: str = DEFAULT_URL,
+    token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Iterator[dict[str, Any]]:
     """POST with `"stream": true` and yield each newline-delimited JSON message as its chunk arrives."""
     body = payload if model in STREAMING_MODELS else {**payload, "stream": True}  # the client adds it for these
     with RestClient(url, token, timeout=timeout) as client:

@@ -6,7 +6,7 @@ import torch
 
 
 def pick_device(spec: str = "auto") -> torch.device:
-    """"auto" -> CUDA when present, else Apple MPS, else CPU; anything else is taken literally."""
+    """ "auto" -> CUDA when present, else Apple MPS, else CPU; anything else is taken literally."""
     if spec != "auto":
         return torch.device(spec)
     if torch.cuda.is_available():

@@ -31,5 +31,5 @@ def random_prefix(length: int, rng: random.Random) -> tuple[list[int], int]:
     """(first `length` digits, missing last digit) of a random palindrome of length + 1 digits."""
     full = length + 1
     half = [rng.randrange(NUM_DIGITS) for _ in range((full + 1) // 2)]
-    digits = half + half[::-1][full % 2:]  # odd lengths share the middle digit
+    digits = half + half[::-1][full % 2 :]  # odd lengths share the middle digit
     return digits[:-1], digits[-1]

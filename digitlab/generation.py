@@ -48,7 +48,8 @@ def b64_png(image) -> str:
 
 
 def sample_response(seed: int, images: torch.Tensor, raw: bool, indices: list[int] | None = None) -> SampleResponse:
-    """Images (n, 1, 28, 28) drawn from ids (seed, indices), by default 0..n-1 -> their JSON answer (PNG or raw pixels)."""
+    """Images (n, 1, 28, 28) drawn from ids (seed, indices), by default 0..n-1 -> their JSON answer
+    (PNG or raw pixels)."""
     pixels = to_uint8(images)  # (n, 28, 28)
     out = [
         ImageOut(id=LatentId(seed=seed, index=i), **({"pixels": p.tolist()} if raw else {"png": b64_png(p)}))
@@ -57,8 +58,9 @@ def sample_response(seed: int, images: torch.Tensor, raw: bool, indices: list[in
     return SampleResponse(seed=seed, images=out)
 
 
-def digit_samples(generator: nn.Module, classifier: nn.Module, digit: int, n: int, seed: int,
-                  search: DigitSearch) -> tuple[list[int], torch.Tensor]:
+def digit_samples(
+    generator: nn.Module, classifier: nn.Module, digit: int, n: int, seed: int, search: DigitSearch
+) -> tuple[list[int], torch.Tensor]:
     """The first n ids (seed, index) whose samples the classifier reads as `digit` with confidence >=
     search.min_confidence -> (their indices, their images (n, 1, 28, 28)). A budget spent first is a 422."""
     try:
@@ -80,18 +82,20 @@ def resolve(point: Point, generator: nn.Module, classifier: nn.Module, search: D
         return torch.tensor(point.z, dtype=torch.float32)
     assert isinstance(point, DigitPoint)
     try:
-        return find_latent_for_digit(generator, classifier, point.digit, point.seed, search.budget,
-                                     search.min_confidence).z
+        return find_latent_for_digit(
+            generator, classifier, point.digit, point.seed, search.budget, search.min_confidence
+        ).z
     except LookupError:
         raise InvalidRequest(
             f"no latent within {search.budget} tries of seed {point.seed} is read as a {point.digit} with "
-            f"confidence >= {search.min_confidence}: try another seed, or give the point as {{\"seed\", \"index\"}}",
+            f'confidence >= {search.min_confidence}: try another seed, or give the point as {{"seed", "index"}}',
             status=422,
         ) from None
 
 
-def interpolation_latents(request: InterpolateRequest, generator: nn.Module, classifier: nn.Module,
-                          search: DigitSearch) -> torch.Tensor:
+def interpolation_latents(
+    request: InterpolateRequest, generator: nn.Module, classifier: nn.Module, search: DigitSearch
+) -> torch.Tensor:
     """The request's path through latent space: (steps, 100), first and last rows exactly its endpoints."""
     z0 = resolve(request.start, generator, classifier, search)
     z1 = resolve(request.end, generator, classifier, search)
@@ -106,7 +110,13 @@ def frames(images: torch.Tensor, classifier: nn.Module, first_index: int, total:
     confidence, digit = probs.max(dim=1)
     now = time.time()
     return [
-        Frame(index=first_index + k, of=total, png=b64_png(p), digit=int(d), confidence=round(float(c), 4),
-              generated_at=now)
+        Frame(
+            index=first_index + k,
+            of=total,
+            png=b64_png(p),
+            digit=int(d),
+            confidence=round(float(c), 4),
+            generated_at=now,
+        )
         for k, (p, d, c) in enumerate(zip(to_uint8(images), digit, confidence))
     ]

@@ -48,8 +48,7 @@ def strip_png(images: torch.Tensor) -> bytes:
 
 def gif_bytes(frames: np.ndarray, duration_ms: int = 100, upscale: int = 4) -> bytes:
     """np.uint8 frames (T, H, W) -> looping animated GIF bytes, each frame `upscale`x larger."""
-    pictures = [Image.fromarray(f).resize((f.shape[1] * upscale, f.shape[0] * upscale), Image.NEAREST)
-                for f in frames]
+    pictures = [Image.fromarray(f).resize((f.shape[1] * upscale, f.shape[0] * upscale), Image.NEAREST) for f in frames]
     buffer = io.BytesIO()
     pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0)
     return buffer.getvalue()

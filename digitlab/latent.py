@@ -112,8 +112,9 @@ def find_latents_for_digit(
             hits.append(LatentHit(seed, start + k, z[k].cpu(), float(probs[k]), images[k].cpu()))
             if len(hits) == n:
                 return hits
-    raise LookupError(f"{len(hits)} of {n} latents in seed {seed}, indices < {budget}, are read as {digit} "
-                      f"with p >= {min_confidence}")
+    raise LookupError(
+        f"{len(hits)} of {n} latents in seed {seed}, indices < {budget}, are read as {digit} with p >= {min_confidence}"
+    )
 
 
 def find_latent_for_digit(

@@ -49,7 +49,7 @@ def write_fake_mnist(data_dir: str | Path, n_train: int = 256, n_test: int = 64,
         images = rng.integers(0, 40, (n, IMAGE_SIZE, IMAGE_SIZE)).astype(np.uint8)
         for i, label in enumerate(labels):
             row, col = 2 + 8 * (label // 4), 2 + 6 * (label % 4)
-            images[i, row:row + 6, col:col + 6] = 255
+            images[i, row : row + 6, col : col + 6] = 255
         # IDX: big-endian magic (0x0803 images / 0x0801 labels), then dimensions, then raw bytes.
         _write_idx(raw / f"{split}-images-idx3-ubyte", 2051, images)
         _write_idx(raw / f"{split}-labels-idx1-ubyte", 2049, labels)

@@ -187,10 +187,17 @@ class MnistClassifier(nn.Module):
         c1, c2 = config.channels
         # BatchNorm after each convolution: without it this net stalled at 98.9 % test accuracy in 4 epochs.
         self.body = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),  # (B, c1, 14, 14)
-            nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),  # (B, c2, 7, 7)
+            nn.Conv2d(1, c1, 3, padding=1),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, c1, 14, 14)
+            nn.Conv2d(c1, c2, 3, padding=1),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, c2, 7, 7)
             nn.Flatten(),
-            nn.Linear(c2 * 7 * 7, config.feature_dim), nn.ReLU(),
+            nn.Linear(c2 * 7 * 7, config.feature_dim),
+            nn.ReLU(),
         )
         self.dropout = nn.Dropout(0.25)
         self.head = nn.Linear(config.feature_dim, NUM_CLASSES)

@@ -45,9 +45,15 @@ def _digits_json_schema(schema: dict[str, Any]) -> None:
     schema.clear()
     schema.update(
         description=description,
-        anyOf=[{"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}, "minItems": 1,
-                "maxItems": PALINDROME_MAX_LENGTH_CEILING},
-               {"type": "string", "pattern": "^[0-9]+$", "minLength": 1, "maxLength": PALINDROME_MAX_LENGTH_CEILING}],
+        anyOf=[
+            {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0, "maximum": 9},
+                "minItems": 1,
+                "maxItems": PALINDROME_MAX_LENGTH_CEILING,
+            },
+            {"type": "string", "pattern": "^[0-9]+$", "minLength": 1, "maxLength": PALINDROME_MAX_LENGTH_CEILING},
+        ],
     )
 
 
@@ -56,15 +62,17 @@ class PalindromeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    digits: list[int] = Field(description="digits 0-9: the palindrome without its last digit",
-                              json_schema_extra=lambda schema: _digits_json_schema(schema))
+    digits: list[int] = Field(
+        description="digits 0-9: the palindrome without its last digit",
+        json_schema_extra=lambda schema: _digits_json_schema(schema),
+    )
 
     @field_validator("digits", mode="before")
     @classmethod
     def _split_string(cls, value: Any) -> Any:
         if isinstance(value, str):
             if len(value) > PALINDROME_MAX_LENGTH_CEILING or not value.isascii() or not value.isdigit():
-                raise ValueError("a digit string must hold only the characters 0-9, e.g. \"1232\"")
+                raise ValueError('a digit string must hold only the characters 0-9, e.g. "1232"')
             return [int(c) for c in value]
         if isinstance(value, list):
             if len(value) > PALINDROME_MAX_LENGTH_CEILING:
@@ -79,9 +87,7 @@ class PalindromeRequest(BaseModel):
     def _check(cls, digits: list[int], info: ValidationInfo) -> list[int]:
         limits = LengthRange.model_validate(info.context) if info.context else None
         if limits and not limits.min_length <= len(digits) <= limits.max_length:
-            raise ValueError(
-                f"got {len(digits)} digits; this model accepts {limits.min_length} to {limits.max_length}"
-            )
+            raise ValueError(f"got {len(digits)} digits; this model accepts {limits.min_length} to {limits.max_length}")
         if not digits:
             raise ValueError("no digits given")
         bad = [d for d in digits if not 0 <= d <= 9]
@@ -140,13 +146,17 @@ def decode_json(body: Any) -> Any:
         try:
             body = bytes(body).decode("utf-8")
         except UnicodeDecodeError as err:
-            raise InvalidRequest(f"the body is not valid JSON: not UTF-8 text ({err.reason} at byte {err.start}); send JSON such as "
-                                 f"{JSON_EXAMPLE}") from None
+            raise InvalidRequest(
+                f"the body is not valid JSON: not UTF-8 text ({err.reason} at byte {err.start}); send JSON such as "
+                f"{JSON_EXAMPLE}"
+            ) from None
     if not isinstance(body, str):
         return body
     if _json_depth(body) > MAX_JSON_DEPTH:
-        raise InvalidRequest(f"the body nests arrays/objects more than {MAX_JSON_DEPTH} deep; requests are flat JSON "
-                             f"such as {JSON_EXAMPLE}")
+        raise InvalidRequest(
+            f"the body nests arrays/objects more than {MAX_JSON_DEPTH} deep; requests are flat JSON "
+            f"such as {JSON_EXAMPLE}"
+        )
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError; so is a 5,000-digit int
@@ -215,7 +225,7 @@ class ExplicitLatent(BaseModel):
 
 
 class DigitPoint(BaseModel):
-    """"a latent whose sample the classifier reads as `digit`", found by a bounded, seeded search."""
+    """ "a latent whose sample the classifier reads as `digit`", found by a bounded, seeded search."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     digit: int = Field(ge=0, le=9, strict=True)
@@ -268,8 +278,9 @@ class InterpolateRequest(BaseModel):
     format: Literal["png", "gif"] = "png"
     # Strict: only the JSON literal true streams. A unary gRPC call that streams stalls its worker
     # (SECURITY.md), so "yes", 1 or "true" must be refused, never taken for true.
-    stream: bool = Field(default=False, strict=True,
-                         description="one message per frame (gRPC StreamPredictions or chunked HTTP)")
+    stream: bool = Field(
+        default=False, strict=True, description="one message per frame (gRPC StreamPredictions or chunked HTTP)"
+    )
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -326,8 +337,10 @@ class ErrorResponse(BaseModel):
     and the front door's (`Unauthorized`, `NotFound`, `RequestTooLarge`, `TooManyRequests`)."""
 
     code: int = Field(description="the HTTP status, repeated")
-    type: str = Field(description='"InvalidRequest" or "InternalError" from a handler; TorchServe and the '
-                                  "front door use their own names")
+    type: str = Field(
+        description='"InvalidRequest" or "InternalError" from a handler; TorchServe and the '
+        "front door use their own names"
+    )
     message: str = Field(description="what is wrong and what is allowed")
 
 
@@ -337,7 +350,8 @@ class ReadyResponse(BaseModel):
 
     status: Literal["ready", "not ready"]
     models: dict[str, Literal["ready", "not ready", "restarting"]] | None = Field(
-        default=None, description="per served model (supervisor only)")
+        default=None, description="per served model (supervisor only)"
+    )
 
 
 class LiveResponse(BaseModel):

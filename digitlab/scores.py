@@ -106,8 +106,9 @@ def generate(generator: nn.Module, n: int, seed: int, batch_size: int = 1000) ->
     return torch.cat([generator(chunk.to(device)).cpu() for chunk in z.split(batch_size)])
 
 
-def score_generator(generator: nn.Module, classifier: nn.Module, real: FeatureStats,
-                    n: int = 10_000, seed: int = 1) -> dict[str, float | list[float]]:
+def score_generator(
+    generator: nn.Module, classifier: nn.Module, real: FeatureStats, n: int = 10_000, seed: int = 1
+) -> dict[str, float | list[float]]:
     """Scores of n eval-mode samples (BatchNorm running statistics, as served); restores the generator's mode."""
     was_training = generator.training
     generator.eval()

@@ -71,8 +71,11 @@ def summarise_meta(meta: dict[str, Any]) -> dict[str, Any]:
     accuracy = meta.get("accuracy")
     if isinstance(accuracy, dict) and accuracy:  # {"3": 1.0, ..., "100": 1.0}: accuracy per input length
         lengths = sorted(int(t) for t in accuracy)
-        out["accuracy"] = {"lengths": [lengths[0], lengths[-1]], "min": min(accuracy.values()),
-                           "mean": round(statistics.fmean(accuracy.values()), 6)}
+        out["accuracy"] = {
+            "lengths": [lengths[0], lengths[-1]],
+            "min": min(accuracy.values()),
+            "mean": round(statistics.fmean(accuracy.values()), 6),
+        }
     return out
 
 
@@ -128,8 +131,12 @@ class PalindromeService(Service):
         """One forward for the whole batch (mixed lengths) -> one answer per request."""
         probs = predict_probabilities(self.model, [r.digits for r in requests])  # (B, 10)
         return [
-            PalindromeResponse(digit=int(p.argmax()), probabilities=[round(float(x), 6) for x in p],
-                               length=len(r.digits), model=self.model.config.cell)
+            PalindromeResponse(
+                digit=int(p.argmax()),
+                probabilities=[round(float(x), 6) for x in p],
+                length=len(r.digits),
+                model=self.model.config.cell,
+            )
             for r, p in zip(requests, probs)
         ]
 
@@ -161,13 +168,16 @@ class GeneratorService(Service):
     def load(cls, checkpoint: Path, options: dict[str, Any], device: torch.device | str) -> GeneratorService:
         generator, meta = load_model_and_meta(checkpoint, device, expect="generator")
         limits = GeneratorLimits(**{k: v for k, v in options.items() if k in GeneratorLimits.model_fields})
-        search = DigitSearch(options.get("digit_search_budget", DigitSearch.budget),
-                             options.get("digit_min_confidence", DigitSearch.min_confidence))
+        search = DigitSearch(
+            options.get("digit_search_budget", DigitSearch.budget),
+            options.get("digit_min_confidence", DigitSearch.min_confidence),
+        )
         service = cls(generator, meta, limits, search)
         if name := options.get("classifier", cls.default_classifier):
             # Next to the checkpoint: the model directory of an unpacked archive, or weights/ here.
-            service.classifier, service.classifier_meta = load_model_and_meta(checkpoint.parent / name, device,
-                                                                              expect="classifier")
+            service.classifier, service.classifier_meta = load_model_and_meta(
+                checkpoint.parent / name, device, expect="classifier"
+            )
         return service
 
     def limits(self) -> dict[str, int]:
@@ -176,8 +186,10 @@ class GeneratorService(Service):
     def describe(self) -> dict[str, Any]:
         card = {"kind": self.kind, "limits": self.limits(), "generator": model_card(self.generator, self.meta)}
         if self.classifier is not None:
-            card |= {"digit_search": asdict(self.search),
-                     "classifier": model_card(self.classifier, self.classifier_meta)}
+            card |= {
+                "digit_search": asdict(self.search),
+                "classifier": model_card(self.classifier, self.classifier_meta),
+            }
         return card
 
 
@@ -195,9 +207,11 @@ class SampleService(GeneratorService):
         answers: list[Answer] = []
         for request, drawn in zip(requests, self.draw(requests)):
             if isinstance(drawn, InvalidRequest) or request.format != "grid":
-                answers.append(drawn if isinstance(drawn, InvalidRequest) else
-                               sample_response(drawn.seed, drawn.images, raw=request.format == "raw",
-                                               indices=drawn.indices))
+                answers.append(
+                    drawn
+                    if isinstance(drawn, InvalidRequest)
+                    else sample_response(drawn.seed, drawn.images, raw=request.format == "raw", indices=drawn.indices)
+                )
             else:
                 answers.append(Binary(grid_png(drawn.images), "image/png", {"X-Seed": str(drawn.seed)}))
         return answers
@@ -219,7 +233,7 @@ class SampleService(GeneratorService):
             if r.digit is None:
                 out.append(Drawn(seed, next(drawn)))
             elif self.classifier is None:
-                out.append(InvalidRequest("this server does not search for digits: leave out \"digit\""))
+                out.append(InvalidRequest('this server does not search for digits: leave out "digit"'))
             else:
                 try:
                     indices, images = digit_samples(self.generator, self.classifier, r.digit, r.n, seed, self.search)
@@ -277,8 +291,9 @@ SERVICES: dict[str, type[PalindromeService | GeneratorService]] = {
 }
 
 
-def load(kind: str, checkpoint: str | Path, options: dict[str, Any] | None = None,
-         device: torch.device | str = "cpu") -> Service:
+def load(
+    kind: str, checkpoint: str | Path, options: dict[str, Any] | None = None, device: torch.device | str = "cpu"
+) -> Service:
     """The service of model `kind` from its checkpoint and its model config's `handler:` options.
 
     Files the options name (the classifier) are read next to the checkpoint: the model directory of an

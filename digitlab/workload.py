@@ -21,8 +21,9 @@ INTERPOLATE_STEPS = 32  # frames per interpolation
 GRPC_PALINDROME, FIRST_FRAME, LAST_FRAME = "palindrome gRPC", "interpolate first frame", "interpolate last frame"
 
 
-def palindrome_prefix(rng: random.Random, min_length: int = MIN_LENGTH,
-                      max_length: int = MAX_LENGTH) -> tuple[list[int], int]:
+def palindrome_prefix(
+    rng: random.Random, min_length: int = MIN_LENGTH, max_length: int = MAX_LENGTH
+) -> tuple[list[int], int]:
     """(first T digits, missing last digit) of a random digit palindrome of T + 1 digits, T uniform."""
     return random_prefix(rng.randint(min_length, max_length), rng)
 

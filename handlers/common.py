@@ -55,15 +55,18 @@ def request_body(row: dict[str, Any], grpc: bool) -> Any:
     """The request's JSON body: the gRPC input "data", or the REST body. Anything else is refused."""
     if grpc:
         if set(row) != {GRPC_INPUT}:
-            raise InvalidRequest(f'a gRPC request carries exactly one input, named "{GRPC_INPUT}" (the JSON body); '
-                                 f"got {sorted(map(str, row))[:5]}")
+            raise InvalidRequest(
+                f'a gRPC request carries exactly one input, named "{GRPC_INPUT}" (the JSON body); '
+                f"got {sorted(map(str, row))[:5]}"
+            )
         return row[GRPC_INPUT]
     if REST_BODY not in row:
         raise InvalidRequest('no JSON body found: POST it with the header "Content-Type: application/json"')
     if len(row) > 1:  # query-string parameters and form fields arrive as extra inputs
         extra = sorted(str(k) for k in row if k != REST_BODY)[:5]
-        raise InvalidRequest(f"send the request as a JSON body only: query parameters and form fields {extra} "
-                             "are not accepted")
+        raise InvalidRequest(
+            f"send the request as a JSON body only: query parameters and form fields {extra} are not accepted"
+        )
     return row[REST_BODY]
 
 
@@ -88,9 +91,12 @@ class InternalError(Exception):
         self.request_id = request_id
 
     def to_json(self) -> dict[str, Any]:
-        return {"code": 500, "type": "InternalError",
-                "message": f"the server failed to answer this request (id {self.request_id}); it is logged. "
-                           "Retrying the same request will fail the same way."}
+        return {
+            "code": 500,
+            "type": "InternalError",
+            "message": f"the server failed to answer this request (id {self.request_id}); it is logged. "
+            "Retrying the same request will fail the same way.",
+        }
 
 
 class ServingHandler:
@@ -184,8 +190,9 @@ class ServingHandler:
                 message = frame.model_dump_json() + "\n"  # NDJSON over HTTP: a client splits on newlines
                 if frame.index == frame.of - 1:
                     return message
-                send_intermediate_predict_response({idx: message}, {idx: context.request_ids[idx]},
-                                                   "Intermediate Prediction success", 200, context)
+                send_intermediate_predict_response(
+                    {idx: message}, {idx: context.request_ids[idx]}, "Intermediate Prediction success", 200, context
+                )
             raise RuntimeError("the stream ended before its last frame")
         except Exception:  # noqa: BLE001 - one stream's failure is its own
             return self.fail(idx, context) + "\n"
@@ -207,12 +214,16 @@ class ServingHandler:
                 responses[idx] = self.refuse(err, idx, context)
             except Exception:  # noqa: BLE001 - whatever a body does to the parser, it is still the client's 400
                 log.warning("request %s: unreadable body", request_id(context, idx), exc_info=True)
-                responses[idx] = self.refuse(InvalidRequest("the body could not be read as a request; send JSON "
-                                                            "as shown in the README"), idx, context)
+                responses[idx] = self.refuse(
+                    InvalidRequest("the body could not be read as a request; send JSON as shown in the README"),
+                    idx,
+                    context,
+                )
         return responses, valid
 
-    def guarded(self, work: Callable[[list[Any]], list[Any]], items: list[tuple[int, Any]],
-                responses: list[Any], context) -> list[Any]:
+    def guarded(
+        self, work: Callable[[list[Any]], list[Any]], items: list[tuple[int, Any]], responses: list[Any], context
+    ) -> list[Any]:
         """`work` on every item's payload at once; if it raises, again one at a time so only the culprit fails.
 
         `items` are (request index, payload). A failed request gets its error answer in `responses` and
@@ -224,8 +235,9 @@ class ServingHandler:
             if len(items) > 1:
                 return [self.guarded(work, [one], responses, context)[0] for one in items]
             idx = items[0][0]
-            responses[idx] = (self.refuse(err, idx, context) if isinstance(err, InvalidRequest)
-                              else self.fail(idx, context))
+            responses[idx] = (
+                self.refuse(err, idx, context) if isinstance(err, InvalidRequest) else self.fail(idx, context)
+            )
             return [None]
 
     @staticmethod

@@ -142,8 +142,9 @@ class RestUser(FastHttpUser):
         self.draws = Draws()
 
     def post(self, model: str, payload: dict[str, Any], problem: Callable[[dict[str, Any]], str | None]) -> None:
-        with self.client.post(f"/predictions/{model}", data=json.dumps(payload), headers=self.headers,
-                              name=model, catch_response=True) as resp:
+        with self.client.post(
+            f"/predictions/{model}", data=json.dumps(payload), headers=self.headers, name=model, catch_response=True
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 return
@@ -167,8 +168,11 @@ def sample(user: RestUser) -> None:
 
 def interpolate(user: RestUser) -> None:
     steps = user.environment.parsed_options.interpolate_steps
-    user.post("interpolate", user.draws.interpolation(steps),
-              lambda answer: frames_problem(InterpolateResponse.model_validate(answer).frames, steps))
+    user.post(
+        "interpolate",
+        user.draws.interpolation(steps),
+        lambda answer: frames_problem(InterpolateResponse.model_validate(answer).frames, steps),
+    )
 
 
 class PalindromeUser(RestUser):
@@ -233,8 +237,9 @@ class GrpcUser(User):
 
     def report(self, name: str, ms: float, length: int = 0, problem: str | Exception | None = None) -> None:
         error = RuntimeError(problem) if isinstance(problem, str) else problem
-        self.environment.events.request.fire(request_type="grpc", name=name, response_time=ms, response_length=length,
-                                             exception=error, context={})
+        self.environment.events.request.fire(
+            request_type="grpc", name=name, response_time=ms, response_length=length, exception=error, context={}
+        )
 
     @tag("palindrome")
     @task

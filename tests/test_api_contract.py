@@ -33,8 +33,11 @@ def test_every_served_route_and_the_health_endpoints_are_described(doc):
     assert doc["openapi"].startswith("3.1")
     models = {"palindrome", "palindrome_rnn", "sample", "interpolate"}
     assert {f"/predictions/{m}" for m in models} | {"/ready", "/live", "/health"} == set(doc["paths"])
-    assert doc["components"]["securitySchemes"]["bearer"] == {**doc["components"]["securitySchemes"]["bearer"],
-                                                              "type": "http", "scheme": "bearer"}
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        **doc["components"]["securitySchemes"]["bearer"],
+        "type": "http",
+        "scheme": "bearer",
+    }
     interpolate = doc["paths"]["/predictions/interpolate"]["post"]["responses"]["200"]["content"]
     assert {"application/json", "application/x-ndjson", "image/gif"} == set(interpolate)
     for schema in doc["components"]["schemas"].values():
@@ -106,8 +109,11 @@ def test_readme_curl_examples_and_their_answers_match_the_document(doc):
 
 
 def test_readme_error_bodies_match_the_document(doc):
-    bodies = [json.loads(line.strip()) for line in README.read_text().splitlines()
-              if line.strip().startswith('{"code"') and line.strip().endswith("}")]
+    bodies = [
+        json.loads(line.strip())
+        for line in README.read_text().splitlines()
+        if line.strip().startswith('{"code"') and line.strip().endswith("}")
+    ]
     assert bodies, "no error body shown in the README"
     schema = doc["paths"]["/predictions/palindrome"]["post"]["responses"]["400"]["content"]["application/json"]
     for body in bodies:

@@ -26,8 +26,14 @@ def client_venv(tmp_path_factory) -> Path:
         pytest.fail("no gRPC stubs in clients/ts_grpc: run `make stubs` (make test does)")
     venv = tmp_path_factory.mktemp("client-venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=INSTALL_TIMEOUT_S)
-    run = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", ".[client]"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, env=clean_env())
+    run = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", ".[client]"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT_S,
+        env=clean_env(),
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return venv
 
@@ -40,8 +46,14 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def run_in(venv: Path, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """`args[0]` from the venv's bin/ (the `digitlab` command, its python), run outside the checkout."""
-    return subprocess.run([str(venv / "bin" / args[0]), *args[1:]], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env=clean_env(**env))
+    return subprocess.run(
+        [str(venv / "bin" / args[0]), *args[1:]],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(**env),
+    )
 
 
 def site_packages(venv: Path) -> Path:
@@ -51,8 +63,9 @@ def site_packages(venv: Path) -> Path:
 
 def test_torch_is_not_installed_and_only_the_digitlab_namespace_is(client_venv, tmp_path):
     python = str(client_venv / "bin" / "python")
-    no_torch = subprocess.run([python, "-c", "import torch"], cwd=tmp_path, capture_output=True, text=True,
-                              env=clean_env())
+    no_torch = subprocess.run(
+        [python, "-c", "import torch"], cwd=tmp_path, capture_output=True, text=True, env=clean_env()
+    )
     assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
     installed = {p.name for p in site_packages(client_venv).iterdir()}
     assert "digitlab" in installed
@@ -62,17 +75,44 @@ def test_torch_is_not_installed_and_only_the_digitlab_namespace_is(client_venv, 
 
 
 def test_digitlab_command_answers_a_palindrome(client_venv, server, tmp_path):
-    run = run_in(client_venv, "digitlab", "palindrome", "1", "2", "3", "2", "--url", server.endpoints.inference,
-                 f"--token={server.key()}", cwd=tmp_path)
+    run = run_in(
+        client_venv,
+        "digitlab",
+        "palindrome",
+        "1",
+        "2",
+        "3",
+        "2",
+        "--url",
+        server.endpoints.inference,
+        f"--token={server.key()}",
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("1232 -> 1   (lstm")
 
 
 def test_digitlab_command_reads_the_key_file_and_streams_an_interpolation_over_grpc(client_venv, server, tmp_path):
     gif = tmp_path / "path.gif"
-    run = run_in(client_venv, "digitlab", "interpolate", "--from", "id:1:0", "--to", "id:1:1", "--steps", "4",
-                 "--grpc", "--target", server.endpoints.grpc_inference, "--quiet", "-o", str(gif), cwd=tmp_path,
-                 TORCHSERVE_KEY_FILE=str(server.key_file))
+    run = run_in(
+        client_venv,
+        "digitlab",
+        "interpolate",
+        "--from",
+        "id:1:0",
+        "--to",
+        "id:1:1",
+        "--steps",
+        "4",
+        "--grpc",
+        "--target",
+        server.endpoints.grpc_inference,
+        "--quiet",
+        "-o",
+        str(gif),
+        cwd=tmp_path,
+        TORCHSERVE_KEY_FILE=str(server.key_file),
+    )
     assert run.returncode == 0, run.stderr
     assert len(run.stdout.splitlines()[0].split(":")[1].split()) == 4  # "digits read along the path: d d d d"
     assert gif.read_bytes().startswith(b"GIF8")
@@ -96,6 +136,14 @@ print("ok")
 
 
 def test_the_sdk_streams_frames_and_returns_typed_answers_without_torch(client_venv, server, tmp_path):
-    run = run_in(client_venv, "python", "-c", SDK_SCRIPT, server.endpoints.grpc_inference, server.endpoints.inference,
-                 server.key(), cwd=tmp_path)
+    run = run_in(
+        client_venv,
+        "python",
+        "-c",
+        SDK_SCRIPT,
+        server.endpoints.grpc_inference,
+        server.endpoints.inference,
+        server.key(),
+        cwd=tmp_path,
+    )
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr

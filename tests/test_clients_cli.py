@@ -9,8 +9,15 @@ pytestmark = pytest.mark.server
 
 def connection(server):
     # "--token=KEY": TorchServe's keys are base64url and may start with "-", which argparse takes for an option.
-    return ["--url", server.endpoints.inference, "--target", server.endpoints.grpc_inference,
-            f"--token={server.key()}", "--timeout", "10"]
+    return [
+        "--url",
+        server.endpoints.inference,
+        "--target",
+        server.endpoints.grpc_inference,
+        f"--token={server.key()}",
+        "--timeout",
+        "10",
+    ]
 
 
 @pytest.mark.parametrize("transport", [[], ["--grpc"]])

@@ -37,9 +37,14 @@ def test_resume_reads_saved_runs_instead_of_training(tmp_path, monkeypatch):
 
 def test_summary_gives_mean_and_sample_std_over_seeds_and_steps_to_solve():
     curves = ([0.5, 0.995, 1.0], [0.5, 0.9, 0.99], [0.5, 0.6, 0.8])  # solved at 200, at 300, never
-    runs = [{"config": {"model": "lstm", "max_length": 5, "seed": seed}, "final_accuracy": acc[-1],
-             "history": [{"step": 100 * (i + 1), "eval_accuracy": a, "eval_loss": 1.0} for i, a in enumerate(acc)]}
-            for seed, acc in enumerate(curves)]
+    runs = [
+        {
+            "config": {"model": "lstm", "max_length": 5, "seed": seed},
+            "final_accuracy": acc[-1],
+            "history": [{"step": 100 * (i + 1), "eval_accuracy": a, "eval_loss": 1.0} for i, a in enumerate(acc)],
+        }
+        for seed, acc in enumerate(curves)
+    ]
     (row,) = experiments.summarise(runs)
     assert (row["model"], row["length"], row["seeds"]) == ("lstm", 5, [0, 1, 2])
     assert row["final_accuracy"] == pytest.approx({"mean": 0.93, "std": 0.11269428, "min": 0.8, "max": 1.0})
@@ -81,6 +86,7 @@ def test_speed_benchmark_times_both_variants_for_the_requested_steps(monkeypatch
             logits = forward(net, digits)
             calls[variant].append((digits.shape[1], logits.detach().clone()))
             return logits
+
         return run
 
     monkeypatch.setattr(train_speed, "VARIANTS", {v: counted(v, f) for v, f in train_speed.VARIANTS.items()})
@@ -101,11 +107,21 @@ def test_long_memory_scores_every_kth_length_and_always_t_max():
 
 def test_long_memory_resume_keeps_other_models_and_recorded_scores(tmp_path, monkeypatch):
     scored = []  # checkpoints whose per-length accuracy was computed
-    monkeypatch.setattr(long_memory, "train_to", lambda cfg, samples, checkpoint: {
-        "config": {"max_length": cfg.max_length}, "accuracy_at_T": 1.0, "history": []})
+    monkeypatch.setattr(
+        long_memory,
+        "train_to",
+        lambda cfg, samples, checkpoint: {
+            "config": {"max_length": cfg.max_length},
+            "accuracy_at_T": 1.0,
+            "history": [],
+        },
+    )
     monkeypatch.setattr(long_memory, "load_model", lambda path: path)
-    monkeypatch.setattr(long_memory, "accuracy_per_length",
-                        lambda net, lengths, samples, seed: scored.append(net.name) or {t: 1.0 for t in lengths})
+    monkeypatch.setattr(
+        long_memory,
+        "accuracy_per_length",
+        lambda net, lengths, samples, seed: scored.append(net.name) or {t: 1.0 for t in lengths},
+    )
     monkeypatch.setattr(long_memory, "plot_long_memory", lambda *args: None)
     common = ["--out-dir", str(tmp_path), "--checkpoints", str(tmp_path / "none"), "--per-length-every", "10"]
     first = long_memory.main([*common, "--lengths", "20"])
@@ -120,12 +136,46 @@ def test_long_memory_resume_keeps_other_models_and_recorded_scores(tmp_path, mon
 
 def test_long_memory_adopts_a_longer_training_of_the_recipe(tmp_path, monkeypatch):
     trained = tmp_path / "lstm.pt"
-    palindrome.main(["--model", "lstm", "--max-length", "5", "--encoding", "onehot", "--hidden-dim", "8", "--steps", "4",
-                     "--eval-every", "2", "--final-samples", "20", "--out", str(trained)])
+    palindrome.main(
+        [
+            "--model",
+            "lstm",
+            "--max-length",
+            "5",
+            "--encoding",
+            "onehot",
+            "--hidden-dim",
+            "8",
+            "--steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--final-samples",
+            "20",
+            "--out",
+            str(trained),
+        ]
+    )
     monkeypatch.setattr(long_memory, "train_to", lambda *args: pytest.fail("an adopted run is not trained again"))
     monkeypatch.setattr(long_memory, "plot_long_memory", lambda *args: None)
-    results = long_memory.main(["--adopt", str(trained), "--models", "lstm", "--lengths", "5", "--target", "0",
-                                "--samples", "20", "--out-dir", str(tmp_path), "--checkpoints", str(tmp_path / "ckpt")])
+    results = long_memory.main(
+        [
+            "--adopt",
+            str(trained),
+            "--models",
+            "lstm",
+            "--lengths",
+            "5",
+            "--target",
+            "0",
+            "--samples",
+            "20",
+            "--out-dir",
+            str(tmp_path),
+            "--checkpoints",
+            str(tmp_path / "ckpt"),
+        ]
+    )
     meta = read_checkpoint(trained)["meta"]
     (run,) = results["lstm"]["runs"]
     assert run["accuracy_at_T"] == meta["accuracy"]["5"] and run["config"]["steps"] == 4

@@ -42,12 +42,24 @@ def test_classifier_dry_run_writes_nothing(data_dir, tmp_path):
 
 
 def test_gan_dry_run_writes_nothing(data_dir, classifier_path, tmp_path):
-    gan_cli.main(["--dry-run", "--data-dir", data_dir, "--classifier", str(classifier_path), "--out-dir", str(tmp_path / "run")])
+    gan_cli.main(
+        ["--dry-run", "--data-dir", data_dir, "--classifier", str(classifier_path), "--out-dir", str(tmp_path / "run")]
+    )
     assert not (tmp_path / "run").exists()
 
 
 def test_gan_run_logs_and_resumes_exactly(data_dir, classifier_path, tmp_path):
-    common = ["--data-dir", data_dir, "--classifier", str(classifier_path), "--schedule", "5:2", "--ema", "0.9", *TINY_GAN]
+    common = [
+        "--data-dir",
+        data_dir,
+        "--classifier",
+        str(classifier_path),
+        "--schedule",
+        "5:2",
+        "--ema",
+        "0.9",
+        *TINY_GAN,
+    ]
     whole = gan_cli.main([*common, "--steps", "6", "--out-dir", str(tmp_path / "whole")])
     gan_cli.main([*common, "--steps", "4", "--out-dir", str(tmp_path / "split")])
     split = gan_cli.main([*common, "--steps", "6", "--resume", "--out-dir", str(tmp_path / "split")])
@@ -78,16 +90,42 @@ def select(scores: list[dict]) -> dict:
 
 
 def test_selection_takes_the_lowest_fid_among_balanced_scores():
-    assert select([{"fid": 10, "kl_uniform": 0.03}, {"fid": 30, "kl_uniform": 0.005}, {"fid": 10, "kl_uniform": 0.02},
-                   {"fid": 20, "kl_uniform": 0.008}, {"fid": 25, "kl_uniform": 0.001}]) == {"fid": 20, "kl_uniform": 0.008}
+    assert select(
+        [
+            {"fid": 10, "kl_uniform": 0.03},
+            {"fid": 30, "kl_uniform": 0.005},
+            {"fid": 10, "kl_uniform": 0.02},
+            {"fid": 20, "kl_uniform": 0.008},
+            {"fid": 25, "kl_uniform": 0.001},
+        ]
+    ) == {"fid": 20, "kl_uniform": 0.008}
     # FID 10 is lower, but its classes are lopsided; with no balanced score at all, the most balanced one
-    assert select([{"fid": 10, "kl_uniform": 0.03}, {"fid": 30, "kl_uniform": 0.01}, {"fid": 5, "kl_uniform": 0.02}]) \
-        == {"fid": 30, "kl_uniform": 0.01}
+    assert select(
+        [{"fid": 10, "kl_uniform": 0.03}, {"fid": 30, "kl_uniform": 0.01}, {"fid": 5, "kl_uniform": 0.02}]
+    ) == {"fid": 30, "kl_uniform": 0.01}
 
 
 def test_spectral_norm_and_lr_decay_runs_select_a_best_checkpoint(data_dir, classifier_path, tmp_path):
-    gan_cli.main(["--data-dir", data_dir, "--classifier", str(classifier_path), "--schedule", "1:1", "--steps", "4",
-                  "--spectral-norm", "--lr-decay", "0.5", "--select-max-kl", "10", *TINY_GAN, "--out-dir", str(tmp_path)])
+    gan_cli.main(
+        [
+            "--data-dir",
+            data_dir,
+            "--classifier",
+            str(classifier_path),
+            "--schedule",
+            "1:1",
+            "--steps",
+            "4",
+            "--spectral-norm",
+            "--lr-decay",
+            "0.5",
+            "--select-max-kl",
+            "10",
+            *TINY_GAN,
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     scores = [line.split(",") for line in (tmp_path / "scores.csv").read_text().splitlines()[1:]]
     best = read_checkpoint(tmp_path / "best.pt")["meta"]
     assert best["fid"] == min(float(row[3]) for row in scores) and best["spectral_norm"] and best["lr_decay"] == 0.5
@@ -117,18 +155,65 @@ def test_score_and_figures_from_tiny_runs(data_dir, classifier_path, tmp_path):
     runs = []
     for schedule in ("1:1", "5:2"):
         runs.append(tmp_path / schedule.replace(":", "-"))
-        gan_cli.main(["--data-dir", data_dir, "--classifier", str(classifier_path), "--schedule", schedule,
-                      "--steps", "4", *TINY_GAN, "--out-dir", str(runs[-1])])
-    scores = score_gan.main([str(runs[-1] / "generator.pt"), "--classifier", str(classifier_path),
-                             "--data-dir", data_dir, "--n", "64", "--record"])
+        gan_cli.main(
+            [
+                "--data-dir",
+                data_dir,
+                "--classifier",
+                str(classifier_path),
+                "--schedule",
+                schedule,
+                "--steps",
+                "4",
+                *TINY_GAN,
+                "--out-dir",
+                str(runs[-1]),
+            ]
+        )
+    scores = score_gan.main(
+        [
+            str(runs[-1] / "generator.pt"),
+            "--classifier",
+            str(classifier_path),
+            "--data-dir",
+            data_dir,
+            "--n",
+            "64",
+            "--record",
+        ]
+    )
     assert set(scores) == {"generator", "real_train_images"} and scores["generator"]["n"] == 64
     meta = read_checkpoint(runs[-1] / "generator.pt")["meta"]
     assert meta["scores"]["fid"] == scores["generator"]["fid"] and meta["iteration"] == 4
 
     out = tmp_path / "docs"
-    gan_figures.main(["--runs", *map(str, runs), "--generator", str(runs[-1] / "generator.pt"),
-                      "--classifier", str(classifier_path), "--min-confidence", "0", "--budget", "16",
-                      "--frames", "4", "--out-dir", str(out)])
-    expected = {"samples_over_training.png", "losses.png", "scores.png", "generator_samples.png", "interpolation.png",
-                "interpolation_lerp.png", "interpolation_slerp.png", "interpolation_lerp.gif", "interpolation_slerp.gif"}
+    gan_figures.main(
+        [
+            "--runs",
+            *map(str, runs),
+            "--generator",
+            str(runs[-1] / "generator.pt"),
+            "--classifier",
+            str(classifier_path),
+            "--min-confidence",
+            "0",
+            "--budget",
+            "16",
+            "--frames",
+            "4",
+            "--out-dir",
+            str(out),
+        ]
+    )
+    expected = {
+        "samples_over_training.png",
+        "losses.png",
+        "scores.png",
+        "generator_samples.png",
+        "interpolation.png",
+        "interpolation_lerp.png",
+        "interpolation_slerp.png",
+        "interpolation_lerp.gif",
+        "interpolation_slerp.gif",
+    }
     assert expected <= {p.name for p in out.iterdir()}

@@ -7,7 +7,6 @@ the request met no upstream); per-client limits. Skipped, saying how to install 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -38,8 +37,7 @@ LOG_WAIT_S = 10.0
 INTERPOLATION = {"start": {"seed": 5, "index": 0}, "end": {"seed": 5, "index": 1}, "steps": 64}
 # Limits low enough that a few requests in a row cross them whatever the machine's speed.
 CLIENT_C = "127.0.0.4"  # a third client, whose budget no other test has spent
-STRICT = gateway.Limits(rate=1, burst=1, heavy_rate=1, heavy_burst=1, in_flight=4, heavy_in_flight=1,
-                        grpc_in_flight=1)
+STRICT = gateway.Limits(rate=1, burst=1, heavy_rate=1, heavy_burst=1, in_flight=4, heavy_in_flight=1, grpc_in_flight=1)
 
 
 @dataclass(frozen=True)
@@ -72,12 +70,20 @@ class RunningDoor:
         return (self.runtime / "logs" / "error.log").read_text()
 
 
-def open_door(server: ts.RunningServer, runtime: Path, limits: gateway.Limits = gateway.LIMITS,
-              replicas: list[gateway.Replica] | None = None) -> RunningDoor:
+def open_door(
+    server: ts.RunningServer,
+    runtime: Path,
+    limits: gateway.Limits = gateway.LIMITS,
+    replicas: list[gateway.Replica] | None = None,
+) -> RunningDoor:
     port, grpc_port = ts.free_ports(2)
     door = gateway.Door(
-        host="127.0.0.1", port=port, grpc_port=grpc_port, replicas=replicas or [gateway.replica(server.endpoints)],
-        models=server.models, torchserve_key_file=str(server.key_file),
+        host="127.0.0.1",
+        port=port,
+        grpc_port=grpc_port,
+        replicas=replicas or [gateway.replica(server.endpoints)],
+        models=server.models,
+        torchserve_key_file=str(server.key_file),
         client_key_file=str(runtime / gateway.CLIENT_KEY_FILE),
         max_body_bytes=int(ts.read_properties(server.workdir / "config.properties")["max_request_size"]),
         limits=limits,
@@ -184,14 +190,18 @@ def test_requests_without_the_door_key_are_refused_at_the_door(door, server):
     before = len(door.log_lines())
     for token in (None, "wrong-key-of-sufficient-length", server.key()):  # TorchServe's own key is no door key
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        resp = requests.post(f"{door.url}/predictions/palindrome", json={"digits": [1, 2, 2]}, headers=headers,
-                             timeout=TIMEOUT)
+        resp = requests.post(
+            f"{door.url}/predictions/palindrome", json={"digits": [1, 2, 2]}, headers=headers, timeout=TIMEOUT
+        )
         assert resp.status_code == 401 and resp.headers["Content-Type"] == "application/json"
         body = resp.json()
         assert (body["code"], body["type"]) == (401, "Unauthorized") and "Bearer" in body["message"]
         with pytest.raises(ServerError) as err:
-            list(grpc_client.stream("palindrome", {"digits": [1, 2, 2]}, target=door.target,
-                                    token=token or "", timeout=TIMEOUT))
+            list(
+                grpc_client.stream(
+                    "palindrome", {"digits": [1, 2, 2]}, target=door.target, token=token or "", timeout=TIMEOUT
+                )
+            )
         assert err.value.status == "UNAUTHENTICATED" and "key" in err.value.message
     assert upstreams(logged_with_status(door, before, 401, 6)) == ["-"] * 6
 
@@ -208,8 +218,12 @@ def test_keys_rotate_without_a_restart(door):
     with pytest.raises(ServerError) as err:
         rest.predict("palindrome", {"digits": [3, 4, 4]}, url=door.url, token=old, timeout=TIMEOUT)
     assert err.value.status == 401
-    assert grpc_client.predict("palindrome", {"digits": [3, 4, 4]}, target=door.target, token=new,
-                               timeout=TIMEOUT)["digit"] == 3
+    assert (
+        grpc_client.predict("palindrome", {"digits": [3, 4, 4]}, target=door.target, token=new, timeout=TIMEOUT)[
+            "digit"
+        ]
+        == 3
+    )
     assert gateway.master_pid(door.runtime) == pid  # reloaded, never restarted
 
 
@@ -264,9 +278,13 @@ NOT_SERVED = [
 def test_every_route_not_served_is_refused_at_the_door(door):
     before = len(door.log_lines())
     for method, path in NOT_SERVED:
-        resp = requests.request(method, f"{door.url}{path}", data=b'{"digits": [1, 2, 2]}',
-                                headers={"Authorization": f"Bearer {door.key}", "Content-Type": "application/json"},
-                                timeout=TIMEOUT)
+        resp = requests.request(
+            method,
+            f"{door.url}{path}",
+            data=b'{"digits": [1, 2, 2]}',
+            headers={"Authorization": f"Bearer {door.key}", "Content-Type": "application/json"},
+            timeout=TIMEOUT,
+        )
         assert resp.status_code == 404, (method, path, resp.text)
         assert resp.json()["type"] == "NotFound"
     assert upstreams(logged_with_status(door, before, 404, len(NOT_SERVED))) == ["-"] * len(NOT_SERVED)
@@ -280,11 +298,13 @@ def test_grpc_calls_other_than_stream_predictions_are_unimplemented_at_the_door(
     stalling = grpc_client.request_message("interpolate", {**INTERPOLATION, "steps": 4, "stream": True})
     calls = {
         "Predictions with stream: true": lambda: stub.Predictions(stalling, metadata=metadata, timeout=TIMEOUT),
-        "Predictions": lambda: stub.Predictions(grpc_client.request_message("palindrome", {"digits": [1, 2, 2]}),
-                                                metadata=metadata, timeout=TIMEOUT),
+        "Predictions": lambda: stub.Predictions(
+            grpc_client.request_message("palindrome", {"digits": [1, 2, 2]}), metadata=metadata, timeout=TIMEOUT
+        ),
         "Ping": lambda: stub.Ping(empty_pb2.Empty(), metadata=metadata, timeout=TIMEOUT),
         "ListModels": lambda: management_pb2_grpc.ManagementAPIsServiceStub(channel).ListModels(
-            management_pb2.ListModelsRequest(), metadata=metadata, timeout=TIMEOUT),
+            management_pb2.ListModelsRequest(), metadata=metadata, timeout=TIMEOUT
+        ),
     }
     with channel:
         for name, call in calls.items():
@@ -315,8 +335,9 @@ def test_a_door_without_a_live_replica_is_not_ready_and_says_unavailable(server,
             rest.predict("palindrome", {"digits": [1, 2, 2]}, url=running.url, token=running.key, timeout=TIMEOUT)
         assert rest_err.value.status == 503
         with pytest.raises(ServerError) as grpc_err:
-            grpc_client.predict("palindrome", {"digits": [1, 2, 2]}, target=running.target, token=running.key,
-                                timeout=TIMEOUT)
+            grpc_client.predict(
+                "palindrome", {"digits": [1, 2, 2]}, target=running.target, token=running.key, timeout=TIMEOUT
+            )
         assert grpc_err.value.status == "UNAVAILABLE"
     finally:
         gateway.stop(running.runtime)
@@ -328,11 +349,16 @@ def test_with_one_replica_down_the_door_is_ready_and_serves_from_the_other(serve
         for _ in range(4):  # round robin: every other first try meets the dead replica, then the live one
             health = requests.get(f"{running.url}/health", timeout=TIMEOUT)
             assert health.status_code == 200 and health.json() == {"status": "ready"}
-            answer = rest.predict("palindrome", {"digits": [7, 8, 8]}, url=running.url, token=running.key,
-                                  timeout=TIMEOUT)
+            answer = rest.predict(
+                "palindrome", {"digits": [7, 8, 8]}, url=running.url, token=running.key, timeout=TIMEOUT
+            )
             assert answer["digit"] == 7
-            assert grpc_client.predict("palindrome", {"digits": [7, 8, 8]}, target=running.target, token=running.key,
-                                       timeout=TIMEOUT)["digit"] == 7
+            assert (
+                grpc_client.predict(
+                    "palindrome", {"digits": [7, 8, 8]}, target=running.target, token=running.key, timeout=TIMEOUT
+                )["digit"]
+                == 7
+            )
     finally:
         gateway.stop(running.runtime)
 
@@ -343,8 +369,12 @@ def test_with_one_replica_down_the_door_is_ready_and_serves_from_the_other(serve
 def test_a_body_over_the_limit_is_refused_at_the_door(door):
     huge = {"digits": [1] * 40_000}  # 120 KB of JSON
     before = len(door.log_lines())
-    resp = requests.post(f"{door.url}/predictions/palindrome", json=huge,
-                         headers={"Authorization": f"Bearer {door.key}"}, timeout=TIMEOUT)
+    resp = requests.post(
+        f"{door.url}/predictions/palindrome",
+        json=huge,
+        headers={"Authorization": f"Bearer {door.key}"},
+        timeout=TIMEOUT,
+    )
     assert resp.status_code == 413 and resp.json()["type"] == "RequestTooLarge"
     assert upstreams(logged_with_status(door, before, 413, 1)) == ["-"]
     # A gRPC body streams upstream as it arrives; the door cuts it off at the limit, with its own message.
@@ -384,8 +414,9 @@ def test_over_its_rate_a_client_gets_429_and_another_client_is_served(strict_doo
 def test_over_its_rate_a_grpc_client_gets_resource_exhausted(strict_door):
     def call():
         try:
-            grpc_client.predict("palindrome", {"digits": [5, 6, 6]}, target=strict_door.target,
-                                token=strict_door.key, timeout=TIMEOUT)
+            grpc_client.predict(
+                "palindrome", {"digits": [5, 6, 6]}, target=strict_door.target, token=strict_door.key, timeout=TIMEOUT
+            )
         except ServerError as err:
             return err
         return None
@@ -399,8 +430,10 @@ def test_a_client_over_its_concurrency_gets_429(strict_door):
     host, port = "127.0.0.1", strict_door.door.port
     with socket.create_connection((host, port), timeout=TIMEOUT, source_address=(CLIENT_C, 0)) as held:
         # Headers and half a body: the door has counted the request and waits for the rest (10 s).
-        held.sendall(f"POST /predictions/sample HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {strict_door.key}"
-                     "\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{".encode())
+        held.sendall(
+            f"POST /predictions/sample HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {strict_door.key}"
+            "\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{".encode()
+        )
         c = client_session(CLIENT_C, strict_door.key)
 
         def second():
@@ -424,7 +457,11 @@ def test_a_flood_of_interpolations_does_not_starve_another_clients_palindromes(d
     result = flood(door.url, door.key, seconds=8)
     assert result.b_latencies and not result.b_problems, result.b_problems[:3]
     assert result.a_statuses[200] > 0 and set(result.a_statuses) <= {200, 429}, result.a_statuses
-    figures = {"b_answers": len(result.b_latencies), "b_p50_ms": round(result.b_percentile_ms(0.5), 1),
-               "b_p99_ms": round(result.b_percentile_ms(0.99), 1), "a_statuses": dict(result.a_statuses)}
+    figures = {
+        "b_answers": len(result.b_latencies),
+        "b_p50_ms": round(result.b_percentile_ms(0.5), 1),
+        "b_p99_ms": round(result.b_percentile_ms(0.99), 1),
+        "a_statuses": dict(result.a_statuses),
+    }
     record_property("flood", figures)
     print(f"\nflood through the door: {figures}")

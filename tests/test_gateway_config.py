@@ -21,7 +21,7 @@ def rendered(upstream_key: str | None = "ts-key-1", replicas=REPLICAS) -> str:
 def test_every_replica_is_an_upstream_server_of_each_kind():
     conf = rendered()
     for name, field in (("rest", "rest"), ("grpc", "grpc"), ("ready", "ready")):
-        block = re.search(r"upstream torchserve_%s \{(.*?)\}" % name, conf, re.S).group(1)
+        block = re.search(rf"upstream torchserve_{name} \{{(.*?)\}}", conf, re.S).group(1)
         assert re.findall(r"server (\S+) max_fails", block) == [getattr(r, field) for r in REPLICAS]
 
 
@@ -54,16 +54,32 @@ def test_a_template_field_without_a_value_is_an_error():
 
 def test_without_nginx_the_door_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setattr(gateway, "nginx_binary", lambda: None)
-    door = gateway.Door(host="127.0.0.1", port=1, grpc_port=2, replicas=REPLICAS, models=MODELS,
-                        torchserve_key_file=None, client_key_file=str(tmp_path / "keys"), max_body_bytes=MAX_BODY)
+    door = gateway.Door(
+        host="127.0.0.1",
+        port=1,
+        grpc_port=2,
+        replicas=REPLICAS,
+        models=MODELS,
+        torchserve_key_file=None,
+        client_key_file=str(tmp_path / "keys"),
+        max_body_bytes=MAX_BODY,
+    )
     with pytest.raises(SystemExit, match="apt-get install nginx-light"):
         gateway.start(tmp_path, door)
 
 
 @pytest.mark.skipif(gateway.nginx_binary() is None, reason=gateway.INSTALL_HINT)
 def test_nginx_accepts_a_door_for_several_replicas(tmp_path):
-    door = gateway.Door(host="127.0.0.1", port=1, grpc_port=2, replicas=REPLICAS, models=MODELS,
-                        torchserve_key_file=None, client_key_file=str(tmp_path / "api_keys"), max_body_bytes=MAX_BODY)
+    door = gateway.Door(
+        host="127.0.0.1",
+        port=1,
+        grpc_port=2,
+        replicas=REPLICAS,
+        models=MODELS,
+        torchserve_key_file=None,
+        client_key_file=str(tmp_path / "api_keys"),
+        max_body_bytes=MAX_BODY,
+    )
     (tmp_path / "api_keys").write_text(KEY + "\n")
     gateway.install_config(tmp_path, door)  # runs nginx -t; raises when nginx refuses it
     assert (tmp_path / gateway.CONFIG).stat().st_mode & 0o777 == 0o600
@@ -72,7 +88,7 @@ def test_nginx_accepts_a_door_for_several_replicas(tmp_path):
 def test_the_try_it_page_is_served_from_web_and_only_by_get():
     conf = rendered()
     for location in ("location = / {", "location /web/ {"):
-        block = conf[conf.index(location):].split("\n        }", 1)[0]
+        block = conf[conf.index(location) :].split("\n        }", 1)[0]
         assert str(gateway.WEB_ROOT.resolve()) in block and "if ($request_method !~ ^(GET|HEAD)$)" in block
         assert "proxy_pass" not in block  # nothing of the page reaches TorchServe
 

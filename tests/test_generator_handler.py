@@ -37,8 +37,9 @@ HANDLERS = {"sample": SampleHandler, "interpolate": InterpolateHandler}
 
 
 def make_handler(model_dir, endpoint, **options):
-    context = make_context(model_dir, "generator.pt", batch_size=4,
-                           options={"max_samples": 8, "max_steps": 6, **options})
+    context = make_context(
+        model_dir, "generator.pt", batch_size=4, options={"max_samples": 8, "max_steps": 6, **options}
+    )
     handler = HANDLERS[endpoint]()
     handler.initialize(context)
     return handler, context
@@ -63,7 +64,9 @@ def test_sample_batch_is_seeded_and_independent_of_its_batch(model_dir):
 
 def test_sample_grid_and_raw_formats(model_dir):
     handler, context = make_handler(model_dir, "sample")
-    (grid, raw), codes = run(handler, context, [{"n": 4, "seed": 1, "format": "grid"}, {"n": 1, "seed": 1, "format": "raw"}])
+    (grid, raw), codes = run(
+        handler, context, [{"n": 4, "seed": 1, "format": "grid"}, {"n": 1, "seed": 1, "format": "raw"}]
+    )
     assert codes == [200, 200] and context.get_response_content_type(0) == "image/png"
     assert Image.open(io.BytesIO(grid)).size == (2 + 4 * 30, 2 + 30)  # 4 tiles of 28 + 2 px padding, one row
     pixels = np.array(json.loads(raw)["images"][0]["pixels"])
@@ -89,10 +92,14 @@ def test_sample_with_a_digit_serves_the_first_ids_the_classifier_reads_as_it(mod
         probs = classifier(generator(sample_latents(4, 64))).softmax(dim=1)[:, 7]  # (64,)
     top = probs.sort(descending=True).values
     threshold = float(top[4] + top[5]) / 2  # exactly 5 of the 64 ids are confident enough
-    handler, context = make_handler(model_dir, "sample", classifier="classifier.pt", digit_search_budget=64,
-                                    digit_min_confidence=threshold)
-    (found, plain, too_many), codes = run(handler, context, [{"n": 3, "seed": 4, "digit": 7, "format": "raw"},
-                                                             {"n": 2, "seed": 4}, {"n": 6, "seed": 4, "digit": 7}])
+    handler, context = make_handler(
+        model_dir, "sample", classifier="classifier.pt", digit_search_budget=64, digit_min_confidence=threshold
+    )
+    (found, plain, too_many), codes = run(
+        handler,
+        context,
+        [{"n": 3, "seed": 4, "digit": 7, "format": "raw"}, {"n": 2, "seed": 4}, {"n": 6, "seed": 4, "digit": 7}],
+    )
     assert codes == [200, 200, 422]
     images = json.loads(found)["images"]
     expected = (probs >= threshold).nonzero().flatten().tolist()[:3]
@@ -113,8 +120,11 @@ def test_sample_with_a_digit_needs_the_classifier(model_dir):
 def test_interpolation_endpoints_are_the_endpoint_samples(model_dir):
     handler, context = make_handler(model_dir, "interpolate")
     sampler, sample_context = make_handler(model_dir, "sample")
-    (frames,), codes = run(handler, context, [{"start": {"seed": 3, "index": 0}, "end": {"seed": 3, "index": 1},
-                                                "steps": 5, "method": "lerp"}])
+    (frames,), codes = run(
+        handler,
+        context,
+        [{"start": {"seed": 3, "index": 0}, "end": {"seed": 3, "index": 1}, "steps": 5, "method": "lerp"}],
+    )
     (samples,), _ = run(sampler, sample_context, [{"n": 2, "seed": 3}])
     frames, samples = json.loads(frames)["frames"], json.loads(samples)["images"]
     assert codes == [200] and [f["index"] for f in frames] == list(range(5)) and frames[0]["of"] == 5
@@ -126,14 +136,18 @@ def test_interpolation_endpoints_are_the_endpoint_samples(model_dir):
 def test_explicit_latents_and_gif(model_dir):
     handler, context = make_handler(model_dir, "interpolate")
     z = latent_for(1, 1).tolist()
-    (gif,), codes = run(handler, context, [{"start": {"z": z}, "end": {"seed": 2, "index": 0}, "steps": 4, "format": "gif"}])
+    (gif,), codes = run(
+        handler, context, [{"start": {"z": z}, "end": {"seed": 2, "index": 0}, "steps": 4, "format": "gif"}]
+    )
     assert codes == [200] and context.get_response_content_type(0) == "image/gif"
     assert Image.open(io.BytesIO(gif)).n_frames == 4
 
 
 def test_digit_points_use_the_bounded_search(model_dir):
     finds_anything, context = make_handler(model_dir, "interpolate", digit_min_confidence=0.0)
-    (answer,), codes = run(finds_anything, context, [{"start": {"digit": 4}, "end": {"digit": 7, "seed": 1}, "steps": 2}])
+    (answer,), codes = run(
+        finds_anything, context, [{"start": {"digit": 4}, "end": {"digit": 7, "seed": 1}, "steps": 2}]
+    )
     assert codes == [200] and len(json.loads(answer)["frames"]) == 2
     finds_nothing, context = make_handler(model_dir, "interpolate", digit_min_confidence=0.999, digit_search_budget=8)
     (answer,), codes = run(finds_nothing, context, [{"start": {"digit": 4}, "end": {"seed": 0, "index": 0}}])
@@ -143,8 +157,10 @@ def test_digit_points_use_the_bounded_search(model_dir):
 
 def test_streamed_and_whole_requests_in_one_batch(model_dir, monkeypatch):
     sent = []  # what the handler hands TorchServe before the batch is done
-    monkeypatch.setattr("handlers.common.send_intermediate_predict_response",
-                        lambda ret, ids, msg, code, ctx: sent.append((dict(ids), dict(ret))))
+    monkeypatch.setattr(
+        "handlers.common.send_intermediate_predict_response",
+        lambda ret, ids, msg, code, ctx: sent.append((dict(ids), dict(ret))),
+    )
     handler, context = make_handler(model_dir, "interpolate")
     path = {"start": {"seed": 1, "index": 0}, "end": {"seed": 1, "index": 1}, "steps": 3}
     answers, codes = run(handler, context, [{**path, "stream": True}, path, {**path, "steps": 99}])

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from digitlab.checkpoint import save_checkpoint
-from digitlab.networks import ClassifierConfig, Generator, GeneratorConfig, MnistClassifier, PalindromeConfig, PalindromeNet
+from digitlab.networks import (
+    ClassifierConfig,
+    Generator,
+    GeneratorConfig,
+    MnistClassifier,
+    PalindromeConfig,
+    PalindromeNet,
+)
 from handlers.common import STREAM_NEXT, is_grpc
 from handlers.interpolate_handler import InterpolateHandler
 from handlers.palindrome_handler import PalindromeHandler
@@ -31,8 +38,11 @@ HOSTILE_BODIES = {
 def palindrome(tmp_path_factory):
     torch.manual_seed(0)
     model_dir = tmp_path_factory.mktemp("model")
-    save_checkpoint(model_dir / "tiny.pt", PalindromeNet(PalindromeConfig(cell="rnn", hidden_dim=8)).eval(),
-                    meta={"min_length": 3, "max_length": 6})
+    save_checkpoint(
+        model_dir / "tiny.pt",
+        PalindromeNet(PalindromeConfig(cell="rnn", hidden_dim=8)).eval(),
+        meta={"min_length": 3, "max_length": 6},
+    )
     context = make_context(model_dir, "tiny.pt", batch_size=8)
     handler = PalindromeHandler()
     handler.initialize(context)
@@ -76,8 +86,9 @@ def test_a_grpc_input_named_like_a_rest_header_does_not_pass_for_rest(palindrome
     handler, context = palindrome
     forged = {**GRPC_HEADERS, "url_path": {"content-type": None}}  # what input "url_path" becomes
     assert is_grpc(forged) and not is_grpc(REST_HEADERS)
-    answers, codes = handle(handler, context, [{"data": GOOD, "url_path": b"x"}, {"data": GOOD}],
-                            headers=[forged, GRPC_HEADERS])
+    answers, codes = handle(
+        handler, context, [{"data": GOOD, "url_path": b"x"}, {"data": GOOD}], headers=[forged, GRPC_HEADERS]
+    )
     assert codes == [400, 200]
     assert "exactly one input" in json.loads(answers[0])["message"]
     for idx in (0, 1):  # both still end their gRPC call: without it the frontend kills the worker

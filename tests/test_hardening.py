@@ -48,11 +48,13 @@ def test_a_grpc_input_named_url_path_is_refused_and_kills_no_worker(server, stub
 def test_a_unary_call_with_a_truthy_stream_is_refused_not_streamed(server, stub, truthy):
     """Finding 2: a non-boolean `stream` was taken for true and the unary call stalled the model."""
     pids = server.worker_pids("interpolate")
-    [reply] = grpc_replies(server, stub, "interpolate",
-                           {"data": json.dumps({**INTERPOLATION, "stream": truthy}).encode()}, unary=True)
+    [reply] = grpc_replies(
+        server, stub, "interpolate", {"data": json.dumps({**INTERPOLATION, "stream": truthy}).encode()}, unary=True
+    )
     assert reply["code"] == 400 and "stream" in reply["message"]
-    answer = rest.predict("interpolate", INTERPOLATION, url=server.endpoints.inference, token=server.key(),
-                          timeout=TIMEOUT)
+    answer = rest.predict(
+        "interpolate", INTERPOLATION, url=server.endpoints.inference, token=server.key(), timeout=TIMEOUT
+    )
     assert len(answer["frames"]) == 3 and server.worker_pids("interpolate") == pids
 
 
@@ -83,18 +85,28 @@ def test_unparsable_bodies_do_not_fail_their_neighbours(server):
     assert set(attacks.result()) == {400}
 
 
-@pytest.mark.parametrize("url", ["file:///tmp/evil.war", "http://127.0.0.1:9/evil.war", "https://example.invalid/x.war"])
+@pytest.mark.parametrize(
+    "url", ["file:///tmp/evil.war", "http://127.0.0.1:9/evil.war", "https://example.invalid/x.war"]
+)
 def test_the_management_key_cannot_register_a_workflow(server, url):
     """Finding 4: POST /workflows fetched and ran an archive from any URL, despite enable_model_api=false."""
-    resp = requests.post(f"{server.endpoints.management}/workflows", params={"url": url}, timeout=TIMEOUT,
-                         headers={"Authorization": f"Bearer {server.key('management')}"})
+    resp = requests.post(
+        f"{server.endpoints.management}/workflows",
+        params={"url": url},
+        timeout=TIMEOUT,
+        headers={"Authorization": f"Bearer {server.key('management')}"},
+    )
     assert resp.status_code == 404 and "does not match any allowed URL" in resp.json()["message"]
     assert not any((server.workdir / "workflows").iterdir())
 
 
 def test_the_management_key_cannot_register_a_model(server):
-    resp = requests.post(f"{server.endpoints.management}/models", params={"url": "palindrome.mar"}, timeout=TIMEOUT,
-                         headers={"Authorization": f"Bearer {server.key('management')}"})
+    resp = requests.post(
+        f"{server.endpoints.management}/models",
+        params={"url": "palindrome.mar"},
+        timeout=TIMEOUT,
+        headers={"Authorization": f"Bearer {server.key('management')}"},
+    )
     assert resp.status_code == 405 and "not allowed" in resp.json()["message"]  # enable_model_api=false
 
 

@@ -27,12 +27,20 @@ from digitlab.schemas import InterpolateRequest, InvalidRequest, PalindromeReque
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30
-SCHEMAS = {"palindrome": PalindromeRequest, "palindrome_rnn": PalindromeRequest, "sample": SampleRequest,
-           "interpolate": InterpolateRequest}
+SCHEMAS = {
+    "palindrome": PalindromeRequest,
+    "palindrome_rnn": PalindromeRequest,
+    "sample": SampleRequest,
+    "interpolate": InterpolateRequest,
+}
 # Examples per (model, transport): 5,000 requests in all, weighted towards the cheap models.
 N_EXAMPLES = {
-    ("palindrome", "rest"): 1400, ("palindrome_rnn", "rest"): 500, ("sample", "rest"): 700,
-    ("interpolate", "rest"): 500, ("palindrome", "grpc"): 900, ("sample", "grpc"): 500,
+    ("palindrome", "rest"): 1400,
+    ("palindrome_rnn", "rest"): 500,
+    ("sample", "rest"): 700,
+    ("interpolate", "rest"): 500,
+    ("palindrome", "grpc"): 900,
+    ("sample", "grpc"): 500,
     ("interpolate", "grpc"): 500,
 }
 TALLY = ROOT / "runs" / "hostile_statuses.json"  # answers by transport and status, for the record
@@ -51,9 +59,12 @@ def limits(model: str) -> dict:
 
 # -- strategies -----------------------------------------------------------------------------------
 
-json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12))
-json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4)
-                           | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=12)
+json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12)
+json_values = st.recursive(
+    json_scalars,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
+    max_leaves=12,
+)
 small_ints = st.integers(-3, 12)
 digit_lists = st.lists(st.integers(0, 9), min_size=1, max_size=20)
 # The first T digits of a palindrome of T + 1 (its last digit, the answer, repeats the first).
@@ -77,10 +88,22 @@ FIELD_VALUES = {
     "stream": st.one_of(st.sampled_from([False, "yes", 1, "true", "on", None]), json_values),
 }
 NASTY = [
-    b"", b"{", b"null", b"[]", b'"digits"', b"[" * 5000 + b"]" * 5000, b'{"a":' * 200 + b"1" + b"}" * 200,
-    b'{"digits": [' + b"9" * 5000 + b"]}", b'{"n": 1' + b"0" * 5000 + b"}", b'{"digits": "\xff\xfe"}',
-    b'{"digits": NaN}', b'{"n": Infinity}', b'{"digits": "\xd9\xa1\xd9\xa2\xd9\xa1"}', b"\x00" * 100,
-    b'{"digits": [1, 2, 1], "digits": "x"}', b'{"steps": 1e400}',
+    b"",
+    b"{",
+    b"null",
+    b"[]",
+    b'"digits"',
+    b"[" * 5000 + b"]" * 5000,
+    b'{"a":' * 200 + b"1" + b"}" * 200,
+    b'{"digits": [' + b"9" * 5000 + b"]}",
+    b'{"n": 1' + b"0" * 5000 + b"}",
+    b'{"digits": "\xff\xfe"}',
+    b'{"digits": NaN}',
+    b'{"n": Infinity}',
+    b'{"digits": "\xd9\xa1\xd9\xa2\xd9\xa1"}',
+    b"\x00" * 100,
+    b'{"digits": [1, 2, 1], "digits": "x"}',
+    b'{"steps": 1e400}',
 ]
 
 
@@ -88,12 +111,16 @@ def bodies(schema) -> st.SearchStrategy[bytes]:
     """Bodies shaped by `schema`'s fields (subsets, wrong types, unknown fields), plus nasty raw bytes."""
     known = {name: FIELD_VALUES[name] for name in schema.model_fields if name in FIELD_VALUES}
     shaped = st.fixed_dictionaries({}, optional=known).flatmap(
-        lambda body: st.one_of(st.just(body), st.dictionaries(st.text(max_size=8), json_values, max_size=2)
-                               .map(lambda extra: {**extra, **body})))
+        lambda body: st.one_of(
+            st.just(body),
+            st.dictionaries(st.text(max_size=8), json_values, max_size=2).map(lambda extra: {**extra, **body}),
+        )
+    )
     return st.one_of(shaped.map(lambda b: json.dumps(b).encode()), st.sampled_from(NASTY), st.binary(max_size=64))
 
 
 # -- the oracle ---------------------------------------------------------------------------------
+
 
 def expected(model: str, body: bytes) -> tuple[set[int], object]:
     """(acceptable statuses, the parsed request or None) for `body`, judged by the handler's own parser."""
@@ -132,8 +159,12 @@ def pids_unchanged(server):
 
 def run_rest(server, session, key, model, body) -> int:
     statuses, request = expected(model, body)
-    resp = session.post(f"{server.endpoints.inference}/predictions/{model}", data=body, timeout=TIMEOUT,
-                        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    resp = session.post(
+        f"{server.endpoints.inference}/predictions/{model}",
+        data=body,
+        timeout=TIMEOUT,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
     if not body:  # TorchServe itself refuses an empty body before any handler sees it
         assert resp.status_code == 400
         return resp.status_code
@@ -150,8 +181,13 @@ def run_grpc(stub, key, model, body) -> int:
     statuses, request = expected(model, body)
     if request is not None and getattr(request, "stream", False):
         statuses = statuses | {200}
-    replies = list(stub.StreamPredictions(inference_pb2.PredictionsRequest(model_name=model, input={"data": body}),
-                                          metadata=[("authorization", f"Bearer {key}")], timeout=TIMEOUT))
+    replies = list(
+        stub.StreamPredictions(
+            inference_pb2.PredictionsRequest(model_name=model, input={"data": body}),
+            metadata=[("authorization", f"Bearer {key}")],
+            timeout=TIMEOUT,
+        )
+    )
     last = replies[-1].prediction
     if last.startswith(b"{") and json.loads(last).get("type") == "InvalidRequest":
         error = json.loads(last)
@@ -169,11 +205,18 @@ def test_hostile_requests_get_4xx_and_never_hurt_a_worker(server, pids_unchanged
     channel = grpc.insecure_channel(server.endpoints.grpc_inference)
     stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
 
-    @settings(max_examples=N_EXAMPLES[(model, transport)], deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=N_EXAMPLES[(model, transport)],
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(body=bodies(SCHEMAS[model]))
     def check(body: bytes) -> None:
-        status = run_rest(server, session, key, model, body) if transport == "rest" else run_grpc(stub, key, model, body)
+        status = (
+            run_rest(server, session, key, model, body) if transport == "rest" else run_grpc(stub, key, model, body)
+        )
         tally[(transport, status)] += 1
 
     try:

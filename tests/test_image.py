@@ -22,8 +22,8 @@ from clients import grpc as grpc_client
 from clients import rest
 from tools import compose, gateway, image, k8s
 from tools.build_archives import ARCHIVES
-from tools.ready import is_ready, ready_url
 from tools.config import write_properties
+from tools.ready import is_ready, ready_url
 
 pytestmark = pytest.mark.image
 # Replica index for the test's ports (18980, 18970, 18983, ...): beyond the replicas `make up` starts.
@@ -64,11 +64,28 @@ def container(images, tmp_path_factory):
     config_dir.chmod(0o755)
     (config_dir / "test.properties").chmod(0o644)
     name = f"digitlab-image-test-{int(time.time())}"
-    docker("run", "--detach", "--name", name, "--network", "host", "--read-only",
-           "--tmpfs", f"/home/model-server:exec,uid={IMAGE_USER_ID},gid={IMAGE_USER_ID},mode=0700",
-           "--tmpfs", "/tmp", "--volume", f"{config_dir}:/compose:ro",
-           "--health-cmd", "python -m tools.ready --config /compose/test.properties", "--health-interval", "2s",
-           image.IMAGE, "--config", "/compose/test.properties")
+    docker(
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--read-only",
+        "--tmpfs",
+        f"/home/model-server:exec,uid={IMAGE_USER_ID},gid={IMAGE_USER_ID},mode=0700",
+        "--tmpfs",
+        "/tmp",
+        "--volume",
+        f"{config_dir}:/compose:ro",
+        "--health-cmd",
+        "python -m tools.ready --config /compose/test.properties",
+        "--health-interval",
+        "2s",
+        image.IMAGE,
+        "--config",
+        "/compose/test.properties",
+    )
     began = time.monotonic()
     try:
         while not is_ready(ready_url(props)):
@@ -83,13 +100,24 @@ def container(images, tmp_path_factory):
 
 
 def test_image_has_the_pinned_torch_torchserve_and_java_17(images):
-    versions = docker("run", "--rm", "--entrypoint", "python", image.IMAGE, "-c",
-                      "import torch, ts, pydantic; print(torch.__version__, ts.__version__, pydantic.VERSION)")
+    versions = docker(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python",
+        image.IMAGE,
+        "-c",
+        "import torch, ts, pydantic; print(torch.__version__, ts.__version__, pydantic.VERSION)",
+    )
     torch_version, ts_version, _ = versions.split()
     assert tuple(int(x) for x in torch_version.split("+")[0].split(".")) >= (2, 14, 1)
     assert ts_version == "0.12.0"
-    java = subprocess.run(["docker", "run", "--rm", "--entrypoint", "java", image.IMAGE, "-version"],
-                          capture_output=True, text=True, check=True).stderr
+    java = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "java", image.IMAGE, "-version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     assert 'version "17.' in java
 
 
@@ -107,8 +135,15 @@ def test_every_model_loads_and_answers_rest_without_a_torchserve_key(container):
 def test_grpc_streams_frames_one_by_one(container):
     _, props, _ = container
     target = f"{props['grpc_inference_address']}:{props['grpc_inference_port']}"
-    frames = list(grpc_client.stream("interpolate", {"start": {"digit": 9}, "end": {"digit": 3}, "steps": 5},
-                                     target=target, token="", timeout=TIMEOUT))
+    frames = list(
+        grpc_client.stream(
+            "interpolate",
+            {"start": {"digit": 9}, "end": {"digit": 3}, "steps": 5},
+            target=target,
+            token="",
+            timeout=TIMEOUT,
+        )
+    )
     assert [f["index"] for f in frames] == list(range(5))
     assert frames[0]["digit"] == 9 and frames[-1]["digit"] == 3
 
@@ -135,13 +170,31 @@ def test_door_image_wants_the_client_key(container, tmp_path):
     door_port, door_grpc_port = compose.replica_port(TEST_REPLICA, 90), compose.replica_port(TEST_REPLICA, 91)
     for sub in ("logs", "tmp"):
         (tmp_path / sub).mkdir()
-    conf, keys = gateway.render([compose.upstream(props)], list(ARCHIVES), [CLIENT_KEY], upstream_key=None,
-                                max_body_bytes=int(props["max_request_size"]), port=door_port, grpc_port=door_grpc_port)
+    conf, keys = gateway.render(
+        [compose.upstream(props)],
+        list(ARCHIVES),
+        [CLIENT_KEY],
+        upstream_key=None,
+        max_body_bytes=int(props["max_request_size"]),
+        port=door_port,
+        grpc_port=door_grpc_port,
+    )
     (tmp_path / gateway.CONFIG).write_text(conf)
     (tmp_path / gateway.KEYS_INCLUDE).write_text(keys)
     name = f"digitlab-door-test-{int(time.time())}"
-    docker("run", "--detach", "--name", name, "--network", "host", "--user", f"{os.getuid()}:{os.getgid()}",
-           "--volume", f"{tmp_path}:/door", image.DOOR_IMAGE)
+    docker(
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--user",
+        f"{os.getuid()}:{os.getgid()}",
+        "--volume",
+        f"{tmp_path}:/door",
+        image.DOOR_IMAGE,
+    )
     url = f"http://127.0.0.1:{door_port}/predictions/palindrome"
     try:
         deadline = time.monotonic() + 30
@@ -153,8 +206,13 @@ def test_door_image_wants_the_client_key(container, tmp_path):
                 assert time.monotonic() < deadline, logs(name)
                 time.sleep(0.5)
         assert refused.status_code == 401
-        answer = rest.predict("palindrome", {"digits": [1, 2, 3, 2]}, url=f"http://127.0.0.1:{door_port}",
-                              token=CLIENT_KEY, timeout=TIMEOUT)
+        answer = rest.predict(
+            "palindrome",
+            {"digits": [1, 2, 3, 2]},
+            url=f"http://127.0.0.1:{door_port}",
+            token=CLIENT_KEY,
+            timeout=TIMEOUT,
+        )
         assert answer["digit"] == 1
     finally:
         docker("rm", "--force", name, check=False)
@@ -168,9 +226,27 @@ def test_door_image_accepts_the_kubernetes_configmap_as_its_pod_runs_it(images, 
         f.chmod(0o644)
     www_data = "uid=33,gid=33"
     checked = subprocess.run(
-        ["docker", "run", "--rm", "--read-only", "--add-host", f"{k8s.SERVICE}:127.0.0.1",
-         "--tmpfs", f"/door:{www_data}", "--tmpfs", f"/door/logs:{www_data}", "--tmpfs", f"/door/tmp:{www_data}",
-         "--volume", f"{tmp_path / 'nginx.conf'}:/door/nginx.conf:ro",
-         "--volume", f"{tmp_path / 'keys.conf'}:/door/keys.conf:ro",
-         image.DOOR_IMAGE, "-t"], capture_output=True, text=True)
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--read-only",
+            "--add-host",
+            f"{k8s.SERVICE}:127.0.0.1",
+            "--tmpfs",
+            f"/door:{www_data}",
+            "--tmpfs",
+            f"/door/logs:{www_data}",
+            "--tmpfs",
+            f"/door/tmp:{www_data}",
+            "--volume",
+            f"{tmp_path / 'nginx.conf'}:/door/nginx.conf:ro",
+            "--volume",
+            f"{tmp_path / 'keys.conf'}:/door/keys.conf:ro",
+            image.DOOR_IMAGE,
+            "-t",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert checked.returncode == 0, checked.stderr

@@ -50,8 +50,11 @@ def merge(base, patch):
     """A strategic merge patch as kustomize applies ours: maps merge, lists of named items merge by name."""
     if isinstance(base, dict) and isinstance(patch, dict):
         return {**base, **{k: merge(base[k], v) if k in base else v for k, v in patch.items()}}
-    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i
-                                                                   for i in base + patch):
+    if (
+        isinstance(base, list)
+        and isinstance(patch, list)
+        and all(isinstance(i, dict) and "name" in i for i in base + patch)
+    ):
         by_name = {i["name"]: i for i in base}
         merged = [merge(by_name[i["name"]], i) if i["name"] in by_name else i for i in patch]
         return merged + [i for i in base if i["name"] not in {p["name"] for p in patch}]
@@ -59,8 +62,13 @@ def merge(base, patch):
 
 
 def base_object(kind: str, name: str) -> dict:
-    return next(d for p in MANIFESTS if p not in patch_paths() for d in documents(p)
-                if d["kind"] == kind and d["metadata"]["name"] == name)
+    return next(
+        d
+        for p in MANIFESTS
+        if p not in patch_paths()
+        for d in documents(p)
+        if d["kind"] == kind and d["metadata"]["name"] == name
+    )
 
 
 @pytest.mark.parametrize("path", sorted(set(MANIFESTS) - patch_paths()), ids=lambda p: str(p.relative_to(K8S)))
@@ -104,8 +112,11 @@ def test_probes_ask_the_supervisor_of_the_image():
     container = validate(base_object("Deployment", "digitlab-torchserve")).spec.template.spec.containers[0]
     ready_port = next(p.container_port for p in container.ports if p.name == "ready")
     assert k8s.image_config()["ready_address"].endswith(f":{ready_port}")
-    for probe, path in ((container.startup_probe, "/ready"), (container.readiness_probe, "/ready"),
-                        (container.liveness_probe, "/live")):
+    for probe, path in (
+        (container.startup_probe, "/ready"),
+        (container.readiness_probe, "/ready"),
+        (container.liveness_probe, "/live"),
+    ):
         assert (probe.http_get.path, probe.http_get.port) == (path, "ready")
 
 

@@ -127,4 +127,6 @@ def test_digit_samples_answer_422_when_the_budget_is_spent():
     with pytest.raises(InvalidRequest) as err:
         digit_samples(generator, FixedReader(4, 10.0), 4, n=3, seed=2, search=DigitSearch(budget=8, min_confidence=0.9))
     assert err.value.status == 422
-    assert err.value.message.startswith("fewer than 3 of the 8 latents of seed 2 are read as a 4 with confidence >= 0.9")
+    assert err.value.message.startswith(
+        "fewer than 3 of the 8 latents of seed 2 are read as a 4 with confidence >= 0.9"
+    )

@@ -28,9 +28,15 @@ def failures(prefix) -> list[str]:
 def test_every_locust_user_runs_and_its_content_checks_pass(server, tmp_path):
     prefix = tmp_path / "locust"
     # One user per class; small samples and short interpolations keep a few seconds enough for every task.
-    stats = run_locust(server.endpoints.inference, len(USERS), 4, prefix, USERS, token=server.key(),
-                       extra_args=("--grpc-target", server.endpoints.grpc_inference,
-                                   "--sample-n", "4", "--interpolate-steps", "4"))
+    stats = run_locust(
+        server.endpoints.inference,
+        len(USERS),
+        4,
+        prefix,
+        USERS,
+        token=server.key(),
+        extra_args=("--grpc-target", server.endpoints.grpc_inference, "--sample-n", "4", "--interpolate-steps", "4"),
+    )
     assert stats["Aggregated"].failures == 0, failures(prefix)
     served = {name for name, row in stats.items() if row.requests}
     assert {"palindrome", "sample", "interpolate", "ping", GRPC_PALINDROME, FIRST_FRAME, LAST_FRAME} <= served
@@ -38,8 +44,24 @@ def test_every_locust_user_runs_and_its_content_checks_pass(server, tmp_path):
 
 def test_benchmark_harness_smoke_writes_its_report(tmp_path):
     doc, chart, results = tmp_path / "BENCHMARKS.md", tmp_path / "bench.png", tmp_path / "results.json"
-    run = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--doc", str(doc), "--chart", str(chart),
-                          "--results", str(results)], cwd=ROOT, timeout=HANG_GUARD_S, capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--smoke",
+            "--doc",
+            str(doc),
+            "--chart",
+            str(chart),
+            "--results",
+            str(results),
+        ],
+        cwd=ROOT,
+        timeout=HANG_GUARD_S,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     text = doc.read_text()
     for label in LABELS.values():  # every target measured palindrome without an error

@@ -57,8 +57,11 @@ def test_spectral_norm_bounds_each_discriminator_layer(spectral_norm):
             param.mul_(5)
     for _ in range(30):  # training-mode forwards run the power iteration that estimates each sigma
         discriminator(torch.randn(8, 1, 28, 28))
-    sigmas = [torch.linalg.matrix_norm(m.weight.detach(), ord=2).item()
-              for m in discriminator.modules() if isinstance(m, torch.nn.Linear)]
+    sigmas = [
+        torch.linalg.matrix_norm(m.weight.detach(), ord=2).item()
+        for m in discriminator.modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
     assert len(sigmas) == 3
     if spectral_norm:
         assert sigmas == pytest.approx([1.0] * 3, abs=0.02)
@@ -67,8 +70,12 @@ def test_spectral_norm_bounds_each_discriminator_layer(spectral_norm):
 
 
 @pytest.mark.parametrize(
-    "model", [PalindromeNet(PalindromeConfig(cell="rnn", hidden_dim=8)), Generator(GeneratorConfig(hidden=(8, 16))),
-              Discriminator(DiscriminatorConfig(hidden=(8, 4), spectral_norm=True))]
+    "model",
+    [
+        PalindromeNet(PalindromeConfig(cell="rnn", hidden_dim=8)),
+        Generator(GeneratorConfig(hidden=(8, 16))),
+        Discriminator(DiscriminatorConfig(hidden=(8, 4), spectral_norm=True)),
+    ],
 )
 def test_checkpoints_describe_themselves_and_load_weights_only(tmp_path, model):
     path = save_checkpoint(tmp_path / "m.pt", model, meta={"step": 3})

@@ -87,8 +87,7 @@ def test_each_batch_records_handler_time(tiny, monkeypatch):
     _, handler, context = tiny
     recorded = []
     real_add_time = context.metrics.add_time
-    monkeypatch.setattr(context.metrics, "add_time",
-                        lambda *args: recorded.append(args) or real_add_time(*args))
+    monkeypatch.setattr(context.metrics, "add_time", lambda *args: recorded.append(args) or real_add_time(*args))
     run(handler, context, [{"digits": [1, 2, 2]}, b"{oops"])
     [(name, ms, idx, unit)] = recorded  # one per batch, as TorchServe's BaseHandler
     assert (name, idx, unit) == ("HandlerTime", 0, "ms") and ms >= 0

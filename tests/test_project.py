@@ -10,8 +10,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-SERVER_SIDE = {"torch", "torchvision", "torchserve", "torch-model-archiver", "numpy", "scipy", "matplotlib", "tqdm",
-               "locust", "fastapi", "uvicorn", "pyyaml"}
+SERVER_SIDE = {
+    "torch",
+    "torchvision",
+    "torchserve",
+    "torch-model-archiver",
+    "numpy",
+    "scipy",
+    "matplotlib",
+    "tqdm",
+    "locust",
+    "fastapi",
+    "uvicorn",
+    "pyyaml",
+}
 
 
 def pins(requirements: list[str]) -> dict[str, str]:
@@ -53,11 +65,17 @@ def test_clients_import_each_other_relatively():
     torch_free_core = {"digitlab.schemas", "digitlab.digits", "digitlab.constants"}
     for path in (ROOT / "clients").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             for name in names:
-                assert name.split(".")[0] not in {"clients", "handlers", "tools", "training", "torch", "numpy"}, \
+                assert name.split(".")[0] not in {"clients", "handlers", "tools", "training", "torch", "numpy"}, (
                     f"{path.name}: {name}"
+                )
                 assert not name.startswith("digitlab") or name in torch_free_core, f"{path.name}: {name}"
 
 
@@ -65,5 +83,10 @@ def test_generated_and_built_files_are_not_tracked():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     if not tracked:  # not a git checkout (e.g. an sdist): nothing to check
         return
-    assert not [f for f in tracked if f.endswith((".mar", "_pb2.py", "_pb2_grpc.py", ".proto")) or f == "key_file.json"
-                or f.startswith(".gateway/")]
+    assert not [
+        f
+        for f in tracked
+        if f.endswith((".mar", "_pb2.py", "_pb2_grpc.py", ".proto"))
+        or f == "key_file.json"
+        or f.startswith(".gateway/")
+    ]

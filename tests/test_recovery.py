@@ -34,8 +34,9 @@ INTERPOLATION = {"start": {"seed": 0, "index": 0}, "end": {"seed": 0, "index": 1
 
 @pytest.fixture(scope="module")
 def own_server(tmp_path_factory):
-    with ts.serving(tmp_path_factory.mktemp("disposable"),
-                    overrides={"token_expiration_min": str(KEY_LIFETIME_MIN)}) as running:
+    with ts.serving(
+        tmp_path_factory.mktemp("disposable"), overrides={"token_expiration_min": str(KEY_LIFETIME_MIN)}
+    ) as running:
         yield running
 
 
@@ -81,16 +82,21 @@ def test_a_stalled_worker_is_replaced_without_a_person(own_server, key_file_clie
     with grpc.insecure_channel(own_server.endpoints.grpc_inference) as channel:
         stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
         began = time.monotonic()
-        reply = stub.Predictions(grpc_client.request_message("interpolate", {**INTERPOLATION, "steps": 8, "stream": True}),
-                                 metadata=[("authorization", f"Bearer {own_server.key()}")], timeout=30)
+        reply = stub.Predictions(
+            grpc_client.request_message("interpolate", {**INTERPOLATION, "steps": 8, "stream": True}),
+            metadata=[("authorization", f"Bearer {own_server.key()}")],
+            timeout=30,
+        )
     assert b'"index":0' in reply.prediction  # the unary caller got frame 0 as if it were the answer...
     stalled = not interpolation_answers(own_server)  # ...and the model stopped answering
     wait_until(lambda: interpolation_answers(own_server))
     recovered = time.monotonic() - began
     # The restart is recorded once its workers are READY, which can be a moment after the first answer.
     wait_until(lambda: restarts(own_server) == ["interpolate"], limit=30)
-    print(f"\nstall: model answered again {recovered:.1f} s after the offending call (stalled: {stalled}); "
-          f"restart {events(own_server)[-1]}")
+    print(
+        f"\nstall: model answered again {recovered:.1f} s after the offending call (stalled: {stalled}); "
+        f"restart {events(own_server)[-1]}"
+    )
     assert own_server.worker_pids("interpolate") != before
     # The stalled call also blocked one of TorchServe's backend netty threads for minutes; with
     # instance_properties' many threads the other models, whose channels are elsewhere, never noticed.
@@ -106,8 +112,9 @@ def test_a_worker_killed_under_load_is_replaced(own_server, key_file_clients):
         with requests.Session() as session:
             while not stop.is_set():
                 try:
-                    answer = rest.predict("palindrome", GOOD, url=own_server.endpoints.inference, timeout=10,
-                                          session=session)
+                    answer = rest.predict(
+                        "palindrome", GOOD, url=own_server.endpoints.inference, timeout=10, session=session
+                    )
                     results.append((time.monotonic(), answer["digit"]))
                 except ServerError as err:
                     results.append((time.monotonic(), err.status))
@@ -132,9 +139,11 @@ def test_a_worker_killed_under_load_is_replaced(own_server, key_file_clients):
     # failure (the killed worker's batch); an answer stamped just after the kill can be the old worker's.
     first_failure = min((t for t, _ in failures), default=killed_at)
     first_answer = min(t for t, d in after if d == 4 and t > first_failure)
-    print(f"\nkill: the new worker answered {first_answer - killed_at:.1f} s after the kill; {len(failures)} failed of "
-          f"{len(after)} after it, the last {last_failure - killed_at:.1f} s after it; "
-          f"statuses {sorted({d for _, d in failures}, key=str)}")
+    print(
+        f"\nkill: the new worker answered {first_answer - killed_at:.1f} s after the kill; {len(failures)} failed of "
+        f"{len(after)} after it, the last {last_failure - killed_at:.1f} s after it; "
+        f"statuses {sorted({d for _, d in failures}, key=str)}"
+    )
     # While no worker runs, requests fail (TorchServe answers 5xx, or a client times out), never wrongly.
     assert all(not isinstance(d, int) or d == 4 or d >= 500 for _, d in after)
     assert own_server.worker_pids("palindrome") != [pid]

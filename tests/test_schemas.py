@@ -15,7 +15,12 @@ def parse(body):
 
 @pytest.mark.parametrize(
     "body",
-    [{"digits": [1, 2, 3, 2]}, {"digits": "1232"}, json.dumps({"digits": [1, 2, 3, 2]}).encode(), bytearray(b'{"digits": "1232"}')],
+    [
+        {"digits": [1, 2, 3, 2]},
+        {"digits": "1232"},
+        json.dumps({"digits": [1, 2, 3, 2]}).encode(),
+        bytearray(b'{"digits": "1232"}'),
+    ],
 )
 def test_valid_requests_in_every_accepted_form(body):
     assert parse(body).digits == [1, 2, 3, 2]
@@ -78,7 +83,11 @@ Z = [0.1] * 100
         (InterpolateRequest, {"start": {"digit": 1}, "end": {"digit": 3}, "steps": 33}, "at most 32 steps"),
         (InterpolateRequest, {"start": {"digit": 1}, "end": {"digit": 3}, "steps": 1}, "greater than or equal to 2"),
         (InterpolateRequest, {"start": {"digit": 1}, "end": {"digit": 3}, "method": "cubic"}, "'slerp' or 'lerp'"),
-        (InterpolateRequest, {"start": {"digit": 10}, "end": {"digit": 3}}, "start.digit: Input should be less than or equal to 9"),
+        (
+            InterpolateRequest,
+            {"start": {"digit": 10}, "end": {"digit": 3}},
+            "start.digit: Input should be less than or equal to 9",
+        ),
         (InterpolateRequest, {"start": {"z": Z[:99]}, "end": {"digit": 3}}, "at least 100 items"),
         (InterpolateRequest, {"start": {"z": [float("nan")] * 100}, "end": {"digit": 3}}, "finite number"),
         (InterpolateRequest, {"start": {"z": [float("inf")] + Z[1:]}, "end": {"digit": 3}}, "finite number"),
@@ -87,7 +96,11 @@ Z = [0.1] * 100
         (InterpolateRequest, {"start": {"seed": 1, "index": 2, "z": Z}, "end": {"digit": 3}}, "Extra inputs"),
         (InterpolateRequest, {"start": 9, "end": {"digit": 3}}, "a point is an object"),
         (InterpolateRequest, {"end": {"digit": 3}}, "start: Field required"),
-        (InterpolateRequest, {"start": {"digit": 1}, "end": {"digit": 3}, "format": "gif", "stream": True}, "cannot be streamed"),
+        (
+            InterpolateRequest,
+            {"start": {"digit": 1}, "end": {"digit": 3}, "format": "gif", "stream": True},
+            "cannot be streamed",
+        ),
     ],
 )
 def test_invalid_generator_requests(schema, body, says):

@@ -6,8 +6,15 @@ import sys
 
 from tools import server as ts
 from tools.config import BACKEND_THREADS, instance_properties, read_properties, with_ports, write_properties
-from tools.supervisor import (ARRIVAL_METRIC, PROGRESS_METRICS, WORKER_THREAD_FAILED, counter, expires_at, worker_cpu,
-                              worker_processes)
+from tools.supervisor import (
+    ARRIVAL_METRIC,
+    PROGRESS_METRICS,
+    WORKER_THREAD_FAILED,
+    counter,
+    expires_at,
+    worker_cpu,
+    worker_processes,
+)
 
 
 def test_stop_never_signals_a_process_that_is_not_its_own_supervisor(tmp_path):
@@ -29,8 +36,9 @@ def test_its_own_supervisor_is_recognised_however_long_its_command_line(tmp_path
     """ps cuts lines at 80 columns when it finds no terminal (as under pytest) unless told not to."""
     workdir = tmp_path / ("w" * 100)
     workdir.mkdir()
-    lookalike = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", ts.SUPERVISOR_MODULE,
-                                  "--workdir", str(workdir)])
+    lookalike = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", ts.SUPERVISOR_MODULE, "--workdir", str(workdir)]
+    )
     try:
         assert ts.owned(lookalike.pid, workdir)
     finally:
@@ -39,8 +47,11 @@ def test_its_own_supervisor_is_recognised_however_long_its_command_line(tmp_path
 
 
 def test_instance_config_closes_every_url_but_the_model_store(tmp_path):
-    base = {"inference_address": "http://127.0.0.1:8080", "enable_model_api": "true",
-            "allowed_urls": "file://.*|http(s)?://.*"}
+    base = {
+        "inference_address": "http://127.0.0.1:8080",
+        "enable_model_api": "true",
+        "allowed_urls": "file://.*|http(s)?://.*",
+    }
     props = instance_properties(base, tmp_path / "w", tmp_path / "store.v1")
     assert props["enable_model_api"] == "false"
     assert props["workflow_store"] == str(tmp_path / "w" / "workflows") and not os.listdir(props["workflow_store"])
@@ -51,21 +62,30 @@ def test_instance_config_closes_every_url_but_the_model_store(tmp_path):
     # Many backend netty threads, so that one blocked by a streamed unary call holds one model's channel.
     assert props["netty_client_threads"] == str(BACKEND_THREADS)
     more = str(2 * BACKEND_THREADS)
-    assert instance_properties({**base, "netty_client_threads": more}, tmp_path / "w", tmp_path)["netty_client_threads"] == more
+    assert (
+        instance_properties({**base, "netty_client_threads": more}, tmp_path / "w", tmp_path)["netty_client_threads"]
+        == more
+    )
 
 
 def test_with_ports_moves_every_listener(tmp_path):
     props = with_ports(read_properties(ts.ROOT / "config.properties"), [1, 2, 3, 4, 5, 6])
     assert [props[k] for k in ("inference_address", "management_address", "metrics_address", "ready_address")] == [
-        "http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3", "http://127.0.0.1:4"]
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "http://127.0.0.1:3",
+        "http://127.0.0.1:4",
+    ]
     assert (props["grpc_inference_port"], props["grpc_management_port"]) == ("5", "6")
 
 
 def test_progress_reads_completed_work_per_model_from_prometheus_text():
-    text = ('# TYPE ts_inference_latency_microseconds counter\n'
-            'ts_inference_latency_microseconds{model_name="palindrome",model_version="default",hostname="vm",} 71110.5\n'
-            'ts_inference_requests_total{model_name="palindrome",model_version="default",hostname="vm",} 3.0\n'
-            'ts_inference_latency_microseconds{model_name="sample",model_version="default",hostname="vm",} 1.0E7\n')
+    text = (
+        "# TYPE ts_inference_latency_microseconds counter\n"
+        'ts_inference_latency_microseconds{model_name="palindrome",model_version="default",hostname="vm",} 71110.5\n'
+        'ts_inference_requests_total{model_name="palindrome",model_version="default",hostname="vm",} 3.0\n'
+        'ts_inference_latency_microseconds{model_name="sample",model_version="default",hostname="vm",} 1.0E7\n'
+    )
     assert counter(text, PROGRESS_METRICS[1]) == {"palindrome": 71110.5, "sample": 1.0e7}
     assert counter(text, ARRIVAL_METRIC) == {"palindrome": 3.0}
 
@@ -85,8 +105,10 @@ def test_worker_cpu_reads_this_process_and_notices_a_dead_one():
 
 
 def test_a_failed_worker_thread_is_recognised_in_torchserves_console():
-    line = (b"2026-11-30T12:40:52,008 [ERROR] W-9000-palindrome_rnn_1.0 org.pytorch.serve.wlm.WorkerThread"
-            b" - IllegalStateException error\n")
+    line = (
+        b"2026-11-30T12:40:52,008 [ERROR] W-9000-palindrome_rnn_1.0 org.pytorch.serve.wlm.WorkerThread"
+        b" - IllegalStateException error\n"
+    )
     assert WORKER_THREAD_FAILED.search(line)["model"] == b"palindrome_rnn"
     assert WORKER_THREAD_FAILED.search(line.replace(b"[ERROR]", b"[INFO ]")) is None
     assert WORKER_THREAD_FAILED.search(line.replace(b"IllegalState", b"Interrupted")) is None

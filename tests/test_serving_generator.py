@@ -30,8 +30,9 @@ def via_rest(server, model, payload):
 
 
 def via_grpc(server, model, payload):
-    return grpc_client.predict(model, payload, target=server.endpoints.grpc_inference, token=server.key(),
-                               timeout=TIMEOUT)
+    return grpc_client.predict(
+        model, payload, target=server.endpoints.grpc_inference, token=server.key(), timeout=TIMEOUT
+    )
 
 
 def test_same_seed_same_images_over_rest_and_grpc(server):
@@ -45,8 +46,12 @@ def test_same_seed_same_images_over_rest_and_grpc(server):
 
 
 def test_grid_can_be_saved_straight_to_a_file(server):
-    resp = requests.post(f"{server.endpoints.inference}/predictions/sample", json={"n": 16, "seed": 1},
-                         headers={"Authorization": f"Bearer {server.key()}", "Accept": "image/png"}, timeout=TIMEOUT)
+    resp = requests.post(
+        f"{server.endpoints.inference}/predictions/sample",
+        json={"n": 16, "seed": 1},
+        headers={"Authorization": f"Bearer {server.key()}", "Accept": "image/png"},
+        timeout=TIMEOUT,
+    )
     assert resp.status_code == 200 and resp.headers["Content-Type"] == "image/png"
     assert Image.open(io.BytesIO(resp.content)).size == (2 + 8 * 30, 2 + 2 * 30)
 
@@ -54,8 +59,9 @@ def test_grid_can_be_saved_straight_to_a_file(server):
 def test_interpolation_starts_and_ends_at_the_endpoint_samples(server):
     samples = via_rest(server, "sample", {"n": 2, "seed": 21})["images"]
     for method in ("slerp", "lerp"):
-        frames = via_rest(server, "interpolate", {"start": samples[0]["id"], "end": samples[1]["id"], "steps": 10,
-                                                  "method": method})["frames"]
+        frames = via_rest(
+            server, "interpolate", {"start": samples[0]["id"], "end": samples[1]["id"], "steps": 10, "method": method}
+        )["frames"]
         assert [f["index"] for f in frames] == list(range(10))
         assert np.array_equal(png(frames[0]["png"]), png(samples[0]["png"]))
         assert np.array_equal(png(frames[-1]["png"]), png(samples[1]["png"]))
@@ -63,7 +69,9 @@ def test_interpolation_starts_and_ends_at_the_endpoint_samples(server):
 
 def test_digit_points_are_read_as_the_digits_asked_for(server):
     for start, end in ((9, 3), (0, 7)):
-        frames = via_rest(server, "interpolate", {"start": {"digit": start}, "end": {"digit": end}, "steps": 6})["frames"]
+        frames = via_rest(server, "interpolate", {"start": {"digit": start}, "end": {"digit": end}, "steps": 6})[
+            "frames"
+        ]
         assert (frames[0]["digit"], frames[-1]["digit"]) == (start, end)
         assert frames[0]["confidence"] >= 0.9 and frames[-1]["confidence"] >= 0.9
 
@@ -84,8 +92,9 @@ def test_sample_with_a_digit_over_rest_and_grpc(server, digit):
 def test_grpc_stream_delivers_the_first_frame_before_the_last_is_generated(server):
     arrivals, frames = [], []
     payload = {"start": {"seed": 5, "index": 0}, "end": {"seed": 5, "index": 1}, "steps": 64}
-    for frame in grpc_client.stream("interpolate", payload, target=server.endpoints.grpc_inference,
-                                    token=server.key(), timeout=TIMEOUT):
+    for frame in grpc_client.stream(
+        "interpolate", payload, target=server.endpoints.grpc_inference, token=server.key(), timeout=TIMEOUT
+    ):
         arrivals.append(time.time())
         frames.append(frame)
     assert [f["index"] for f in frames] == list(range(64))
@@ -95,8 +104,9 @@ def test_grpc_stream_delivers_the_first_frame_before_the_last_is_generated(serve
 
 def test_http_stream_sends_frames_as_chunks_in_order(server):
     payload = {"start": {"digit": 1}, "end": {"digit": 8}, "steps": 12}
-    frames = list(rest.stream("interpolate", payload, url=server.endpoints.inference, token=server.key(),
-                              timeout=TIMEOUT))
+    frames = list(
+        rest.stream("interpolate", payload, url=server.endpoints.inference, token=server.key(), timeout=TIMEOUT)
+    )
     assert [f["index"] for f in frames] == list(range(12))
     whole = via_rest(server, "interpolate", payload)["frames"]
     assert [f["png"] for f in frames] == [f["png"] for f in whole]
@@ -106,9 +116,13 @@ def test_unary_grpc_on_the_interpolation_model_works_and_the_worker_lives(server
     pids = server.worker_pids("interpolate")
     answer = via_grpc(server, "interpolate", {"start": {"digit": 2}, "end": {"digit": 5}, "steps": 8})
     assert len(answer["frames"]) == 8
-    gif = grpc_client.predict_bytes("interpolate", {"start": {"digit": 2}, "end": {"digit": 5}, "steps": 8,
-                                                    "format": "gif"},
-                                    target=server.endpoints.grpc_inference, token=server.key(), timeout=TIMEOUT)
+    gif = grpc_client.predict_bytes(
+        "interpolate",
+        {"start": {"digit": 2}, "end": {"digit": 5}, "steps": 8, "format": "gif"},
+        target=server.endpoints.grpc_inference,
+        token=server.key(),
+        timeout=TIMEOUT,
+    )
     assert Image.open(io.BytesIO(gif)).n_frames == 8
     assert server.worker_pids("interpolate") == pids
 
@@ -133,17 +147,27 @@ BAD = [
 @pytest.mark.parametrize(("model", "body"), BAD)
 def test_bad_input_is_a_4xx_and_the_worker_lives(server, model, body):
     pids = server.worker_pids(model)
-    resp = requests.post(f"{server.endpoints.inference}/predictions/{model}", data=body,
-                         headers={"Authorization": f"Bearer {server.key()}", "Content-Type": "application/json"},
-                         timeout=TIMEOUT)
+    resp = requests.post(
+        f"{server.endpoints.inference}/predictions/{model}",
+        data=body,
+        headers={"Authorization": f"Bearer {server.key()}", "Content-Type": "application/json"},
+        timeout=TIMEOUT,
+    )
     assert 400 <= resp.status_code < 500 and resp.json()["message"], resp.text
     assert server.worker_pids(model) == pids
 
 
 def test_grpc_bad_input_in_a_stream_is_a_client_error(server):
     with pytest.raises(ServerError) as err:
-        list(grpc_client.stream("interpolate", {"start": {"digit": 3}, "end": {"digit": 4}, "steps": 1},
-                                target=server.endpoints.grpc_inference, token=server.key(), timeout=TIMEOUT))
+        list(
+            grpc_client.stream(
+                "interpolate",
+                {"start": {"digit": 3}, "end": {"digit": 4}, "steps": 1},
+                target=server.endpoints.grpc_inference,
+                token=server.key(),
+                timeout=TIMEOUT,
+            )
+        )
     assert err.value.status == 400 and "steps" in err.value.message
     assert len(via_grpc(server, "interpolate", {"start": {"digit": 3}, "end": {"digit": 4}, "steps": 3})["frames"]) == 3
 
@@ -153,8 +177,25 @@ def test_cli_sample_and_interpolate(server, tmp_path, capsys):
     assert cli(["sample", "--n", "8", "--seed", "3", "-o", str(tmp_path / "grid.png"), *conn]) == 0
     assert Image.open(tmp_path / "grid.png").size == (2 + 8 * 30, 2 + 30)
     gif = tmp_path / "nine_to_three.gif"
-    assert cli(["interpolate", "--from", "digit:9", "--to", "digit:3", "--steps", "6", "--grpc", "--quiet",
-                "-o", str(gif), *conn]) == 0
+    assert (
+        cli(
+            [
+                "interpolate",
+                "--from",
+                "digit:9",
+                "--to",
+                "digit:3",
+                "--steps",
+                "6",
+                "--grpc",
+                "--quiet",
+                "-o",
+                str(gif),
+                *conn,
+            ]
+        )
+        == 0
+    )
     assert Image.open(gif).n_frames == 6
     out = capsys.readouterr().out
     assert "digits read along the path: 9" in out and out.rstrip().endswith(f"wrote 6 frames to {gif}")

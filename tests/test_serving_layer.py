@@ -22,8 +22,9 @@ BODIES = {
 @pytest.mark.parametrize(("name", "handler_class"), [("palindrome", PalindromeHandler), ("sample", SampleHandler)])
 def test_the_handler_sends_what_the_benchmark_targets_compute(name, handler_class):
     spec = ARCHIVES[name]
-    context = make_context(ROOT / "weights", spec.weights.removeprefix("weights/"), batch_size=4,
-                           options=spec.model_config()["handler"])
+    context = make_context(
+        ROOT / "weights", spec.weights.removeprefix("weights/"), batch_size=4, options=spec.model_config()["handler"]
+    )
     handler = handler_class()
     handler.initialize(context)
     bodies = BODIES[name]

@@ -38,14 +38,17 @@ def post(server, body: bytes, token: str | None = "inference", model="palindrome
     headers = {"Content-Type": content_type}
     if token:
         headers["Authorization"] = f"Bearer {server.key(token) if token in ('inference', 'management') else token}"
-    return requests.post(f"{server.endpoints.inference}/predictions/{model}", data=body, headers=headers, timeout=TIMEOUT)
+    return requests.post(
+        f"{server.endpoints.inference}/predictions/{model}", data=body, headers=headers, timeout=TIMEOUT
+    )
 
 
 @pytest.mark.parametrize("model", ["palindrome", "palindrome_rnn"])
 def test_rest_answers_fresh_palindromes_of_every_length(server, model):
     for digits, expected in fresh_prefixes(seed=1, max_length=served_lengths(model)[1]):
-        answer = rest.predict(model, {"digits": digits}, url=server.endpoints.inference,
-                              token=server.key(), timeout=TIMEOUT)
+        answer = rest.predict(
+            model, {"digits": digits}, url=server.endpoints.inference, token=server.key(), timeout=TIMEOUT
+        )
         assert answer["digit"] == expected, digits
         assert answer["length"] == len(digits) and len(answer["probabilities"]) == 10
         assert answer["model"] == ("lstm" if model == "palindrome" else "rnn")
@@ -54,8 +57,13 @@ def test_rest_answers_fresh_palindromes_of_every_length(server, model):
 
 def test_grpc_answers_fresh_palindromes_of_every_length(server):
     for digits, expected in fresh_prefixes(seed=2, max_length=MAX_LENGTH):
-        answer = grpc_client.predict("palindrome", {"digits": "".join(map(str, digits))},
-                                     target=server.endpoints.grpc_inference, token=server.key(), timeout=TIMEOUT)
+        answer = grpc_client.predict(
+            "palindrome",
+            {"digits": "".join(map(str, digits))},
+            target=server.endpoints.grpc_inference,
+            token=server.key(),
+            timeout=TIMEOUT,
+        )
         assert answer["digit"] == expected, digits
 
 
@@ -81,8 +89,12 @@ def test_bad_input_gets_a_4xx_with_a_message_and_the_server_keeps_serving(server
     assert resp.headers["content-type"].startswith("application/json")
     error = resp.json()  # the error body, also where TorchServe answers before the handler sees the request
     assert error["code"] == resp.status_code and error["message"], error
-    assert rest.predict("palindrome", {"digits": [4, 5, 5]}, url=server.endpoints.inference,
-                        token=server.key(), timeout=TIMEOUT)["digit"] == 4
+    assert (
+        rest.predict(
+            "palindrome", {"digits": [4, 5, 5]}, url=server.endpoints.inference, token=server.key(), timeout=TIMEOUT
+        )["digit"]
+        == 4
+    )
     assert server.worker_pids("palindrome") == pids  # no worker died and was replaced
 
 
@@ -93,8 +105,13 @@ def test_a_huge_body_is_refused_before_it_reaches_a_worker(server):
 
 def test_grpc_bad_input_is_a_client_error(server):
     with pytest.raises(ServerError) as err:
-        grpc_client.predict("palindrome", {"digits": [1, 2, 3, 4]}, target=server.endpoints.grpc_inference,
-                            token=server.key(), timeout=TIMEOUT)
+        grpc_client.predict(
+            "palindrome",
+            {"digits": [1, 2, 3, 4]},
+            target=server.endpoints.grpc_inference,
+            token=server.key(),
+            timeout=TIMEOUT,
+        )
     assert err.value.status == 400 and "read the same backwards" in err.value.message
 
 
@@ -104,8 +121,13 @@ def test_requests_without_a_valid_token_are_refused(server):
         assert resp.status_code in (400, 401, 403), token
         assert "Token Authorization failed" in resp.text
     with pytest.raises(ServerError) as err:
-        grpc_client.predict("palindrome", {"digits": [1, 2, 2]}, target=server.endpoints.grpc_inference,
-                            token="wrong-token", timeout=TIMEOUT)
+        grpc_client.predict(
+            "palindrome",
+            {"digits": [1, 2, 2]},
+            target=server.endpoints.grpc_inference,
+            token="wrong-token",
+            timeout=TIMEOUT,
+        )
     assert err.value.status == "PERMISSION_DENIED"
 
 
@@ -126,8 +148,12 @@ def test_handlers_record_handler_time_per_model(server):
 
 @pytest.mark.parametrize("model", ["palindrome", "palindrome_rnn", "sample", "interpolate"])
 def test_the_management_api_describes_what_each_model_can_do(server, model):
-    resp = requests.get(f"{server.endpoints.management}/models/{model}", params={"customized": "true"},
-                        headers={"Authorization": f"Bearer {server.key('management')}"}, timeout=TIMEOUT)
+    resp = requests.get(
+        f"{server.endpoints.management}/models/{model}",
+        params={"customized": "true"},
+        headers={"Authorization": f"Bearer {server.key('management')}"},
+        timeout=TIMEOUT,
+    )
     assert resp.status_code == 200, resp.text
     [description] = resp.json()
     card = description["customizedMetadata"]  # the frontend parses the JSON the handler returns
@@ -144,7 +170,14 @@ def test_the_management_api_describes_what_each_model_can_do(server, model):
 
 def test_grpc_stream_call_to_a_unary_model_gets_one_answer_and_no_worker_dies(server):
     pids = server.worker_pids("palindrome")
-    messages = list(grpc_client.stream("palindrome", {"digits": [6, 0, 0]}, target=server.endpoints.grpc_inference,
-                                       token=server.key(), timeout=TIMEOUT))
+    messages = list(
+        grpc_client.stream(
+            "palindrome",
+            {"digits": [6, 0, 0]},
+            target=server.endpoints.grpc_inference,
+            token=server.key(),
+            timeout=TIMEOUT,
+        )
+    )
     assert [m["digit"] for m in messages] == [6]
     assert server.worker_pids("palindrome") == pids

@@ -16,8 +16,26 @@ def test_dry_run_writes_nothing(tmp_path):
 
 def test_a_short_run_learns_and_saves_a_self_describing_checkpoint(tmp_path):
     out = tmp_path / "p.pt"
-    argv = ["--length", "3", "--steps", "300", "--batch-size", "64", "--lr", "3e-3", "--hidden-dim", "32",
-            "--eval-every", "100", "--final-samples", "500", "--out", str(out), "--threads", "1"]
+    argv = [
+        "--length",
+        "3",
+        "--steps",
+        "300",
+        "--batch-size",
+        "64",
+        "--lr",
+        "3e-3",
+        "--hidden-dim",
+        "32",
+        "--eval-every",
+        "100",
+        "--final-samples",
+        "500",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    ]
     per_length = train_palindrome.main(argv)
     assert per_length[3] >= 0.95  # chance is 0.10
     model, meta = load_model_and_meta(out)

@@ -47,8 +47,12 @@ def open_door(server: ts.RunningServer, runtime: Path, replica: gateway.Replica 
     """A door on free ports in front of `server` (or of `replica`); returns its URL."""
     port, grpc_port = ts.free_ports(2)
     door = gateway.Door(
-        host="127.0.0.1", port=port, grpc_port=grpc_port, replicas=[replica or gateway.replica(server.endpoints)],
-        models=server.models, torchserve_key_file=str(server.key_file),
+        host="127.0.0.1",
+        port=port,
+        grpc_port=grpc_port,
+        replicas=[replica or gateway.replica(server.endpoints)],
+        models=server.models,
+        torchserve_key_file=str(server.key_file),
         client_key_file=str(runtime / gateway.CLIENT_KEY_FILE),
         max_body_bytes=int(ts.read_properties(server.workdir / "config.properties")["max_request_size"]),
     )
@@ -70,8 +74,13 @@ def door(server, tmp_path_factory):
 def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 f"--window-size={DESKTOP[0]},{DESKTOP[1]}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -112,10 +121,14 @@ def open_page(driver, url: str, key: str | None) -> None:
 def full_page_png(driver) -> bytes:
     """The whole page from its top, however far it scrolls and wherever it is scrolled to."""
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
-    })
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        },
+    )
     return base64.b64decode(shot["data"])
 
 
@@ -211,8 +224,9 @@ def test_the_sample_grid_shows_n_images_and_two_clicks_set_the_interpolations_en
     by_id(browser, "sample-submit").click()
     images = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="sample-grid"] img'))
     assert len(images) == 6
-    assert all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im) == 28
-               for im in images)
+    assert all(
+        browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im) == 28 for im in images
+    )
     picks = browser.find_elements(By.CSS_SELECTOR, '[data-testid="sample-grid"] .pick')
     assert [p.text for p in picks] == [f"11:{i}" for i in range(6)]
     picks[2].click()
@@ -239,7 +253,11 @@ def test_the_sample_panel_asks_for_a_digit(browser, door):
         by_id(browser, field).clear()
         by_id(browser, field).send_keys(value)
     by_id(browser, "sample-submit").click()
-    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="sample-grid"] .pick')) == 4, STREAM_TIMEOUT)
+    wait(
+        browser,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="sample-grid"] .pick')) == 4,
+        STREAM_TIMEOUT,
+    )
     picks = browser.find_elements(By.CSS_SELECTOR, '[data-testid="sample-grid"] .pick')
     assert [p.text for p in picks] == [f"{im['id']['seed']}:{im['id']['index']}" for im in expected["images"]]
     assert console_errors(browser) == []
@@ -260,8 +278,9 @@ def test_interpolation_frames_appear_as_they_stream_then_the_gif_downloads(brows
     assert len(frames.find_elements(By.TAG_NAME, "img")) == len(captions) == STEPS
     assert (captions[0], captions[-1]) == ("9", "3")  # the classifier's reading of the ends it was asked for
     # Same machine, same clock: the page drew frame 0 before TorchServe had rendered the last frame.
-    first_drawn_at, last_generated_at = (float(frames.get_attribute(a)) for a in
-                                         ("data-first-drawn-at", "data-last-generated-at"))
+    first_drawn_at, last_generated_at = (
+        float(frames.get_attribute(a)) for a in ("data-first-drawn-at", "data-last-generated-at")
+    )
     assert first_drawn_at < last_generated_at
     first_ms, last_ms = (float(frames.get_attribute(a)) for a in ("data-first-frame-ms", "data-last-frame-ms"))
     print(f"{STEPS} frames: first drawn after {first_ms:.0f} ms, last after {last_ms:.0f} ms")
@@ -301,7 +320,7 @@ def test_a_slow_server_is_shown_as_such(browser, server, tmp_path):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
-        address = "127.0.0.1:%d" % silent.getsockname()[1]
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
         runtime = tmp_path / "door"
         url = open_door(server, runtime, gateway.Replica(rest=address, grpc=address, ready=address))
         try:

@@ -41,9 +41,11 @@ def test_every_body_is_a_valid_request_within_the_served_limits():
 def test_the_workload_needs_only_the_standard_library():
     """A locust worker imports it without torch, numpy or pydantic installed."""
     blocked = ["torch", "numpy", "pydantic"]
-    code = ("import sys\n"
-            f"for name in {blocked!r}: sys.modules[name] = None  # importing it now raises ImportError\n"
-            "import digitlab.workload, random\n"
-            "print(digitlab.workload.palindrome_body(random.Random(0)))")
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None  # importing it now raises ImportError\n"
+        "import digitlab.workload, random\n"
+        "print(digitlab.workload.palindrome_body(random.Random(0)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.startswith("{'digits': [")

@@ -43,12 +43,24 @@ class Archive:
 
 
 ARCHIVES = {
-    "palindrome": Archive("weights/palindrome_lstm.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"),
-    "palindrome_rnn": Archive("weights/palindrome_rnn.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"),
-    "sample": Archive("weights/generator.pt", "handlers/sample_handler.py", "model_config/sample.yaml",
-                      extra=("weights/classifier.pt",)),
-    "interpolate": Archive("weights/generator.pt", "handlers/interpolate_handler.py", "model_config/interpolate.yaml",
-                           extra=("weights/classifier.pt",)),
+    "palindrome": Archive(
+        "weights/palindrome_lstm.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"
+    ),
+    "palindrome_rnn": Archive(
+        "weights/palindrome_rnn.pt", "handlers/palindrome_handler.py", "model_config/palindrome.yaml"
+    ),
+    "sample": Archive(
+        "weights/generator.pt",
+        "handlers/sample_handler.py",
+        "model_config/sample.yaml",
+        extra=("weights/classifier.pt",),
+    ),
+    "interpolate": Archive(
+        "weights/generator.pt",
+        "handlers/interpolate_handler.py",
+        "model_config/interpolate.yaml",
+        extra=("weights/classifier.pt",),
+    ),
 }
 PACKAGES = ("digitlab", "handlers")  # copied whole into every archive
 
@@ -71,13 +83,20 @@ def build(name: str, spec: Archive, store: Path = STORE, overrides: dict[str, An
             shutil.copy2(ROOT / extra, stage)
         cmd = [
             str(Path(sys.executable).parent / "torch-model-archiver"),
-            "--model-name", name,
-            "--version", VERSION,
-            "--serialized-file", str(ROOT / spec.weights),
-            "--handler", str(ROOT / spec.handler),
-            "--extra-files", str(stage),
-            "--config-file", str(config),
-            "--export-path", str(store),
+            "--model-name",
+            name,
+            "--version",
+            VERSION,
+            "--serialized-file",
+            str(ROOT / spec.weights),
+            "--handler",
+            str(ROOT / spec.handler),
+            "--extra-files",
+            str(stage),
+            "--config-file",
+            str(config),
+            "--export-path",
+            str(store),
             "--force",
         ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

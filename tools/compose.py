@@ -38,8 +38,10 @@ PROJECT = "digitlab"
 REPLICA_PORT_BASE, REPLICA_PORT_STEP = 18000, 100
 LOOPBACK = "127.0.0.1"
 URL_LISTENERS = ("inference_address", "management_address", "metrics_address", "ready_address")
-GRPC_LISTENERS = (("grpc_inference_address", "grpc_inference_port"),
-                  ("grpc_management_address", "grpc_management_port"))
+GRPC_LISTENERS = (
+    ("grpc_inference_address", "grpc_inference_port"),
+    ("grpc_management_address", "grpc_management_port"),
+)
 READY_TIMEOUT_S = 600.0  # a replica loads in ~10 s on an idle machine; it took 4 min here on 2 busy cores
 
 
@@ -58,9 +60,11 @@ def replica_props(index: int, props: dict[str, str]) -> dict[str, str]:
 
 
 def upstream(props: dict[str, str]) -> gateway.Replica:
-    return gateway.Replica(rest=gateway.host_port(props["inference_address"]),
-                           grpc=f"{props['grpc_inference_address']}:{props['grpc_inference_port']}",
-                           ready=gateway.host_port(props["ready_address"]))
+    return gateway.Replica(
+        rest=gateway.host_port(props["inference_address"]),
+        grpc=f"{props['grpc_inference_address']}:{props['grpc_inference_port']}",
+        ready=gateway.host_port(props["ready_address"]),
+    )
 
 
 def replica_services() -> list[str]:
@@ -80,10 +84,17 @@ def render(n: int, key_file: Path, host: str, port: int, grpc_port: int) -> list
     for sub in ("logs", "tmp"):
         (door / sub).mkdir(parents=True, exist_ok=True)
     gateway.ensure_client_key(key_file)
-    conf, keys = gateway.render([upstream(p) for p in props], list(ARCHIVES), gateway.read_client_keys(key_file),
-                                upstream_key=None, host=host, port=port, grpc_port=grpc_port,
-                                max_body_bytes=int(image_config()["max_request_size"]),
-                                web_root=gateway.CONTAINER_WEB_ROOT)
+    conf, keys = gateway.render(
+        [upstream(p) for p in props],
+        list(ARCHIVES),
+        gateway.read_client_keys(key_file),
+        upstream_key=None,
+        host=host,
+        port=port,
+        grpc_port=grpc_port,
+        max_body_bytes=int(image_config()["max_request_size"]),
+        web_root=gateway.CONTAINER_WEB_ROOT,
+    )
     gateway.write_private(door / gateway.CONFIG, conf)
     gateway.write_private(door / gateway.KEYS_INCLUDE, keys)
     return props
@@ -101,8 +112,13 @@ def compose_command() -> list[str]:
 def compose(*args: str, capture: bool = False) -> str:
     # The door runs as the user who rendered its files, so its owner-only key file stays owner-only.
     env = {**os.environ, "DOOR_USER": f"{os.getuid()}:{os.getgid()}"}
-    done = subprocess.run([*compose_command(), "--file", str(COMPOSE_FILE), "--project-name", PROJECT, *args],
-                          check=True, env=env, capture_output=capture, text=True)
+    done = subprocess.run(
+        [*compose_command(), "--file", str(COMPOSE_FILE), "--project-name", PROJECT, *args],
+        check=True,
+        env=env,
+        capture_output=capture,
+        text=True,
+    )
     return done.stdout or ""
 
 
@@ -164,8 +180,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default=gateway.DEFAULT_HOST, help="the door's address")
     p.add_argument("--port", type=int, default=gateway.DEFAULT_PORT, help="the door's REST port")
     p.add_argument("--grpc-port", type=int, default=gateway.DEFAULT_GRPC_PORT, help="the door's gRPC port")
-    p.add_argument("--key-file", type=Path, default=gateway.RUNTIME / gateway.CLIENT_KEY_FILE,
-                   help=f"client keys, one per line (with or instead of ${API_KEY_ENV})")
+    p.add_argument(
+        "--key-file",
+        type=Path,
+        default=gateway.RUNTIME / gateway.CLIENT_KEY_FILE,
+        help=f"client keys, one per line (with or instead of ${API_KEY_ENV})",
+    )
     args = p.parse_args(argv)
     if args.action == "down":
         compose("down")

@@ -44,8 +44,10 @@ RUNTIME = ROOT / ".gateway"
 CONFIG, KEYS_INCLUDE, SETTINGS, PID = "nginx.conf", "keys.conf", "settings.json", "nginx.pid"
 CLIENT_KEY_FILE = "api_keys"
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_GRPC_PORT = "127.0.0.1", 8090, 7090
-INSTALL_HINT = ("nginx not found: install it from the distribution "
-                "(Debian/Ubuntu: apt-get install nginx-light; Fedora: dnf install nginx; macOS: brew install nginx)")
+INSTALL_HINT = (
+    "nginx not found: install it from the distribution "
+    "(Debian/Ubuntu: apt-get install nginx-light; Fedora: dnf install nginx; macOS: brew install nginx)"
+)
 # Keys go verbatim into the config: only characters that cannot end a quoted nginx string.
 KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 MIN_CLIENT_KEY_LENGTH = 16  # a client key is a password facing the network; TorchServe's own are 8 long
@@ -111,7 +113,7 @@ class Door:
 
 
 def host_port(url: str) -> str:
-    """"http://127.0.0.1:8080" -> "127.0.0.1:8080"."""
+    """ "http://127.0.0.1:8080" -> "127.0.0.1:8080"."""
     return urlsplit(url).netloc
 
 
@@ -176,10 +178,18 @@ def server_lines(addresses: list[str]) -> str:
     return "\n".join(f"        server {a} max_fails=3 fail_timeout=10s;" for a in addresses)
 
 
-def render(replicas: list[Replica], models: list[str], client_keys: list[str], upstream_key: str | None,
-           max_body_bytes: int, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-           grpc_port: int = DEFAULT_GRPC_PORT, limits: Limits = LIMITS,
-           web_root: Path = WEB_ROOT) -> tuple[str, str]:
+def render(
+    replicas: list[Replica],
+    models: list[str],
+    client_keys: list[str],
+    upstream_key: str | None,
+    max_body_bytes: int,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    grpc_port: int = DEFAULT_GRPC_PORT,
+    limits: Limits = LIMITS,
+    web_root: Path = WEB_ROOT,
+) -> tuple[str, str]:
     """(nginx.conf, keys.conf) for a door on host:port (REST) and host:grpc_port (gRPC).
 
     `replicas` are the TorchServe instances behind the door, one `Replica` each (REST and gRPC
@@ -215,9 +225,17 @@ def render(replicas: list[Replica], models: list[str], client_keys: list[str], u
 
 
 def render_door(door: Door) -> tuple[str, str]:
-    return render(door.replicas, door.models, read_client_keys(Path(door.client_key_file)),
-                  torchserve_key(door.torchserve_key_file), door.max_body_bytes, door.host, door.port,
-                  door.grpc_port, door.limits)
+    return render(
+        door.replicas,
+        door.models,
+        read_client_keys(Path(door.client_key_file)),
+        torchserve_key(door.torchserve_key_file),
+        door.max_body_bytes,
+        door.host,
+        door.port,
+        door.grpc_port,
+        door.limits,
+    )
 
 
 # -- running nginx -----------------------------------------------------------------------------------
@@ -239,8 +257,12 @@ def require_nginx() -> str:
 def nginx(runtime: Path, *args: str) -> subprocess.CompletedProcess:
     # -e stderr: until it has read the config, nginx logs to its built-in path (/var/log/nginx/ on
     # some distributions), which a user who is not root cannot open.
-    return subprocess.run([require_nginx(), "-p", f"{runtime.resolve()}/", "-c", CONFIG, "-e", "stderr", *args],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [require_nginx(), "-p", f"{runtime.resolve()}/", "-c", CONFIG, "-e", "stderr", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def write_private(path: Path, text: str) -> None:
@@ -354,7 +376,9 @@ def door_from_args(args: argparse.Namespace) -> Door:
     props = ts.read_properties(args.config)
     ts_keys = args.torchserve_workdir / "key_file.json"
     return Door(
-        host=args.host, port=args.port, grpc_port=args.grpc_port,
+        host=args.host,
+        port=args.port,
+        grpc_port=args.grpc_port,
         replicas=[replica(ts.endpoints(props))],
         models=args.models or ts.archives(),
         torchserve_key_file=str(ts_keys) if ts_keys.is_file() else None,
@@ -388,8 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help="address the door listens on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="REST port")
     p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port")
-    p.add_argument("--config", type=Path, default=ROOT / "config.properties",
-                   help="TorchServe's config (upstream addresses)")
+    p.add_argument(
+        "--config", type=Path, default=ROOT / "config.properties", help="TorchServe's config (upstream addresses)"
+    )
     p.add_argument("--torchserve-workdir", type=Path, default=ROOT / ".ts", help="where TorchServe wrote key_file.json")
     p.add_argument("--key-file", type=Path, help="client keys, one per line (default: RUNTIME/api_keys)")
     p.add_argument("--models", nargs="+", help="served models (default: the archives in model_store/)")
@@ -408,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(newest_client_key(args.key_file))
     except (RuntimeError, ValueError) as err:
-        raise SystemExit(f"error: {err}")
+        raise SystemExit(f"error: {err}") from err
 
 
 if __name__ == "__main__":

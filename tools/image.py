@@ -55,8 +55,11 @@ def docker_answers() -> bool:
 def apt_install(*packages: str) -> None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise NoDocker(f"{', '.join(packages)} missing and this is not a root shell with apt-get: install them")
-    subprocess.run(["apt-get", "install", "--yes", "--no-install-recommends", *packages], check=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.run(
+        ["apt-get", "install", "--yes", "--no-install-recommends", *packages],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
 
 
 def ensure_docker() -> None:
@@ -80,8 +83,12 @@ def ensure_docker() -> None:
 
 
 def image_exists(name: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", name], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL).returncode == 0
+    return (
+        subprocess.run(
+            ["docker", "image", "inspect", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ).returncode
+        == 0
+    )
 
 
 def debian_mirror(sources: tuple[Path, ...] = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))) -> str:
@@ -107,7 +114,8 @@ def base_image(name: str = BASE_IMAGE) -> None:
     # Security and point-release updates too, not just the release as it shipped.
     (rootfs / "etc/apt/sources.list").write_text(
         f"deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-updates main\n"
-        f"deb {mirror.removesuffix('/debian')}/debian-security {SUITE}-security main\n")
+        f"deb {mirror.removesuffix('/debian')}/debian-security {SUITE}-security main\n"
+    )
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     subprocess.run(["docker", "import", "-", name], stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
     if tar.wait() != 0:
@@ -118,8 +126,22 @@ def base_image(name: str = BASE_IMAGE) -> None:
 def wheelhouse() -> None:
     """Every wheel the image installs, resolved against the lock, into build/wheelhouse."""
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(WHEELHOUSE),
-                    "--requirement", str(IMAGE_PACKAGES), "--constraint", str(LOCK)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--wheel-dir",
+            str(WHEELHOUSE),
+            "--requirement",
+            str(IMAGE_PACKAGES),
+            "--constraint",
+            str(LOCK),
+        ],
+        check=True,
+    )
 
 
 def image_config() -> dict[str, str]:
@@ -131,8 +153,11 @@ def docker_build(dockerfile: Path, tag: str, context: Path, **build_args: str) -
     # The classic builder: Debian's docker.io has no buildx, and these Dockerfiles need nothing newer.
     # Host networking: apt inside the build reaches the mirror without NAT rules.
     args = [f"--build-arg={k}={v}" for k, v in build_args.items()]
-    subprocess.run(["docker", "build", "--network", "host", "--file", str(dockerfile), "--tag", tag, *args,
-                    str(context)], check=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    subprocess.run(
+        ["docker", "build", "--network", "host", "--file", str(dockerfile), "--tag", tag, *args, str(context)],
+        check=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )
 
 
 def build(tag: str = IMAGE, variant: str = "cpu", base: str = BASE_IMAGE) -> float:
@@ -175,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             tag = args.tag or IMAGE
             print(f"built {tag} ({args.variant}) in {build(tag, args.variant, args.base):.0f}s")
     except NoDocker as err:
-        raise SystemExit(f"no Docker: {err}")
+        raise SystemExit(f"no Docker: {err}") from err
 
 
 if __name__ == "__main__":

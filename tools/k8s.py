@@ -35,15 +35,24 @@ def service_replica() -> gateway.Replica:
     """The TorchServe Service as the door's one upstream: kube-proxy spreads it over the ready pods."""
     props = image_config()
     port = {key: gateway.host_port(props[key]).rsplit(":", 1)[1] for key in ("inference_address", "ready_address")}
-    return gateway.Replica(rest=f"{SERVICE}:{port['inference_address']}",
-                           grpc=f"{SERVICE}:{props['grpc_inference_port']}",
-                           ready=f"{SERVICE}:{port['ready_address']}")
+    return gateway.Replica(
+        rest=f"{SERVICE}:{port['inference_address']}",
+        grpc=f"{SERVICE}:{props['grpc_inference_port']}",
+        ready=f"{SERVICE}:{port['ready_address']}",
+    )
 
 
 def render(client_keys: list[str]) -> tuple[str, str]:
     """(nginx.conf, keys.conf) of the door in the cluster; TorchServe there runs without token auth."""
-    return gateway.render([service_replica()], list(ARCHIVES), client_keys, upstream_key=None, host=LISTEN_HOST,
-                          max_body_bytes=int(image_config()["max_request_size"]), web_root=gateway.CONTAINER_WEB_ROOT)
+    return gateway.render(
+        [service_replica()],
+        list(ARCHIVES),
+        client_keys,
+        upstream_key=None,
+        host=LISTEN_HOST,
+        max_body_bytes=int(image_config()["max_request_size"]),
+        web_root=gateway.CONTAINER_WEB_ROOT,
+    )
 
 
 def door_config() -> str:
@@ -67,8 +76,12 @@ def secret_manifest(key_file: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["render", "secret"])
-    p.add_argument("--key-file", type=Path, default=gateway.RUNTIME / gateway.CLIENT_KEY_FILE,
-                   help=f"client keys, one per line (with or instead of ${API_KEY_ENV})")
+    p.add_argument(
+        "--key-file",
+        type=Path,
+        default=gateway.RUNTIME / gateway.CLIENT_KEY_FILE,
+        help=f"client keys, one per line (with or instead of ${API_KEY_ENV})",
+    )
     args = p.parse_args(argv)
     if args.action == "render":
         DOOR_CONFIG.parent.mkdir(parents=True, exist_ok=True)

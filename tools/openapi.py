@@ -36,8 +36,15 @@ from digitlab.schemas import (
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "api" / "openapi.json"
 REQUESTS: list[type[BaseModel]] = [PalindromeRequest, SampleRequest, InterpolateRequest]
-ANSWERS: list[type[BaseModel]] = [PalindromeResponse, SampleResponse, InterpolateResponse, Frame, ErrorResponse,
-                                  ReadyResponse, LiveResponse]
+ANSWERS: list[type[BaseModel]] = [
+    PalindromeResponse,
+    SampleResponse,
+    InterpolateResponse,
+    Frame,
+    ErrorResponse,
+    ReadyResponse,
+    LiveResponse,
+]
 TORCHSERVE = {"url": "http://127.0.0.1:8080", "description": "TorchServe's inference API (make serve; loopback only)"}
 DOOR = {"url": "http://127.0.0.1:8090", "description": "the front door (make gateway, make up): its own client keys"}
 SUPERVISOR = {"url": "http://127.0.0.1:8083", "description": "the supervisor of make serve and of each replica"}
@@ -59,12 +66,12 @@ def errors(*extra: int) -> dict[str, Any]:
     """The refusals every prediction can meet, each with the error body."""
     what = {
         "400": "invalid request (the message says what to fix and what is allowed), or TorchServe refused the key "
-               "(`InvalidKeyException`)",
+        "(`InvalidKeyException`)",
         "401": "the front door refused the key (`Unauthorized`)",
         "404": "no such model or route",
         "413": "request body over 64 KiB",
         "422": "a digit search found too few latents of that digit (sample with `digit`, interpolate with a "
-               "digit point)",
+        "digit point)",
         "429": "the front door's per-client limit (`Retry-After: 1`)",
         "500": "the server failed to answer this request (`InternalError`, naming the logged request id)",
         "503": "the model's queue is full, or (front door) no replica is ready",
@@ -73,14 +80,21 @@ def errors(*extra: int) -> dict[str, Any]:
     return {code: json_body(ErrorResponse, what[code]) for code in codes}
 
 
-def prediction(summary: str, description: str, request: type[BaseModel], answers: dict[str, Any],
-               extra_errors: tuple[int, ...] = ()) -> dict[str, Any]:
-    return {"post": {
-        "summary": summary,
-        "description": description,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": ref(request)}}},
-        "responses": {"200": answers, **errors(*extra_errors)},
-    }}
+def prediction(
+    summary: str,
+    description: str,
+    request: type[BaseModel],
+    answers: dict[str, Any],
+    extra_errors: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "description": description,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref(request)}}},
+            "responses": {"200": answers, **errors(*extra_errors)},
+        }
+    }
 
 
 def palindrome(model: str, cell: str, lengths: str) -> dict[str, Any]:
@@ -88,33 +102,45 @@ def palindrome(model: str, cell: str, lengths: str) -> dict[str, Any]:
         f"The missing last digit of a palindrome ({cell})",
         f"The first T digits of a palindrome of T + 1 digits, T = {lengths}; the answer is the missing digit "
         "(the mirror of the first) with the probability of each of the ten.",
-        PalindromeRequest, json_body(PalindromeResponse, "the missing digit"))
+        PalindromeRequest,
+        json_body(PalindromeResponse, "the missing digit"),
+    )
 
 
 def health(summary: str, description: str, server: dict[str, str], model: type[BaseModel]) -> dict[str, Any]:
-    return {"get": {
-        "summary": summary, "description": description, "servers": [server], "security": [],
-        "responses": {"200": json_body(model, "ready / live"), "503": json_body(model, "not ready / dead")},
-    }}
+    return {
+        "get": {
+            "summary": summary,
+            "description": description,
+            "servers": [server],
+            "security": [],
+            "responses": {"200": json_body(model, "ready / live"), "503": json_body(model, "not ready / dead")},
+        }
+    }
 
 
 def document() -> dict[str, Any]:
-    _, schemas = models_json_schema([(m, "validation") for m in REQUESTS] + [(m, "serialization") for m in ANSWERS],
-                                    ref_template="#/components/schemas/{model}")
+    _, schemas = models_json_schema(
+        [(m, "validation") for m in REQUESTS] + [(m, "serialization") for m in ANSWERS],
+        ref_template="#/components/schemas/{model}",
+    )
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     sample_answers = {
         "description": 'images with their latent ids (JSON), or one PNG grid with `"format": "grid"` or the header '
-                       "`Accept: image/png` (its seed in the `X-Seed` header)",
+        "`Accept: image/png` (its seed in the `X-Seed` header)",
         "headers": {"X-Seed": {"description": "the seed of a PNG grid", "schema": {"type": "integer"}}},
         "content": {"application/json": {"schema": ref(SampleResponse)}, **binary("image/png")},
     }
     interpolate_answers = {
         "description": 'every frame at once (JSON); an animated GIF with `"format": "gif"`; or, with `"stream": true`, '
-                       "a chunked answer of one JSON `Frame` per line, each sent as it is rendered (newline-delimited "
-                       "JSON, `application/x-ndjson` here; the server labels it `application/json`). A stream that "
-                       "fails after it began ends with an `ErrorResponse` line.",
-        "content": {"application/json": {"schema": ref(InterpolateResponse)},
-                    "application/x-ndjson": {"schema": ref(Frame)}, **binary("image/gif")},
+        "a chunked answer of one JSON `Frame` per line, each sent as it is rendered (newline-delimited "
+        "JSON, `application/x-ndjson` here; the server labels it `application/json`). A stream that "
+        "fails after it began ends with an `ErrorResponse` line.",
+        "content": {
+            "application/json": {"schema": ref(InterpolateResponse)},
+            "application/x-ndjson": {"schema": ref(Frame)},
+            **binary("image/gif"),
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -123,7 +149,7 @@ def document() -> dict[str, Any]:
             "version": version,
             "summary": "Palindrome digit predictor and MNIST GAN, served by TorchServe",
             "description": "Generated from digitlab/schemas.py by `make api` (tools/openapi.py): do not edit. "
-                           "gRPC carries the same JSON: see docs/api/grpc.md.",
+            "gRPC carries the same JSON: see docs/api/grpc.md.",
         },
         "servers": [TORCHSERVE, DOOR],
         "security": [{"bearer": []}],
@@ -131,26 +157,44 @@ def document() -> dict[str, Any]:
             "/predictions/palindrome": palindrome("palindrome", "LSTM", "3 to 100"),
             "/predictions/palindrome_rnn": palindrome("palindrome_rnn", "RNN", "3 to 15"),
             "/predictions/sample": prediction(
-                "Random digits from the GAN", "n images (at most 64), the same seed giving the same images.",
-                SampleRequest, sample_answers, extra_errors=(422,)),
+                "Random digits from the GAN",
+                "n images (at most 64), the same seed giving the same images.",
+                SampleRequest,
+                sample_answers,
+                extra_errors=(422,),
+            ),
             "/predictions/interpolate": prediction(
                 "Frames between two latents or two digits",
                 "2 to 64 frames from `start` to `end`, each with the digit the MNIST classifier reads in it.",
-                InterpolateRequest, interpolate_answers, extra_errors=(422,)),
-            "/ready": health("Readiness (supervisor)", "200 only when every worker of every model is READY and has "
-                             "answered a canary request; no key.", SUPERVISOR, ReadyResponse),
+                InterpolateRequest,
+                interpolate_answers,
+                extra_errors=(422,),
+            ),
+            "/ready": health(
+                "Readiness (supervisor)",
+                "200 only when every worker of every model is READY and has answered a canary request; no key.",
+                SUPERVISOR,
+                ReadyResponse,
+            ),
             "/live": health("Liveness (supervisor)", "200 while TorchServe runs; no key.", SUPERVISOR, LiveResponse),
-            "/health": health("Readiness (front door)",
-                              'The supervisor\'s readiness, as `{"status": ...}` only; no key.', DOOR, ReadyResponse),
+            "/health": health(
+                "Readiness (front door)",
+                'The supervisor\'s readiness, as `{"status": ...}` only; no key.',
+                DOOR,
+                ReadyResponse,
+            ),
         },
         "components": {
             "schemas": schemas["$defs"],
-            "securitySchemes": {"bearer": {
-                "type": "http", "scheme": "bearer",
-                "description": "`Authorization: Bearer <key>`: TorchServe's inference key (`.ts/key_file.json`, "
-                               "`digitlab token`), or through the front door one of its client keys "
-                               "(`.gateway/api_keys`, `$DIGITLAB_API_KEY`).",
-            }},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`Authorization: Bearer <key>`: TorchServe's inference key (`.ts/key_file.json`, "
+                    "`digitlab token`), or through the front door one of its client keys "
+                    "(`.gateway/api_keys`, `$DIGITLAB_API_KEY`).",
+                }
+            },
         },
     }
 

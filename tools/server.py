@@ -32,7 +32,6 @@ from tools.config import (
     ADDRESS_KEYS,
     GRPC_PORT_KEYS,
     ROOT,
-    instance_properties,
     read_properties,
     with_ports,
     write_properties,
@@ -42,6 +41,7 @@ from tools.supervisor import INSTANCE_CONFIG, TORCHSERVE_PID_FILE, Supervisor, g
 MODEL_STORE = ROOT / "model_store"
 PID_FILE = "supervisor.pid"
 SUPERVISOR_MODULE = "tools.supervisor"
+
 
 @dataclass(frozen=True)
 class Endpoints:
@@ -79,11 +79,26 @@ def start(workdir: Path, config: Path, model_store: Path = MODEL_STORE, env: dic
     workdir.mkdir(parents=True, exist_ok=True)
     if not archives(model_store):
         raise SystemExit(f"no .mar archives in {model_store}: run `make archives` first")
-    cmd = [sys.executable, "-m", SUPERVISOR_MODULE, "--workdir", str(workdir.resolve()),
-           "--config", str(config.resolve()), "--model-store", str(model_store.resolve())]
+    cmd = [
+        sys.executable,
+        "-m",
+        SUPERVISOR_MODULE,
+        "--workdir",
+        str(workdir.resolve()),
+        "--config",
+        str(config.resolve()),
+        "--model-store",
+        str(model_store.resolve()),
+    ]
     with open(workdir / "console.log", "ab") as log:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     (workdir / PID_FILE).write_text(str(proc.pid))
     return proc.pid
 
@@ -127,8 +142,9 @@ def owned(pid: int, workdir: Path) -> bool:
     try:
         # -ww: unlimited width. Without it ps cuts the line at 80 columns whenever it cannot find a
         # terminal (under pytest), the workdir falls off, and a test server is never stopped.
-        args = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True,
-                              check=False).stdout
+        args = subprocess.run(
+            ["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=False
+        ).stdout
     except FileNotFoundError:  # no ps: fall back to Linux's /proc
         path = Path(f"/proc/{pid}/cmdline")
         args = path.read_text().replace("\0", " ") if path.exists() else ""
@@ -205,9 +221,14 @@ class RunningServer:
 
 
 @contextmanager
-def serving(workdir: Path, model_store: Path = MODEL_STORE, base_config: Path = ROOT / "config.properties",
-            timeout: float = 240.0, env: dict[str, str] | None = None,
-            overrides: dict[str, str] | None = None) -> Iterator[RunningServer]:
+def serving(
+    workdir: Path,
+    model_store: Path = MODEL_STORE,
+    base_config: Path = ROOT / "config.properties",
+    timeout: float = 240.0,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, str] | None = None,
+) -> Iterator[RunningServer]:
     """A private TorchServe on free ports (config copied from `base_config`), ready on entry, stopped on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
     props = {**with_ports(read_properties(base_config), free_ports()), **(overrides or {})}
@@ -225,8 +246,12 @@ def serving(workdir: Path, model_store: Path = MODEL_STORE, base_config: Path = 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["start", "stop", "rotate-keys"])
-    p.add_argument("--workdir", type=Path, default=ROOT / ".ts",
-                   help="TorchServe's working directory: keys, logs, temp (default: .ts)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=ROOT / ".ts",
+        help="TorchServe's working directory: keys, logs, temp (default: .ts)",
+    )
     p.add_argument("--config", type=Path, default=ROOT / "config.properties", help="default: config.properties")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait until ready (default: 180)")
     args = p.parse_args(argv)
@@ -235,8 +260,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.action == "rotate-keys":
         renewed = rotate_keys(args.workdir)
-        print(f"new {' and '.join(renewed)} key(s) in {args.workdir / 'key_file.json'}" if renewed
-              else "no keys to rotate: is the server running with token authorization on?")
+        print(
+            f"new {' and '.join(renewed)} key(s) in {args.workdir / 'key_file.json'}"
+            if renewed
+            else "no keys to rotate: is the server running with token authorization on?"
+        )
         return
     pid_file = args.workdir / PID_FILE
     if pid_file.exists() and owned(int(pid_file.read_text()), args.workdir):
@@ -248,15 +276,20 @@ def main(argv: list[str] | None = None) -> None:
         wait_ready(args.workdir, props, pid, args.timeout)
     except (RuntimeError, TimeoutError) as err:
         stop(args.workdir)
-        raise SystemExit(f"TorchServe did not become ready: {err}")
+        raise SystemExit(f"TorchServe did not become ready: {err}") from err
     ep = endpoints(props)
-    print(f"TorchServe ready in {time.monotonic() - began:.1f}s (supervisor pid {pid}), models: {', '.join(archives())}")
+    print(
+        f"TorchServe ready in {time.monotonic() - began:.1f}s (supervisor pid {pid}), models: {', '.join(archives())}"
+    )
     print(f"  REST inference   {ep.inference}/predictions/<model>")
     print(f"  gRPC inference   {ep.grpc_inference} (StreamPredictions)")
     print(f"  readiness        {ep.ready}/ready   (no key)")
     print(f"  REST management  {ep.management}/models")
     print(f"  metrics          {ep.metrics}/metrics")
-    print(f"  token            Authorization: Bearer $(python -m clients token)   [keys in {args.workdir / 'key_file.json'}]")
+    print(
+        f"  token            Authorization: Bearer $(python -m clients token)"
+        f"   [keys in {args.workdir / 'key_file.json'}]"
+    )
     print("  rotate keys      make rotate-keys        stop with  make stop")
 
 

@@ -37,7 +37,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -86,13 +86,16 @@ ARRIVAL_METRIC = "ts_inference_requests_total"  # grows when a request for a mod
 # left its loop on a reply it could not deliver -- a unary gRPC call that streamed. That model answers
 # nothing more until its workers are restarted, so this restarts it at once instead of waiting for a canary.
 WORKER_THREAD_FAILED = re.compile(
-    rb"\[ERROR\] W-\d+-(?P<model>[A-Za-z0-9_]+)_[^ _]+ org\.pytorch\.serve\.wlm\.WorkerThread - IllegalStateException")
+    rb"\[ERROR\] W-\d+-(?P<model>[A-Za-z0-9_]+)_[^ _]+ org\.pytorch\.serve\.wlm\.WorkerThread - IllegalStateException"
+)
 
 
 # -- TorchServe's HTTP APIs ----------------------------------------------------------------------------
 
-def http(method: str, url: str, token: str | None = None, body: bytes | None = None,
-         timeout: float = HTTP_TIMEOUT_S) -> tuple[int, bytes]:
+
+def http(
+    method: str, url: str, token: str | None = None, body: bytes | None = None, timeout: float = HTTP_TIMEOUT_S
+) -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -145,8 +148,11 @@ def worker_processes(sockets: set[str]) -> list[int]:
             args = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        if b"--sock-name" in args and (i := args.index(b"--sock-name") + 1) < len(args) and \
-                args[i].decode(errors="replace") in sockets:
+        if (
+            b"--sock-name" in args
+            and (i := args.index(b"--sock-name") + 1) < len(args)
+            and args[i].decode(errors="replace") in sockets
+        ):
             found.append(int(entry.name))
     return found
 
@@ -158,6 +164,7 @@ def expires_at(entry: dict) -> float | None:
 
 
 # -- the watch ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class ModelState:
@@ -206,8 +213,10 @@ class Supervisor:
     # readiness --------------------------------------------------------------------------------
     def ready(self) -> tuple[bool, dict[str, str]]:
         with self.lock:
-            detail = {m.name: ("restarting" if m.restarting else "ready" if m.ready() else "not ready")
-                      for m in self.models.values()}
+            detail = {
+                m.name: ("restarting" if m.restarting else "ready" if m.ready() else "not ready")
+                for m in self.models.values()
+            }
         return bool(detail) and all(v == "ready" for v in detail.values()), detail
 
     # one pass of the watch loop -------------------------------------------------------------------
@@ -253,7 +262,9 @@ class Supervisor:
                         model.restarting = True
                         why = "a worker died and was not replaced" if model.gone_since else "workers idle"
                         self.pool.submit(self.restart, model, f"canary unanswered {quiet:.1f} s, {why}")
-                elif now - model.progress_at >= IDLE_PROBE_S or (new_arrivals and now - model.canary_at >= CANARY_GAP_S):
+                elif now - model.progress_at >= IDLE_PROBE_S or (
+                    new_arrivals and now - model.canary_at >= CANARY_GAP_S
+                ):
                     model.canary_sent = model.canary_at = now
                     model.canaries += 1
                     self.pool.submit(self.canary, model)
@@ -302,15 +313,21 @@ class Supervisor:
                 continue
             described = json.loads(body)[0]
             with self.lock:
-                model = self.models.setdefault(name, ModelState(name, max(1, described["minWorkers"]),
-                                                                progress_at=time.monotonic()))
+                model = self.models.setdefault(
+                    name, ModelState(name, max(1, described["minWorkers"]), progress_at=time.monotonic())
+                )
                 model.statuses = [w["status"] for w in described["workers"]]
                 model.pids = self.worker_pids(described["workers"])
 
     def canary(self, model: ModelState) -> None:
         try:
-            http("POST", f"{self.inference}/predictions/{model.name}", self.key("inference"),
-                 json.dumps(CANARIES[model.name]).encode(), timeout=CANARY_TIMEOUT_S)
+            http(
+                "POST",
+                f"{self.inference}/predictions/{model.name}",
+                self.key("inference"),
+                json.dumps(CANARIES[model.name]).encode(),
+                timeout=CANARY_TIMEOUT_S,
+            )
         except OSError:  # timed out or refused: the watch loop judges by progress, not by this call
             pass
         finally:
@@ -338,8 +355,14 @@ class Supervisor:
                 model.unready_since, model.gone_since = None, None
                 model.progress_at = time.monotonic() - IDLE_PROBE_S  # a canary at once tells readiness
                 model.progress, model.restarts = -1.0, model.restarts + 1
-            event = {"event": "restart", "model": model.name, "why": why, "attempts": attempts,
-                     "seconds": round(time.monotonic() - began, 2), "at": time.time()}
+            event = {
+                "event": "restart",
+                "model": model.name,
+                "why": why,
+                "attempts": attempts,
+                "seconds": round(time.monotonic() - began, 2),
+                "at": time.time(),
+            }
             self.events.append(event)
             log.warning("restarted %s in %.1f s", model.name, event["seconds"])
 
@@ -355,8 +378,11 @@ class Supervisor:
         cpu, busy_at = None, time.monotonic()
         while time.monotonic() < deadline:
             if not asked:
-                status, body = http("PUT", f"{self.management}/models/{name}?min_worker={count}&max_worker={count}",
-                                    self.key("management"))
+                status, body = http(
+                    "PUT",
+                    f"{self.management}/models/{name}?min_worker={count}&max_worker={count}",
+                    self.key("management"),
+                )
                 asked = status in (200, 202)
                 if not asked:
                     log.warning("scaling %s to %d: %s %s", name, count, status, body[:200])
@@ -403,6 +429,7 @@ class Supervisor:
         if not path.exists():
             return
         from tools import gateway  # the door builds on this module; imported here, not at the top, for that
+
         alive = []
         for runtime in dict.fromkeys(path.read_text().split()):
             try:
@@ -421,6 +448,7 @@ class Supervisor:
 
 
 # -- readiness endpoint ---------------------------------------------------------------------------
+
 
 def serve_readiness(supervisor: Supervisor, address: str, torchserve: subprocess.Popen) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
@@ -455,6 +483,7 @@ def serve_readiness(supervisor: Supervisor, address: str, torchserve: subprocess
 
 # -- running TorchServe ---------------------------------------------------------------------------
 
+
 def start_torchserve(workdir: Path, config: Path, model_store: Path) -> subprocess.Popen:
     """TorchServe in the foreground as our child, in its own process group (so stopping it stops its workers)."""
     models = sorted(p.stem for p in model_store.glob("*.mar"))
@@ -477,14 +506,23 @@ def start_torchserve(workdir: Path, config: Path, model_store: Path) -> subproce
         "METRICS_LOCATION": str(workdir / "logs"),
     }
     cmd = [
-        str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ncs",
-        "--ts-config", str(config.resolve()), "--log-config", str(LOG4J_CONFIG),
-        "--model-store", str(model_store.resolve()),
-        "--models", *[f"{m}={m}.mar" for m in models],
+        str(Path(sys.executable).parent / "torchserve"),
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--ts-config",
+        str(config.resolve()),
+        "--log-config",
+        str(LOG4J_CONFIG),
+        "--model-store",
+        str(model_store.resolve()),
+        "--models",
+        *[f"{m}={m}.mar" for m in models],
     ]
     # Its console comes through us (`relay_console`): the supervisor acts on some of its lines.
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, process_group=0, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, env=env, process_group=0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     (workdir / TORCHSERVE_PID_FILE).write_text(str(proc.pid))
     return proc
 
@@ -522,8 +560,12 @@ def stop_group(pgid: int, grace: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--workdir", type=Path, default=ROOT / ".ts", help="TorchServe's working directory (keys, logs, temp)")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--workdir", type=Path, default=ROOT / ".ts", help="TorchServe's working directory (keys, logs, temp)"
+    )
     p.add_argument("--config", type=Path, default=ROOT / "config.properties", help="the base TorchServe config")
     p.add_argument("--model-store", type=Path, default=ROOT / "model_store")
     args = p.parse_args(argv)
@@ -537,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    readiness = serve_readiness(supervisor, props["ready_address"], torchserve)
+    serve_readiness(supervisor, props["ready_address"], torchserve)  # serves from its own thread
     watcher = threading.Thread(target=supervisor.watch, args=(stop,), name="watch", daemon=True)
     watcher.start()
     threading.Thread(target=relay_console, args=(torchserve, supervisor), name="console", daemon=True).start()

@@ -22,7 +22,9 @@ from digitlab.networks import ClassifierConfig, MnistClassifier
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="torchvision MNIST root (downloaded when missing)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=128)
@@ -58,8 +60,9 @@ def main(argv: list[str] | None = None) -> float:
     device = pick_device(args.device)
     train = load_mnist(args.data_dir, train=True, limit=args.limit)
     test = load_mnist(args.data_dir, train=False, limit=args.limit)
-    train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True,
-                              generator=torch.Generator().manual_seed(args.seed))
+    train_loader = DataLoader(
+        train, batch_size=args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(args.seed)
+    )
     test_loader = DataLoader(test, batch_size=1000)
 
     model = MnistClassifier(ClassifierConfig()).to(device)
@@ -84,8 +87,16 @@ def main(argv: list[str] | None = None) -> float:
         if args.dry_run:
             return accuracy
     cpu_s = time.process_time() - start
-    meta = {"test_accuracy": accuracy, "epochs": args.epochs, "seed": args.seed, "lr": args.lr,
-            "batch_size": args.batch_size, "train_images": len(train), "test_images": len(test), "cpu_seconds": cpu_s}
+    meta = {
+        "test_accuracy": accuracy,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "train_images": len(train),
+        "test_images": len(test),
+        "cpu_seconds": cpu_s,
+    }
     save_checkpoint(args.out, model, meta)
     print(f"saved {args.out}: test accuracy {accuracy:.4%} on {len(test)} images, {cpu_s:.0f} CPU s")
     return accuracy

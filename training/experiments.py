@@ -81,8 +81,12 @@ def group_runs(runs: list[dict]) -> dict[tuple[str, int], list[dict]]:
 
 
 def spread(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def steps_to_solve(history: list[dict]) -> int | None:
@@ -96,10 +100,17 @@ def summarise(runs: list[dict]) -> list[dict]:
     rows = []
     for (model, length), group in group_runs(runs).items():
         solved = [s for s in (steps_to_solve(r["history"]) for r in group) if s is not None]
-        rows.append({"model": model, "length": length, "seeds": [r["config"]["seed"] for r in group],
-                     "final_accuracy": spread([r["final_accuracy"] for r in group]),
-                     "final_eval_loss": spread([r["history"][-1]["eval_loss"] for r in group]),
-                     "solved": len(solved), "steps_to_solve": spread(solved) if solved else None})
+        rows.append(
+            {
+                "model": model,
+                "length": length,
+                "seeds": [r["config"]["seed"] for r in group],
+                "final_accuracy": spread([r["final_accuracy"] for r in group]),
+                "final_eval_loss": spread([r["history"][-1]["eval_loss"] for r in group]),
+                "solved": len(solved),
+                "steps_to_solve": spread(solved) if solved else None,
+            }
+        )
     return rows
 
 
@@ -169,8 +180,15 @@ def plot_final_accuracy(summary: list[dict], path: Path) -> None:
         rows = [row for row in summary if row["model"] == model]
         t = [row["length"] for row in rows]
         acc = np.array([[row["final_accuracy"][k] for k in ("mean", "min", "max")] for row in rows])  # (T, 3)
-        ax.errorbar(t, acc[:, 0], yerr=[acc[:, 0] - acc[:, 1], acc[:, 2] - acc[:, 0]], marker="o", capsize=4,
-                    color=COLOURS[model], label=model.upper())
+        ax.errorbar(
+            t,
+            acc[:, 0],
+            yerr=[acc[:, 0] - acc[:, 1], acc[:, 2] - acc[:, 0]],
+            marker="o",
+            capsize=4,
+            color=COLOURS[model],
+            label=model.upper(),
+        )
     ax.axhline(1 / NUM_CLASSES, color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set_xlabel("palindrome length T (input digits)")
     ax.set_ylabel("final accuracy (fresh palindromes)")
@@ -181,14 +199,20 @@ def plot_final_accuracy(summary: list[dict], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     d = TrainConfig()
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=5000,
-                   help="training steps per run: the report's 50 epochs x 100 steps (an LSTM at T = 15 can sit at "
-                        "chance for thousands of steps before it learns)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=5000,
+        help="training steps per run: the report's 50 epochs x 100 steps (an LSTM at T = 15 can sit at "
+        "chance for thousands of steps before it learns)",
+    )
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--eval-samples", type=int, default=d.eval_samples, help="fresh palindromes per evaluation")
     p.add_argument("--final-samples", type=int, default=10_000, help="fresh palindromes for each run's final accuracy")
@@ -211,8 +235,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     summary = summarise(runs)
     write_histories(runs, args.out_dir / "histories.csv")
     train_seconds = sum(r["seconds"] for r in runs)
-    (args.out_dir / "summary.json").write_text(json.dumps({"train": asdict(base), "threads": args.threads,
-                                                           "train_seconds": train_seconds, "rows": summary}, indent=1))
+    (args.out_dir / "summary.json").write_text(
+        json.dumps(
+            {"train": asdict(base), "threads": args.threads, "train_seconds": train_seconds, "rows": summary}, indent=1
+        )
+    )
     plot_curves(runs, args.out_dir / "curves.png")
     plot_final_accuracy(summary, args.out_dir / "final_accuracy.png")
     print(f"{len(runs)} runs, {train_seconds:.0f} s of training ({time.perf_counter() - start:.0f} s this call)")

@@ -40,7 +40,9 @@ SCORE_FIELDS = ("iteration", "epoch", "wall_s", "fid", "inception_score", "kl_un
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--schedule", default="5:2", help="D:G = discriminator steps, then generator steps, per round")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="total iterations (generator updates)")
@@ -49,17 +51,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999),
-                   help="Adam betas; torch's default (0.9, 0.999) collapsed here within 5 epochs")
-    p.add_argument("--lr-decay", type=float, default=0.0,
-                   help="fraction of the run, at its end, over which both learning rates fall linearly to 0 (0: constant)")
+    p.add_argument(
+        "--betas",
+        type=float,
+        nargs=2,
+        default=(0.5, 0.999),
+        help="Adam betas; torch's default (0.9, 0.999) collapsed here within 5 epochs",
+    )
+    p.add_argument(
+        "--lr-decay",
+        type=float,
+        default=0.0,
+        help="fraction of the run, at its end, over which both learning rates fall linearly to 0 (0: constant)",
+    )
     p.add_argument("--spectral-norm", action="store_true", help="spectrally normalise the discriminator's weights")
-    p.add_argument("--select-max-kl", type=float, default=0.008,
-                   help="best.pt: lowest periodic FID among scores with KL(class histogram || uniform) at most this "
-                        "(while none is, the lowest KL)")
-    p.add_argument("--ema", type=float, default=0.0,
-                   help="decay of a moving average of the generator's weights; when > 0 the average is what is "
-                        "sampled, scored and saved (0: off). Turning it on at --resume starts it from the current weights")
+    p.add_argument(
+        "--select-max-kl",
+        type=float,
+        default=0.008,
+        help="best.pt: lowest periodic FID among scores with KL(class histogram || uniform) at most this "
+        "(while none is, the lowest KL)",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="decay of a moving average of the generator's weights; when > 0 the average is what is "
+        "sampled, scored and saved (0: off). Turning it on at --resume starts it from the current weights",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help='"auto" picks CUDA, then MPS, then CPU')
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -118,7 +137,7 @@ class RealBatches:
         if epoch != self.epoch:  # one permutation per epoch, drawn from its own generator
             g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             self.epoch, self.order = epoch, torch.randperm(len(self.images), generator=g)
-        return self.images[self.order[offset * self.batch_size:(offset + 1) * self.batch_size]]
+        return self.images[self.order[offset * self.batch_size : (offset + 1) * self.batch_size]]
 
 
 class GanRun:
@@ -132,7 +151,9 @@ class GanRun:
         self.args, self.device, self.out = args, device, Path(args.out_dir)
         self.d_steps, self.g_steps = parse_schedule(args.schedule)
         limit = 2 * args.batch_size if args.dry_run else args.limit
-        self.batches = RealBatches(load_mnist(args.data_dir, train=True, limit=limit).tensors[0], args.batch_size, args.seed)
+        self.batches = RealBatches(
+            load_mnist(args.data_dir, train=True, limit=limit).tensors[0], args.batch_size, args.seed
+        )
         # Before seeding: building the classifier draws initial weights from the global RNG.
         self.classifier, self.real = None, None
         if args.classifier:
@@ -143,8 +164,15 @@ class GanRun:
         self.discriminator = Discriminator(DiscriminatorConfig(spectral_norm=args.spectral_norm)).to(device)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=args.lr, betas=tuple(args.betas))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=args.lr, betas=tuple(args.betas))
-        self.state = {"schedule": args.schedule, "iteration": 0, "batches": 0, "wall_s": 0.0, "losses": [], "scores": [],
-                      "best": {}}  # best: {"iteration", "fid", "kl_uniform"} of best.pt, empty until the first score
+        self.state = {
+            "schedule": args.schedule,
+            "iteration": 0,
+            "batches": 0,
+            "wall_s": 0.0,
+            "losses": [],
+            "scores": [],
+            "best": {},
+        }  # best: {"iteration", "fid", "kl_uniform"} of best.pt, empty until the first score
         self.fixed_z = sample_latents(args.seed, 64).to(device)  # (64, 100): the same digits in every grid
         self.average = copy.deepcopy(self.generator).requires_grad_(False) if args.ema else None
         self.calibration_z = sample_latents(args.seed + 2, 4096).to(device) if args.ema else None  # (4096, 100)
@@ -261,18 +289,30 @@ class GanRun:
     def checkpoint(self) -> None:
         """Score (when a classifier is given), then save generator.pt, state.pt and the logs."""
         args, state = self.args, self.state
-        meta = {"iteration": state["iteration"], "schedule": args.schedule, "batches": state["batches"],
-                "epochs": state["batches"] / self.batches.per_epoch, "wall_s": state["wall_s"], "seed": args.seed,
-                "lr": args.lr, "betas": list(args.betas), "batch_size": args.batch_size,
-                "ema": args.ema, "ema_from": state.get("ema_from"), "lr_decay": args.lr_decay,
-                "spectral_norm": args.spectral_norm}
+        meta = {
+            "iteration": state["iteration"],
+            "schedule": args.schedule,
+            "batches": state["batches"],
+            "epochs": state["batches"] / self.batches.per_epoch,
+            "wall_s": state["wall_s"],
+            "seed": args.seed,
+            "lr": args.lr,
+            "betas": list(args.betas),
+            "batch_size": args.batch_size,
+            "ema": args.ema,
+            "ema_from": state.get("ema_from"),
+            "lr_decay": args.lr_decay,
+            "spectral_norm": args.spectral_norm,
+        }
         served = self.served_generator()
         if self.classifier is not None:
             scores = score_generator(served, self.classifier, self.real, n=args.score_n, seed=args.seed + 1)
             meta.update({k: scores[k] for k in (*SCORE_FIELDS[3:], "histogram")}, score_n=args.score_n)
             state["scores"].append([meta[k] for k in ("iteration", "epochs", "wall_s", *SCORE_FIELDS[3:])])
-            tqdm.write(f"iteration {state['iteration']}: FID {scores['fid']:.2f}  IS {scores['inception_score']:.3f}  "
-                       f"KL {scores['kl_uniform']:.4f}")
+            tqdm.write(
+                f"iteration {state['iteration']}: FID {scores['fid']:.2f}  IS {scores['inception_score']:.3f}  "
+                f"KL {scores['kl_uniform']:.4f}"
+            )
         if args.dry_run:
             return
         save_checkpoint(self.out / "generator.pt", served, meta)
@@ -280,9 +320,18 @@ class GanRun:
             state["best"] = {"iteration": state["iteration"], "fid": meta["fid"], "kl_uniform": meta["kl_uniform"]}
             save_checkpoint(self.out / "best.pt", served, meta)
         average = {} if self.average is None else {"average": self.average.state_dict()}
-        torch.save({**state, **average, "generator": self.generator.state_dict(), "opt_g": self.opt_g.state_dict(),
-                    "discriminator": self.discriminator.state_dict(), "opt_d": self.opt_d.state_dict(),
-                    "rng": torch.get_rng_state()}, self.out / "state.pt")
+        torch.save(
+            {
+                **state,
+                **average,
+                "generator": self.generator.state_dict(),
+                "opt_g": self.opt_g.state_dict(),
+                "discriminator": self.discriminator.state_dict(),
+                "opt_d": self.opt_d.state_dict(),
+                "rng": torch.get_rng_state(),
+            },
+            self.out / "state.pt",
+        )
         write_logs(self.out, state)
 
 
@@ -295,8 +344,10 @@ def main(argv: list[str] | None = None) -> Path:
         run.resume()
     run.train(run.total_iterations())
     state = run.state
-    print(f"{state['iteration']} iterations, {state['batches']} batches, {state['wall_s']:.0f} s training "
-          f"({state['iteration'] / max(state['wall_s'], 1e-9):.1f} it/s)" + ("" if args.dry_run else f"; wrote {run.out}"))
+    print(
+        f"{state['iteration']} iterations, {state['batches']} batches, {state['wall_s']:.0f} s training "
+        f"({state['iteration'] / max(state['wall_s'], 1e-9):.1f} it/s)" + ("" if args.dry_run else f"; wrote {run.out}")
+    )
     return run.out / "generator.pt"
 
 

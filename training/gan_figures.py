@@ -31,7 +31,9 @@ TARGETS = {"fid": 12.0, "inception_score": 9.3, "kl_uniform": 0.008}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--runs", nargs="+", default=["runs/gan-1-1", "runs/gan-5-2"], help="training.gan out-dirs")
     p.add_argument("--grids", type=int, default=5, help="iterations shown in the sample table (common to all runs)")
     p.add_argument("--generator", default="weights/generator.pt", help="generator for samples and interpolation")
@@ -55,7 +57,9 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
 
 def samples_table(runs: list[Path], count: int, path: Path) -> None:
     """Fixed-latent grids at `count` iterations common to all runs: rows = iterations, columns = runs."""
-    common = sorted(set.intersection(*({int(p.stem.split("_")[1]) for p in (r / "samples").glob("iter_*.png")} for r in runs)))
+    common = sorted(
+        set.intersection(*({int(p.stem.split("_")[1]) for p in (r / "samples").glob("iter_*.png")} for r in runs))
+    )
     shown = [common[i] for i in np.unique(np.linspace(0, len(common) - 1, count).round().astype(int))]
     fig = Figure(figsize=(3 * len(runs), 3 * len(shown)))
     axes = fig.subplots(len(shown), len(runs), squeeze=False)
@@ -86,10 +90,15 @@ def scores_figure(runs: list[Path], path: Path) -> None:
     """FID / IS / KL against iterations (top row) and against training seconds on this machine (bottom row)."""
     fig = Figure(figsize=(15, 7))
     axes = fig.subplots(2, 3)
-    panels = (("fid", "classifier FID (lower is better)", "log"), ("inception_score", "classifier IS (max 10)", "linear"),
-              ("kl_uniform", "KL(class histogram || uniform)", "log"))
+    panels = (
+        ("fid", "classifier FID (lower is better)", "log"),
+        ("inception_score", "classifier IS (max 10)", "linear"),
+        ("kl_uniform", "KL(class histogram || uniform)", "log"),
+    )
     logs = {run: read_csv(run / "scores.csv") for run in runs}
-    for row, (x_key, x_label) in enumerate((("iteration", "iteration (generator updates)"), ("wall_s", "training seconds"))):
+    for row, (x_key, x_label) in enumerate(
+        (("iteration", "iteration (generator updates)"), ("wall_s", "training seconds"))
+    ):
         for ax, (key, label, scale) in zip(axes[row], panels):
             for run, log in logs.items():
                 ax.plot(log[x_key], log[key], marker=".", label=run.name)
@@ -108,8 +117,10 @@ def score_table(runs: list[Path]) -> str:
     for run, log in logs.items():
         rows = [int(np.flatnonzero(log["iteration"] == it)[0]) for it in common[-1:]] + [len(log["iteration"]) - 1]
         for i in dict.fromkeys(rows):  # equal-iteration row, then the final row when it differs
-            lines.append(f"| {run.name} | {int(log['iteration'][i])} | {log['epoch'][i]:.1f} | {log['wall_s'][i]:.0f} "
-                         f"| {log['fid'][i]:.2f} | {log['inception_score'][i]:.3f} | {log['kl_uniform'][i]:.4f} |")
+            lines.append(
+                f"| {run.name} | {int(log['iteration'][i])} | {log['epoch'][i]:.1f} | {log['wall_s'][i]:.0f} "
+                f"| {log['fid'][i]:.2f} | {log['inception_score'][i]:.3f} | {log['kl_uniform'][i]:.4f} |"
+            )
     return "\n".join(lines)
 
 
@@ -119,10 +130,14 @@ def interpolation_figures(args: argparse.Namespace, out: Path) -> None:
     generator = load_model(args.generator, device, expect="generator")
     classifier = load_model(args.classifier, device, expect="classifier")
     write_bytes(out / "generator_samples.png", grid_png(generate(generator, 100, args.seed), nrow=10))
-    start, end = (find_latent_for_digit(generator, classifier, d, args.seed, args.budget, args.min_confidence)
-                  for d in args.digits)
-    print(f"latent ids: {args.digits[0]} = (seed {start.seed}, index {start.index}, p {start.confidence:.3f}); "
-          f"{args.digits[1]} = (seed {end.seed}, index {end.index}, p {end.confidence:.3f})")
+    start, end = (
+        find_latent_for_digit(generator, classifier, d, args.seed, args.budget, args.min_confidence)
+        for d in args.digits
+    )
+    print(
+        f"latent ids: {args.digits[0]} = (seed {start.seed}, index {start.index}, p {start.confidence:.3f}); "
+        f"{args.digits[1]} = (seed {end.seed}, index {end.index}, p {end.confidence:.3f})"
+    )
     fig = Figure(figsize=(1.2 * args.frames, 1.6 * len(METHODS)))
     axes = fig.subplots(len(METHODS), args.frames, squeeze=False)
     for row, method in enumerate(METHODS):

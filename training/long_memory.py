@@ -33,11 +33,12 @@ def train_to(cfg: TrainConfig, samples: int, checkpoint: Path) -> dict:
     """Train 3..T with `cfg`, save the network, and score it at T on `samples` fresh palindromes."""
     start = time.perf_counter()
     model, history = train(cfg, torch.device("cpu"), progress=False)
-    (acc,) = accuracy_per_length(model, range(cfg.max_length, cfg.max_length + 1), samples, cfg.seed + FINAL_SEED_OFFSET).values()
+    (acc,) = accuracy_per_length(
+        model, range(cfg.max_length, cfg.max_length + 1), samples, cfg.seed + FINAL_SEED_OFFSET
+    ).values()
     meta = {"min_length": cfg.min_length, "max_length": cfg.max_length, "train": asdict(cfg), "history": history}
     save_checkpoint(checkpoint, model, meta)
-    return {"config": asdict(cfg), "history": history, "accuracy_at_T": acc,
-            "seconds": time.perf_counter() - start}
+    return {"config": asdict(cfg), "history": history, "accuracy_at_T": acc, "seconds": time.perf_counter() - start}
 
 
 def adopt(checkpoint: Path, runs_dir: Path, checkpoints: Path) -> Path:
@@ -46,16 +47,30 @@ def adopt(checkpoint: Path, runs_dir: Path, checkpoints: Path) -> Path:
     run for its model and T, so a longer training of the recipe counts without training it twice."""
     meta = read_checkpoint(checkpoint)["meta"]
     model, length = meta["train"]["model"], meta["max_length"]
-    run = {"config": meta["train"], "history": meta["history"], "accuracy_at_T": meta["accuracy"][str(length)],
-           "seconds": None, "adopted_from": str(checkpoint)}
+    run = {
+        "config": meta["train"],
+        "history": meta["history"],
+        "accuracy_at_T": meta["accuracy"][str(length)],
+        "seconds": None,
+        "adopted_from": str(checkpoint),
+    }
     save_json(runs_dir / f"{model}_T{length}.json", run)
     checkpoints.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(checkpoint, checkpoints / f"{model}_T{length}.pt")
     return runs_dir / f"{model}_T{length}.json"
 
 
-def search(base: TrainConfig, model: str, lengths, target: float, samples: int, runs_dir: Path,
-           checkpoints: Path, resume: bool, adopted: frozenset[Path] = frozenset()) -> list[dict]:
+def search(
+    base: TrainConfig,
+    model: str,
+    lengths,
+    target: float,
+    samples: int,
+    runs_dir: Path,
+    checkpoints: Path,
+    resume: bool,
+    adopted: frozenset[Path] = frozenset(),
+) -> list[dict]:
     """Runs for ascending T until the first one whose accuracy at T is below `target` (saved runs are kept
     with `resume`, adopted ones always)."""
     runs = []
@@ -66,7 +81,9 @@ def search(base: TrainConfig, model: str, lengths, target: float, samples: int, 
         if (resume and path.exists()) or path in adopted:
             run = json.loads(path.read_text())
         else:
-            run = train_to(replace(base, model=model, max_length=length), samples, checkpoints / f"{model}_T{length}.pt")
+            run = train_to(
+                replace(base, model=model, max_length=length), samples, checkpoints / f"{model}_T{length}.pt"
+            )
             save_json(path, run)
         runs.append(run)
         if run["accuracy_at_T"] < target:
@@ -93,16 +110,31 @@ def plot_long_memory(results: dict, target: float, path: Path) -> None:
     style = {"lstm": {"linestyle": "-", "marker": "o"}, "rnn": {"linestyle": "--", "marker": "s", "markersize": 4}}
     for model, res in results.items():
         runs = res["runs"]
-        at_t.plot([r["config"]["max_length"] for r in runs], [r["accuracy_at_T"] for r in runs], color=COLOURS[model],
-                  label=f"{model.upper()} (T_max = {res['t_max']})", **style[model])
+        at_t.plot(
+            [r["config"]["max_length"] for r in runs],
+            [r["accuracy_at_T"] for r in runs],
+            color=COLOURS[model],
+            label=f"{model.upper()} (T_max = {res['t_max']})",
+            **style[model],
+        )
         if res["per_length"]:
-            per_length.plot([int(t) for t in res["per_length"]], list(res["per_length"].values()), color=COLOURS[model],
-                            linestyle=style[model]["linestyle"], label=f"{model.upper()} trained on 3..{res['t_max']}")
+            per_length.plot(
+                [int(t) for t in res["per_length"]],
+                list(res["per_length"].values()),
+                color=COLOURS[model],
+                linestyle=style[model]["linestyle"],
+                label=f"{model.upper()} trained on 3..{res['t_max']}",
+            )
         for k, r in enumerate(runs):
             steps = [row["step"] for row in r["history"]]
-            learning.plot(steps, [row["eval_accuracy"] for row in r["history"]], color=COLOURS[model],
-                          alpha=0.4 + 0.6 * (k + 1) / len(runs), label=f"{model.upper()} 3..{r['config']['max_length']}",
-                          **style[model])
+            learning.plot(
+                steps,
+                [row["eval_accuracy"] for row in r["history"]],
+                color=COLOURS[model],
+                alpha=0.4 + 0.6 * (k + 1) / len(runs),
+                label=f"{model.upper()} 3..{r['config']['max_length']}",
+                **style[model],
+            )
     for ax in (at_t, per_length):
         ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"{target:.0%} bar")
         ax.set_xlabel("palindrome length T (input digits)")
@@ -120,7 +152,9 @@ def plot_long_memory(results: dict, target: float, path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--lengths", type=int, nargs="+", default=[20, 30, 50, 100], help="target lengths T, tried in order")
     p.add_argument("--min-length", type=int, default=3)
@@ -130,24 +164,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--target", type=float, default=0.99, help="accuracy at T that counts as remembering T digits")
     p.add_argument("--samples", type=int, default=10_000, help="fresh palindromes per scored length")
-    p.add_argument("--per-length-every", type=int, default=1,
-                   help="score the T_max network at every k-th length from --min-length, and at T_max")
+    p.add_argument(
+        "--per-length-every",
+        type=int,
+        default=1,
+        help="score the T_max network at every k-th length from --min-length, and at T_max",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out-dir", type=Path, default=Path("docs/palindrome"))
     p.add_argument("--checkpoints", type=Path, default=Path("runs/long_memory"))
     p.add_argument("--resume", action="store_true", help="keep runs already saved under <out-dir>/long_memory")
-    p.add_argument("--adopt", type=Path, nargs="*", default=[],
-                   help="training.palindrome checkpoints (3..T) recorded as the runs for their model and T")
+    p.add_argument(
+        "--adopt",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="training.palindrome checkpoints (3..T) recorded as the runs for their model and T",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    base = TrainConfig(min_length=args.min_length, encoding=args.encoding, lr_schedule="cosine", steps=args.steps,
-                       curriculum_steps=int(args.curriculum_fraction * args.steps), eval_every=args.eval_every,
-                       seed=args.seed)
+    base = TrainConfig(
+        min_length=args.min_length,
+        encoding=args.encoding,
+        lr_schedule="cosine",
+        steps=args.steps,
+        curriculum_steps=int(args.curriculum_fraction * args.steps),
+        eval_every=args.eval_every,
+        seed=args.seed,
+    )
     runs_dir = args.out_dir / "long_memory"
     runs_dir.mkdir(parents=True, exist_ok=True)
     adopted = frozenset(adopt(checkpoint, runs_dir, args.checkpoints) for checkpoint in args.adopt)
@@ -157,19 +206,27 @@ def main(argv: list[str] | None = None) -> dict:
     previous = json.loads(summary.read_text())["results"] if args.resume and summary.exists() else {}
     results = {m: r for m, r in previous.items() if m not in args.models}
     for model in args.models:
-        runs = search(base, model, args.lengths, args.target, args.samples, runs_dir, args.checkpoints, args.resume,
-                      adopted)
+        runs = search(
+            base, model, args.lengths, args.target, args.samples, runs_dir, args.checkpoints, args.resume, adopted
+        )
         best = t_max(runs, args.target)
         per_length = {}
         checkpoint = args.checkpoints / f"{model}_T{best}.pt"
         if best is not None and not checkpoint.exists() and previous.get(model, {}).get("t_max") == best:
             per_length = previous[model]["per_length"]
         elif best is not None:  # the T_max network scored at every k-th length it was trained on
-            per_length = accuracy_per_length(load_model(checkpoint), scored_lengths(args.min_length, best,
-                                             args.per_length_every), args.samples, args.seed + FINAL_SEED_OFFSET)
+            per_length = accuracy_per_length(
+                load_model(checkpoint),
+                scored_lengths(args.min_length, best, args.per_length_every),
+                args.samples,
+                args.seed + FINAL_SEED_OFFSET,
+            )
         results[model] = {"t_max": best, "runs": runs, "per_length": per_length}
-        print(f"{model.upper()}: T_max = {best}; accuracy at T: "
-              + ", ".join(f"T={r['config']['max_length']} {r['accuracy_at_T']:.4f}" for r in runs), flush=True)
+        print(
+            f"{model.upper()}: T_max = {best}; accuracy at T: "
+            + ", ".join(f"T={r['config']['max_length']} {r['accuracy_at_T']:.4f}" for r in runs),
+            flush=True,
+        )
     results = {m: results[m] for m in MODELS if m in results}
     summary.write_text(json.dumps({"target": args.target, "train": asdict(base), "results": results}, indent=1))
     plot_long_memory(results, args.target, args.out_dir / "long_memory.png")

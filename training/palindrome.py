@@ -116,15 +116,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--length", type=int, help="train one length T only (sets --min-length and --max-length)")
     p.add_argument("--min-length", type=int, default=d.min_length)
     p.add_argument("--max-length", type=int, default=d.max_length)
-    p.add_argument("--encoding", choices=["scalar", "onehot"], default=d.encoding, help="how a digit enters the network")
+    p.add_argument(
+        "--encoding", choices=["scalar", "onehot"], default=d.encoding, help="how a digit enters the network"
+    )
     p.add_argument("--hidden-dim", type=int, default=d.hidden_dim)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=d.lr_schedule)
     p.add_argument("--clip", type=float, default=d.clip, help="max gradient norm")
     p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--curriculum-steps", type=int, default=d.curriculum_steps,
-                   help="grow the longest trained length from --min-length to --max-length over these steps")
+    p.add_argument(
+        "--curriculum-steps",
+        type=int,
+        default=d.curriculum_steps,
+        help="grow the longest trained length from --min-length to --max-length over these steps",
+    )
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--eval-samples", type=int, default=d.eval_samples)
     p.add_argument("--final-samples", type=int, default=10_000, help="fresh palindromes per length in the final report")
@@ -153,8 +159,13 @@ def main(argv: list[str] | None = None) -> dict[int, float]:
     for t, acc in per_length.items():
         print(f"T={t:3d}  accuracy {acc:.5f}  ({args.final_samples} fresh palindromes)")
     if not args.dry_run:
-        meta = {"min_length": cfg.min_length, "max_length": cfg.max_length, "train": asdict(cfg),
-                "accuracy": {str(t): a for t, a in per_length.items()}, "history": history}
+        meta = {
+            "min_length": cfg.min_length,
+            "max_length": cfg.max_length,
+            "train": asdict(cfg),
+            "accuracy": {str(t): a for t, a in per_length.items()},
+            "history": history,
+        }
         print(f"saved {save_checkpoint(args.out, model, meta)}")
     return per_length
 

@@ -1,6 +1,7 @@
 """Score a generator checkpoint with the MNIST classifier: classifier-space FID, Inception Score, KL to uniform.
 
-    python -m training.score_gan weights/generator.pt --classifier weights/classifier.pt --n 10000 --data-dir ../shared/data
+    python -m training.score_gan weights/generator.pt --classifier weights/classifier.pt --n 10000 \
+        --data-dir ../shared/data
 
 Also prints the same scores for n real training images (the best a generator can hope for: FID
 floor, IS ceiling), so every number has its reference next to it.
@@ -20,7 +21,9 @@ from digitlab.scores import real_stats, score_generator, score_images
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("generator", help="generator checkpoint (digitlab.checkpoint format)")
     p.add_argument("--classifier", default="weights/classifier.pt")
     p.add_argument("--n", type=int, default=10_000, help="samples to score (latent ids seed, 0..n-1)")
@@ -44,7 +47,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     reference = real_stats(classifier, load_mnist(args.data_dir, train=False).tensors[0])  # the test set
     results = {
         "generator": score_generator(generator, classifier, reference, n=n, seed=args.seed),
-        "real_train_images": score_images(classifier, load_mnist(args.data_dir, train=True, limit=n).tensors[0], reference),
+        "real_train_images": score_images(
+            classifier, load_mnist(args.data_dir, train=True, limit=n).tensors[0], reference
+        ),
     }
     print(json.dumps(results, indent=2))
     if args.record and not args.dry_run:
