@@ -3,6 +3,7 @@
 import ast
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -90,3 +91,20 @@ def test_generated_and_built_files_are_not_tracked():
         or f == "key_file.json"
         or f.startswith(".gateway/")
     ]
+
+
+def test_the_images_supervisor_runs_on_the_files_the_dockerfile_copies(tmp_path):
+    """The serving image holds tools/ and a few files of clients/ beside TorchServe's venv, not the
+    checkout: the supervisor and the health check must import from exactly those, with the standard
+    library only (-S: no site-packages). A clients/ file the Dockerfile forgot broke the image once."""
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    [line] = [line for line in dockerfile.splitlines() if line.startswith("COPY clients/")]
+    app = tmp_path / "app"
+    (app / "clients").mkdir(parents=True)
+    for source in line.split()[1:-1]:
+        (app / source).write_bytes((ROOT / source).read_bytes())
+    subprocess.run(["cp", "-r", str(ROOT / "tools"), str(app)], check=True)
+    run = subprocess.run(
+        [sys.executable, "-S", "-c", "import tools.supervisor, tools.ready"], cwd=app, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
