@@ -101,7 +101,9 @@ def test_the_images_supervisor_runs_on_the_files_the_dockerfile_copies(tmp_path)
     [line] = [line for line in dockerfile.splitlines() if line.startswith("COPY clients/")]
     app = tmp_path / "app"
     (app / "clients").mkdir(parents=True)
+    allowed = (ROOT / ".dockerignore").read_text().splitlines()
     for source in line.split()[1:-1]:
+        assert f"!{source}" in allowed, f"{source} is copied by the Dockerfile but left out of the build context"
         (app / source).write_bytes((ROOT / source).read_bytes())
     subprocess.run(["cp", "-r", str(ROOT / "tools"), str(app)], check=True)
     run = subprocess.run(
