@@ -12,7 +12,8 @@ RUN apt-get update \
  && mkdir -p /door/logs /door/tmp \
  && chown -R www-data:www-data /door
 # The try-it page, served at / without a key (gateway.CONTAINER_WEB_ROOT); outside the mounted prefix.
-COPY web/ /srv/web/
+# The build context is web/ itself (tools/image.py, build_door).
+COPY . /srv/web/
 USER www-data
 EXPOSE 8090 7090
 # The template's paths are relative to the prefix; errors go to the container's log.

@@ -173,10 +173,10 @@ def build(tag: str = IMAGE, variant: str = "cpu", base: str = BASE_IMAGE) -> flo
 
 
 def build_door(tag: str = DOOR_IMAGE, base: str = BASE_IMAGE) -> None:
-    """The door's image; its context is deploy/ alone (the wheelhouse stays out)."""
+    """The door's image; its build context is web/ alone, the page it serves (the wheelhouse stays out)."""
     ensure_docker()
     base_image(base)
-    docker_build(DOOR_DOCKERFILE, tag, DOOR_DOCKERFILE.parent, BASE=base)
+    docker_build(DOOR_DOCKERFILE, tag, ROOT / "web", BASE=base)
 
 
 def main(argv: list[str] | None = None) -> None:
