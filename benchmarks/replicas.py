@@ -8,7 +8,7 @@ kill`, SIGKILL to every process in it) at --kill-at seconds and started again at
 (in that order: going from 2 replicas to 1 loads no model).
 Each run: --clients threads, each on its own keep-alive connection from its own loopback address
 (127.0.0.10, .11, ...: the door limits each client address, and 32 clients are 32 addresses), POST
-fresh palindromes of every length the LSTM serves (3..100) to /predictions/palindrome through the
+fresh palindromes of every length the LSTM serves (its checkpoint's range) to /predictions/palindrome through the
 door for --seconds, and check each answer against the truth (the missing digit is the first one).
 Every request that does not come back 200 with the right digit is counted, by kind. Bounded: every
 run stops by itself.
@@ -29,24 +29,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from digitlab.checkpoint import read_checkpoint
+from digitlab.workload import palindrome_prefix
 from tools import compose, gateway, image
 from tools.ready import is_ready, ready_url
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "replicas"
-MIN_LENGTH, MAX_LENGTH = 3, 100  # the served LSTM's range (weights/palindrome_lstm.pt meta)
+SERVED_LSTM = ROOT / "weights" / "palindrome_lstm.pt"  # its meta holds the range the door's replicas serve
 REQUEST_TIMEOUT_S = 30.0
 FIRST_CLIENT_ADDRESS = 10  # client i connects from 127.0.0.(10 + i)
 KILLED = 1  # the replica the kill run kills
 RUNS = {"2": (2, False), "2-kill": (2, True), "1": (1, False)}  # in this order: 2 -> 1 loads no model
-
-
-def palindrome_prefix(rng: random.Random) -> tuple[list[int], int]:
-    """The first T digits of a fresh palindrome of T + 1 digits, and the missing last one."""
-    length = rng.randint(MIN_LENGTH, MAX_LENGTH) + 1
-    half = [rng.randrange(10) for _ in range((length + 1) // 2)]
-    digits = half + half[: length // 2][::-1]
-    return digits[:-1], digits[-1]
 
 
 @dataclass
@@ -72,11 +66,12 @@ class Tally:
 
 def client(host: str, port: int, key: str, t0: float, until: float, seed: int, tally: Tally) -> None:
     rng = random.Random(seed)
+    meta = read_checkpoint(SERVED_LSTM)["meta"]
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     source = (f"127.0.0.{FIRST_CLIENT_ADDRESS + seed}", 0)
     conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_S, source_address=source)
     while time.monotonic() < until:
-        digits, truth = palindrome_prefix(rng)
+        digits, truth = palindrome_prefix(rng, meta["min_length"], meta["max_length"])
         began = time.monotonic()
         try:
             conn.request("POST", "/predictions/palindrome", json.dumps({"digits": digits}), headers)
