@@ -52,34 +52,30 @@ def test_a_template_field_without_a_value_is_an_error():
         gateway.fill("a {{ present }} and {{ missing_one }}", {"present": 1})
 
 
-def test_without_nginx_the_door_says_how_to_install_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(gateway, "nginx_binary", lambda: None)
-    door = gateway.Door(
+def local_door(client_key_file) -> gateway.Door:
+    """A door for REPLICAS on loopback, its ports never opened: for rendering and nginx -t."""
+    return gateway.Door(
         host="127.0.0.1",
         port=1,
         grpc_port=2,
         replicas=REPLICAS,
         models=MODELS,
         torchserve_key_file=None,
-        client_key_file=str(tmp_path / "keys"),
+        client_key_file=str(client_key_file),
         max_body_bytes=MAX_BODY,
     )
+
+
+def test_without_nginx_the_door_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(gateway, "nginx_binary", lambda: None)
+    door = local_door(tmp_path / "keys")
     with pytest.raises(SystemExit, match="apt-get install nginx-light"):
         gateway.start(tmp_path, door)
 
 
 @pytest.mark.skipif(gateway.nginx_binary() is None, reason=gateway.INSTALL_HINT)
 def test_nginx_accepts_a_door_for_several_replicas(tmp_path):
-    door = gateway.Door(
-        host="127.0.0.1",
-        port=1,
-        grpc_port=2,
-        replicas=REPLICAS,
-        models=MODELS,
-        torchserve_key_file=None,
-        client_key_file=str(tmp_path / "api_keys"),
-        max_body_bytes=MAX_BODY,
-    )
+    door = local_door(tmp_path / "api_keys")
     (tmp_path / "api_keys").write_text(KEY + "\n")
     gateway.install_config(tmp_path, door)  # runs nginx -t; raises when nginx refuses it
     assert (tmp_path / gateway.CONFIG).stat().st_mode & 0o777 == 0o600

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from clients.auth import API_KEY_ENV
 from tools import gateway
 from tools.build_archives import ARCHIVES
 from tools.config import write_properties
@@ -180,12 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default=gateway.DEFAULT_HOST, help="the door's address")
     p.add_argument("--port", type=int, default=gateway.DEFAULT_PORT, help="the door's REST port")
     p.add_argument("--grpc-port", type=int, default=gateway.DEFAULT_GRPC_PORT, help="the door's gRPC port")
-    p.add_argument(
-        "--key-file",
-        type=Path,
-        default=gateway.RUNTIME / gateway.CLIENT_KEY_FILE,
-        help=f"client keys, one per line (with or instead of ${API_KEY_ENV})",
-    )
+    gateway.add_client_key_file_option(p)
     args = p.parse_args(argv)
     if args.action == "down":
         compose("down")

@@ -372,6 +372,16 @@ def stop(runtime: Path = RUNTIME) -> bool:
 # -- command line ------------------------------------------------------------------------------------
 
 
+def add_client_key_file_option(p: argparse.ArgumentParser) -> None:
+    """--key-file as the deployments (compose, Kubernetes) read it: the door's client keys."""
+    p.add_argument(
+        "--key-file",
+        type=Path,
+        default=RUNTIME / CLIENT_KEY_FILE,
+        help=f"client keys, one per line (with or instead of ${API_KEY_ENV})",
+    )
+
+
 def door_from_args(args: argparse.Namespace) -> Door:
     props = ts.read_properties(args.config)
     ts_keys = args.torchserve_workdir / "key_file.json"

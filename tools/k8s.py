@@ -76,12 +76,7 @@ def secret_manifest(key_file: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["render", "secret"])
-    p.add_argument(
-        "--key-file",
-        type=Path,
-        default=gateway.RUNTIME / gateway.CLIENT_KEY_FILE,
-        help=f"client keys, one per line (with or instead of ${API_KEY_ENV})",
-    )
+    gateway.add_client_key_file_option(p)
     args = p.parse_args(argv)
     if args.action == "render":
         DOOR_CONFIG.parent.mkdir(parents=True, exist_ok=True)
