@@ -13,6 +13,7 @@ twin, one torch thread (as the serving workers).
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from benchmarks.shipped import service
 from clients import rest
 from digitlab.constants import NUM_CLASSES
-from digitlab.palindrome import palindrome_batch
+from digitlab.digits import random_prefix
 from digitlab.schemas import PalindromeRequest, SampleRequest
 from tools import server as ts
 
@@ -37,12 +38,6 @@ def timed(fn) -> tuple[float, object]:
     began = time.perf_counter()
     out = fn()
     return (time.perf_counter() - began) * 1000, out
-
-
-def palindrome_prefix(length: int, seed: int) -> list[int]:
-    """The first `length` digits of a random palindrome of length + 1 digits."""
-    inputs, _ = palindrome_batch(1, length, torch.Generator().manual_seed(seed))  # (1, length)
-    return inputs[0].tolist()
 
 
 def sample_table(call, repeats: int) -> str:
@@ -77,7 +72,7 @@ def palindrome_table(call, repeats: int) -> str:
     for length in LENGTHS:
         local, served = [], []
         for seed in range(repeats + 1):
-            digits = palindrome_prefix(length, seed)
+            digits, _ = random_prefix(length, random.Random(seed))
             local_ms, _ = timed(lambda: lstm.answer([PalindromeRequest(digits=digits)]))
             rest_ms, answer = timed(lambda: call("palindrome", {"digits": digits}))
             assert answer["digit"] == digits[0], (length, digits, answer)
