@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
@@ -91,3 +92,23 @@ def test_the_try_it_page_is_served_from_web_and_only_by_get():
 
 def test_the_page_link_carries_the_key_in_the_fragment_only():
     assert gateway.page_link("http://127.0.0.1:8090", KEY) == f"http://127.0.0.1:8090/#key={KEY}"
+
+
+def test_the_page_is_served_from_a_copy_every_nginx_worker_can_read(tmp_path):
+    """Workers of a root-started nginx run as nobody: web/ inside a private checkout (a clone in
+    `mktemp -d`, 0700) answered 404. The door serves a world-readable copy outside it."""
+    private = tmp_path / "checkout"
+    private.mkdir(mode=0o700)
+    page = gateway.published_page(private / ".gateway")
+    try:
+        assert not page.is_relative_to(tmp_path)
+        for path in (page, page / "index.html"):
+            assert path.stat().st_mode & 0o005 == 0o005 if path.is_dir() else path.stat().st_mode & 0o004
+        for parent in page.parents:
+            assert parent.stat().st_mode & 0o001, parent  # others may traverse every ancestor
+        assert sorted(p.name for p in page.iterdir()) == sorted(p.name for p in gateway.WEB_ROOT.iterdir())
+        (tmp_path / "keys").write_text(KEY + "\n")
+        conf, _ = gateway.render_door(local_door(tmp_path / "keys"), page)
+        assert f'root "{page}";' in conf
+    finally:
+        shutil.rmtree(page)

@@ -20,6 +20,7 @@ neither exists, start writes the key file (mode 0600) with one fresh random key.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -224,7 +226,7 @@ def render(
     return fill(TEMPLATE.read_text(), values), keys
 
 
-def render_door(door: Door) -> tuple[str, str]:
+def render_door(door: Door, web_root: Path = WEB_ROOT) -> tuple[str, str]:
     return render(
         door.replicas,
         door.models,
@@ -235,6 +237,7 @@ def render_door(door: Door) -> tuple[str, str]:
         door.port,
         door.grpc_port,
         door.limits,
+        web_root,
     )
 
 
@@ -272,11 +275,30 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
+def published_page_path(runtime: Path) -> Path:
+    digest = hashlib.sha256(str(runtime.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"digitlab-web-{digest}"
+
+
+def published_page(runtime: Path) -> Path:
+    """Where this door serves the try-it page from: a copy of web/ that nginx's workers can read.
+
+    Started as root, nginx runs its workers as `nobody`, which cannot traverse a checkout under a
+    private directory (a clone in `mktemp -d` is 0700): web/ itself answered 404 there. One copy per
+    runtime, in the system's temp directory, world-readable; `stop` removes it."""
+    page = published_page_path(runtime)
+    shutil.rmtree(page, ignore_errors=True)
+    shutil.copytree(WEB_ROOT, page)
+    for path in [page, *page.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return page
+
+
 def install_config(runtime: Path, door: Door) -> None:
     """Render `door` into `runtime` and have nginx check it; the previous files come back if it fails."""
     for sub in ("logs", "tmp"):
         (runtime / sub).mkdir(parents=True, exist_ok=True)
-    conf, keys = render_door(door)
+    conf, keys = render_door(door, published_page(runtime))
     saved = {name: (runtime / name).read_text() for name in (CONFIG, KEYS_INCLUDE) if (runtime / name).exists()}
     write_private(runtime / CONFIG, conf)
     write_private(runtime / KEYS_INCLUDE, keys)
@@ -366,6 +388,7 @@ def stop(runtime: Path = RUNTIME) -> bool:
             pass  # daemonised: not our child
     if ts.alive(pid):
         os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(published_page_path(runtime), ignore_errors=True)
     return True
 
 
