@@ -6,6 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STUBS  := clients/ts_grpc/inference_pb2_grpc.py
+CLI    := $(VENV)/bin/digitlab
 WEIGHTS  := $(wildcard weights/*.pt)
 SOURCES  := $(wildcard digitlab/*.py handlers/*.py model_config/*.yaml) tools/build_archives.py
 ARCHIVES := model_store/.built
@@ -13,7 +14,7 @@ ARCHIVES := model_store/.built
 DATA_DIR ?= data
 GAN_ARGS := --data-dir $(DATA_DIR) --seed 0 --betas 0.5 0.999 --sample-every 1000 --score-every 1000
 
-.PHONY: help install lock api client-wheel lint stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench rotate-keys soak test-recovery image door-image image-test up down k8s-config
+.PHONY: help install cli lock api client-wheel lint stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench bench-peers rotate-keys soak test-recovery image door-image image-test up down k8s-config
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -25,12 +26,14 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --requirement requirements.txt
 	touch $@
 
-install: $(STAMP)  ## create .venv with the pinned packages (the lock, requirements.txt)
+install: $(STAMP)  ## create .venv with the pinned packages (the lock, requirements.txt); make cli adds the `digitlab` command
 
 # requirements.txt is compiled from pyproject.toml's pinned extras by pip-tools; never edited by hand.
 lock: $(STAMP)  ## re-compile requirements.txt from pyproject.toml (pip-compile; after changing a pin)
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
 		--extra serve --extra train --extra bench --extra dev --output-file requirements.txt pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+		--extra peers --constraint requirements.txt --output-file requirements-peers.txt pyproject.toml
 
 api: $(STAMP)  ## regenerate docs/api/openapi.json (the REST contract) from digitlab/schemas.py
 	$(PY) -m tools.openapi
@@ -48,22 +51,29 @@ $(STUBS): $(STAMP) tools/build_protos.py
 
 stubs: $(STUBS)  ## extract TorchServe's .proto files from the wheel and generate gRPC stubs
 
+# The `digitlab` command in .venv: this checkout installed in editable mode (its packages need the stubs).
+$(CLI): $(STAMP) $(STUBS) pyproject.toml
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
+	touch $@
+
+cli: $(CLI)  ## the `digitlab` command in .venv/bin (an editable install of this checkout)
+
 $(ARCHIVES): $(STAMP) $(WEIGHTS) $(SOURCES)
 	$(PY) -m tools.build_archives
 	touch $@
 
 archives: $(ARCHIVES)  ## build model_store/*.mar from weights/, digitlab/ and handlers/
 
-serve: $(ARCHIVES) $(STUBS)  ## start TorchServe on 127.0.0.1 and wait until every worker is READY
-	$(PY) -m tools.server start
+serve: $(ARCHIVES) $(STUBS) $(CLI)  ## start TorchServe on 127.0.0.1 and wait until every worker is READY
+	$(PY) -m ops.server start
 
 stop:  ## stop the server started by make serve
-	$(PY) -m tools.server stop
+	$(PY) -m ops.server stop
 
 rotate-keys: $(STAMP)  ## give make serve's TorchServe new inference and management keys now (clients follow)
-	$(PY) -m tools.server rotate-keys
+	$(PY) -m ops.server rotate-keys
 
-test: $(ARCHIVES) $(STUBS)  ## the whole suite: pure functions, handlers, training smoke runs, real TorchServe end to end, recovery
+test: $(ARCHIVES) $(STUBS) $(CLI)  ## the whole suite: pure functions, handlers, training smoke runs, real TorchServe end to end, recovery
 	$(PY) -m pytest -m "not image"
 
 test-recovery: $(ARCHIVES) $(STUBS)  ## only the recovery tests (stalled and killed workers, key expiry), printing their times (about 4 min)
@@ -72,7 +82,7 @@ test-recovery: $(ARCHIVES) $(STUBS)  ## only the recovery tests (stalled and kil
 test-fast: $(STAMP) $(STUBS)  ## everything but the tests that start TorchServe
 	$(PY) -m pytest -m "not server and not image and not recovery"
 
-weights-palindrome: $(STAMP)  ## retrain the shipped palindrome LSTM (T 3..200) and RNN (T 3..15) (about 1 h 40 min, 1 thread)
+weights-palindrome: $(STAMP)  ## retrain the shipped palindrome LSTM (T 3..200) and RNN (T 3..15) (about 2 h, 1 thread)
 	$(PY) -m training.palindrome --model lstm --min-length 3 --max-length 200 --encoding onehot --lr-schedule cosine \
 		--steps 10000 --curriculum-steps 5000 --eval-every 500 --threads 1 --out weights/palindrome_lstm.pt
 	$(PY) -m training.palindrome --model rnn --min-length 3 --max-length 15 --steps 6000 --lr-schedule cosine \
@@ -92,7 +102,7 @@ weights-gan: $(STAMP)  ## retrain the shipped generator: 1:1, weight average fro
 		--threads 1 --out-dir runs/gan-shipped
 	cp runs/gan-shipped/best.pt weights/generator.pt
 	$(PY) -m training.score_gan weights/generator.pt --n 10000 --data-dir $(DATA_DIR) --record
-	$(PY) -m training.gan_figures --runs runs/gan-shipped --generator weights/generator.pt --out-dir docs/gan/issue13
+	$(PY) -m training.gan_figures --runs runs/gan-shipped --generator weights/generator.pt --out-dir docs/gan/balanced
 
 gan-experiments: $(STAMP)  ## the report's study: 1:1 and 5:2, 30k iterations each, plain -> docs/gan/ (about 60 min)
 	$(PY) -m training.gan --schedule 1:1 --steps 30000 $(GAN_ARGS) --out-dir runs/gan-1-1
@@ -112,7 +122,18 @@ load: $(STAMP) $(STUBS)  ## locust against make serve (USERS, RATE, DURATION, SC
 		-u $(USERS) -r $(RATE) -t $(DURATION) --stop-timeout 10 \
 		--csv $(LOAD_OUT)/locust --html $(LOAD_OUT)/locust.html $(SCENARIO)
 
-bench: $(STAMP) $(STUBS)  ## TorchServe vs naive vs FastAPI vs in-process, side by side (about 12 min) -> docs/BENCHMARKS.md
+# The peers' own packages (LitServe), pinned in requirements-peers.txt; Apache Bench from the distribution.
+PEERS_STAMP := $(VENV)/.peers-installed
+$(PEERS_STAMP): $(STAMP) requirements-peers.txt
+	$(PY) -m pip install --quiet --requirement requirements-peers.txt
+	touch $@
+
+bench-peers: $(PEERS_STAMP) $(STUBS)  ## ab against TorchServe, its no-op ceiling, the door, LitServe, in-process (about 4 min) -> docs/bench/peers.md
+	@command -v ab >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get install -y -qq apache2-utils >/dev/null; } \
+		|| { echo "ab not found: apt-get install apache2-utils"; exit 1; }
+	$(PY) -m benchmarks.peers
+
+bench: $(STAMP) $(STUBS)  ## TorchServe vs naive vs FastAPI vs in-process, side by side (about 20 min) -> docs/BENCHMARKS.md
 	$(PY) -m benchmarks.run
 
 SOAK_MINUTES ?= 10
@@ -122,46 +143,51 @@ soak: $(STAMP) $(STUBS)  ## 10 min of mixed good and hostile traffic against mak
 clean:  ## remove built files (archives, stubs, protos); keeps .venv and weights
 	rm -rf model_store/*.mar $(ARCHIVES) clients/ts_grpc protos/*.proto build dist
 
-# -- Front door ------------------------------------------------------------------------------------
-# nginx in front of `make serve` (gateway/nginx.conf.template, tools/gateway.py): one client key, only
-# the safe routes, per-client limits. Runtime files (config, keys, logs) in .gateway/. Where nginx is
-# missing, tools.gateway says how to install it.
-GATEWAY_HOST      ?= 127.0.0.1
-GATEWAY_PORT      ?= 8090
-GATEWAY_GRPC_PORT ?= 7090
+# -- The door -------------------------------------------------------------------------------------
+# nginx in front of `make serve` (ops/nginx.conf.template, ops/door.py): one client key, only the safe
+# routes, per-client limits. Runtime files (config, keys, logs) in .door/. Where nginx is missing,
+# ops.door says how to install it.
+DOOR_HOST      ?= $(or $(GATEWAY_HOST),127.0.0.1)
+DOOR_PORT      ?= $(or $(GATEWAY_PORT),8090)
+DOOR_GRPC_PORT ?= $(or $(GATEWAY_GRPC_PORT),7090)
 
-.PHONY: gateway gateway-stop gateway-reload
+.PHONY: door door-stop door-reload gateway gateway-stop gateway-reload
 
-gateway: $(STAMP)  ## start the front door (nginx) on GATEWAY_HOST:GATEWAY_PORT (REST) and GATEWAY_GRPC_PORT (gRPC), after make serve; prints the try-it page's link
-	PYTHONPATH=. $(PY) -m tools.gateway start --host $(GATEWAY_HOST) --port $(GATEWAY_PORT) --grpc-port $(GATEWAY_GRPC_PORT)
+door: $(STAMP)  ## start the door (nginx) on DOOR_HOST:DOOR_PORT (REST) and DOOR_GRPC_PORT (gRPC), after make serve; prints the try-it page's link
+	$(PY) -m ops.door start --host $(DOOR_HOST) --port $(DOOR_PORT) --grpc-port $(DOOR_GRPC_PORT)
 
-gateway-reload: $(STAMP)  ## re-read the door's client keys and TorchServe's key, no restart (key rotation)
-	PYTHONPATH=. $(PY) -m tools.gateway reload
+door-reload: $(STAMP)  ## re-read the door's client keys and TorchServe's key, no restart (key rotation)
+	$(PY) -m ops.door reload
 
-gateway-stop: $(STAMP)  ## stop the front door
-	PYTHONPATH=. $(PY) -m tools.gateway stop
+door-stop: $(STAMP)  ## stop the door
+	$(PY) -m ops.door stop
 
-# -- Beyond one machine (README "Scaling out"): the image, N replicas behind the door, Kubernetes ------
+# The door's old name, kept for one release: the same targets (and GATEWAY_* variables, read above).
+gateway: door
+gateway-reload: door-reload
+gateway-stop: door-stop
+
+# -- Beyond one machine (docs/DEPLOY.md): the image, N replicas behind the door, Kubernetes ------
 # Docker targets need a Docker daemon; run as root on a fresh Debian machine they install docker.io,
-# start dockerd and bootstrap the Debian base image themselves (tools/image.py).
+# start dockerd and bootstrap the Debian base image themselves (deploy/image.py).
 IMAGE    ?= digitlab:latest
 VARIANT  ?= cpu
 REPLICAS ?= 2
 
 image: $(ARCHIVES)  ## the serving image (VARIANT=cpu|cuda, IMAGE=name): Debian base, wheelhouse, archives, config
-	$(PY) -m tools.image build --tag $(IMAGE) --variant $(VARIANT)
+	$(PY) -m deploy.image build --tag $(IMAGE) --variant $(VARIANT)
 
-door-image: $(STAMP)  ## the front door's image (Debian's nginx), for make up and Kubernetes
-	$(PY) -m tools.image door
+door-image: $(STAMP)  ## the door's image (Debian's nginx), for make up and Kubernetes
+	$(PY) -m deploy.image door
 
-image-test: $(ARCHIVES) $(STUBS)  ## from scratch: both images, a container answering, readiness (skips without Docker)
-	$(PY) -m pytest -m image tests/test_image.py
+image-test: $(ARCHIVES) $(STUBS) $(CLI)  ## from scratch: both images, a container answering, readiness (skips without Docker)
+	$(PY) -m pytest -m image tests/e2e/test_image.py
 
 up: door-image  ## REPLICAS TorchServe containers behind the door on 127.0.0.1:8090/7090 (after make image)
-	DIGITLAB_IMAGE=$(IMAGE) $(PY) -m tools.compose up --replicas $(REPLICAS)
+	DIGITLAB_IMAGE=$(IMAGE) $(PY) -m deploy.compose up --replicas $(REPLICAS)
 
 down:  ## stop and remove what make up started
-	$(PY) -m tools.compose down
+	$(PY) -m deploy.compose down
 
-k8s-config: $(STAMP)  ## re-render deploy/k8s/base/door/nginx.conf from gateway/nginx.conf.template
-	$(PY) -m tools.k8s render
+k8s-config: $(STAMP)  ## re-render deploy/k8s/base/door/nginx.conf from ops/nginx.conf.template
+	$(PY) -m deploy.manifests render

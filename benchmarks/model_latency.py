@@ -1,4 +1,4 @@
-"""Latency of the two requests issue 13 added: digit-conditioned `sample` and the long palindromes.
+"""Latency of the two costliest requests: digit-conditioned `sample` and the long palindromes.
 
     python -m benchmarks.model_latency --repeats 10
 
@@ -23,11 +23,11 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.shipped import service
-from clients import rest
+from clients.rest import RestClient
 from digitlab.constants import NUM_CLASSES
 from digitlab.digits import random_prefix
 from digitlab.schemas import PalindromeRequest, SampleRequest
-from tools import server as ts
+from ops import server as ops_server
 
 N_SAMPLES = 16
 LENGTHS = (15, 200)
@@ -90,11 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # as the serving workers (handler.threads = 1)
     tables = {"sample": sample_table, "palindrome": palindrome_table}
-    with tempfile.TemporaryDirectory() as tmp, ts.serving(Path(tmp)) as server:
-
-        def call(model: str, payload: dict) -> dict:
-            return rest.predict(model, payload, url=server.endpoints.inference, token=server.key())
-
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ops_server.serving(Path(tmp)) as server,
+        RestClient(server.endpoints.inference, server.key()) as client,  # one keep-alive session for every call
+    ):
+        call = client.predict
         for part in args.parts:
             print(tables[part](call, args.repeats) + "\n", flush=True)
 

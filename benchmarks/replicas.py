@@ -12,7 +12,7 @@ fresh palindromes of every length the LSTM serves (its checkpoint's range) to /p
 door for --seconds, and check each answer against the truth (the missing digit is the first one).
 Every request that does not come back 200 with the right digit is counted, by kind. Bounded: every
 run stops by itself.
-Writes runs/replicas/<time>.json and prints the table for README "Scaling out".
+Writes runs/replicas/<time>.json and prints the table for docs/DEPLOY.md.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy import compose, image
 from digitlab.checkpoint import read_checkpoint
 from digitlab.workload import palindrome_prefix
-from tools import compose, gateway, image
-from tools.ready import is_ready, ready_url
+from ops import door as ops_door
+from ops.ready import is_ready, ready_url
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "replicas"
@@ -190,16 +191,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--seconds", type=int, default=60)
     p.add_argument("--kill-at", type=float, default=20.0)
-    p.add_argument("--host", default=gateway.DEFAULT_HOST)
-    p.add_argument("--port", type=int, default=gateway.DEFAULT_PORT, help="the door's REST port")
-    p.add_argument("--grpc-port", type=int, default=gateway.DEFAULT_GRPC_PORT, help="the door's gRPC port")
-    p.add_argument("--key-file", type=Path, default=gateway.RUNTIME / gateway.CLIENT_KEY_FILE)
+    p.add_argument("--host", default=ops_door.DEFAULT_HOST)
+    p.add_argument("--port", type=int, default=ops_door.DEFAULT_PORT, help="the door's REST port")
+    p.add_argument("--grpc-port", type=int, default=ops_door.DEFAULT_GRPC_PORT, help="the door's gRPC port")
+    p.add_argument("--key-file", type=Path, default=ops_door.RUNTIME / ops_door.CLIENT_KEY_FILE)
     p.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="which runs, in this order")
     p.add_argument("--keep", action="store_true", help="leave the last deployment up (default: make down)")
     args = p.parse_args(argv)
     image.ensure_docker()
-    gateway.ensure_client_key(args.key_file)
-    key = gateway.newest_client_key(args.key_file)
+    ops_door.ensure_client_key(args.key_file)
+    key = ops_door.client_key(args.key_file)
     results = []
     try:
         for replicas, kill in (RUNS[r] for r in args.runs):

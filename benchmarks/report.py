@@ -38,7 +38,7 @@ TARGET_NOTES = {
     "fastapi": "`benchmarks/fastapi_server.py`: one uvicorn process, plain `def` endpoints calling the same serving "
     "layer, 1 torch thread (as a shipped worker), no token check, no batching; palindrome and sample.",
 }
-AIMS = {"rps": 2000, "p99_ms": 25, "vs_naive": 4.0, "vs_fastapi": 1.5}  # issue 6, for palindrome
+AIMS = {"rps": 2000, "p99_ms": 25, "vs_naive": 4.0, "vs_fastapi": 1.5}  # the serving benchmark's aims, for palindrome
 LATENCIES = ("p50_ms", "p95_ms", "p99_ms")  # the LoadResult fields a table shows
 PACKAGES = ("torch", "torchserve", "locust", "fastapi", "uvicorn", "grpcio")
 # Ratio table columns: (title, endpoint, metric).
@@ -300,7 +300,7 @@ def markdown(record: Record, chart_path: Path, doc: Path, appendices: tuple[Path
         *section("Start and memory", start_table(runs)),
         *section("CPU per request (all processes share the same cores)", cpu_table(runs, int(settings["cores"]))),
         *section("Ratios", ratio_table(runs)),
-        "## Aims of issue 6 (palindrome)",
+        "## Aims (palindrome)",
         "",
         *aims(runs),
         "",

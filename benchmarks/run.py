@@ -29,8 +29,8 @@ import psutil
 from benchmarks import inprocess, targets
 from benchmarks.locust_run import LoadResult, run_locust
 from benchmarks.report import CpuShare, Record, Runs, machine_facts, write
-from clients import grpc as grpc_client
-from clients import rest
+from clients.grpc import GrpcClient
+from clients.rest import RestClient
 from digitlab import workload
 from digitlab.workload import FIRST_FRAME, LAST_FRAME
 from tools.build_archives import ARCHIVES, ROOT
@@ -38,7 +38,7 @@ from tools.build_archives import ARCHIVES, ROOT
 HTTP_USERS = {"ping": "PingUser", "palindrome": "PalindromeUser", "sample": "SampleUser"}  # endpoint -> locust user
 SERVERS = ("torchserve", "naive", "fastapi")
 # Included at the end of the report when present: the last `benchmarks.tune` run, and the notes on it.
-APPENDICES = (ROOT / "docs" / "bench" / "tuning.md", ROOT / "docs" / "bench" / "notes.md")
+APPENDICES = tuple(ROOT / "docs" / "bench" / name for name in ("tuning.md", "warm_start.md", "notes.md"))
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,15 @@ SMOKE = {"users": 2, "seconds": 1, "repeats": 1, "models": ("palindrome",), "end
 
 def warm_up(live: targets.Live, plan: Plan) -> None:
     """One request per measured model, so no locust run pays for a worker's first call (lazy init, JIT)."""
-    if "palindrome" in plan.endpoints:
-        rest.predict("palindrome", {"digits": [1, 2, 2]}, live.http, live.token)
-    if "sample" in plan.endpoints:
-        rest.predict("sample", {"n": plan.sample_n}, live.http, live.token)
+    with RestClient(live.http, live.token) as client:
+        if "palindrome" in plan.endpoints:
+            client.predict("palindrome", {"digits": [1, 2, 2]})
+        if "sample" in plan.endpoints:
+            client.predict("sample", {"n": plan.sample_n})
     if live.grpc and "interpolate" in plan.endpoints:
         path = {"start": {"seed": 0, "index": 0}, "end": {"seed": 0, "index": 1}, "steps": plan.steps}
-        list(grpc_client.stream("interpolate", path, live.grpc, live.token))
+        with GrpcClient(live.grpc, live.token) as client:
+            list(client.stream("interpolate", path))
 
 
 def children_cpu_s() -> float:

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from clients.ts_grpc import inference_pb2, inference_pb2_grpc
-from tools import server as ts
+from ops import server as ops_server
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = [
@@ -45,7 +45,7 @@ HOSTILE_MODELS = ["palindrome", "sample", "interpolate"]
 
 
 class Soak:
-    def __init__(self, server: ts.RunningServer, seed: int) -> None:
+    def __init__(self, server: ops_server.RunningServer, seed: int) -> None:
         self.server, self.rng_seed = server, seed
         self.records: list[tuple[float, str, float, bool]] = []  # (t, kind, ms, ok)
         self.failures: list[str] = []
@@ -120,7 +120,7 @@ class Soak:
         channel.close()
 
 
-def worker_rss_mib(server: ts.RunningServer) -> float:
+def worker_rss_mib(server: ops_server.RunningServer) -> float:
     """Resident memory of every worker process, MiB."""
     total = 0
     for model in server.models:
@@ -130,7 +130,7 @@ def worker_rss_mib(server: ts.RunningServer) -> float:
     return total / 1024
 
 
-def log_bytes(server: ts.RunningServer) -> int:
+def log_bytes(server: ops_server.RunningServer) -> int:
     return sum(p.stat().st_size for p in [*server.workdir.glob("logs/*"), server.workdir / "console.log"] if p.exists())
 
 
@@ -138,7 +138,7 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values or [0.0])[0]
 
 
-def run(server: ts.RunningServer, args: argparse.Namespace) -> dict:
+def run(server: ops_server.RunningServer, args: argparse.Namespace) -> dict:
     soak = Soak(server, args.seed)
     began = time.monotonic()
     until = began + args.minutes * 60
@@ -231,11 +231,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "soak", help="default: docs/soak")
     args = p.parse_args(argv)
     if args.start:
-        with tempfile.TemporaryDirectory() as tmp, ts.serving(Path(tmp)) as server:
+        with tempfile.TemporaryDirectory() as tmp, ops_server.serving(Path(tmp)) as server:
             result = run(server, args)
     else:
-        props = ts.read_properties(args.workdir / "config.properties")
-        server = ts.RunningServer(args.workdir, ts.endpoints(props), ts.archives(), 0, 0.0)
+        props = ops_server.read_properties(args.workdir / "config.properties")
+        server = ops_server.RunningServer(args.workdir, ops_server.endpoints(props), ops_server.archives(), 0, 0.0)
         result = run(server, args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soak.json").write_text(json.dumps(result, indent=1))

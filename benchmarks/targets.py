@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from tools import server as ts
+from ops import server as ops_server
 from tools.build_archives import ARCHIVES, ROOT, build
 
 MB = 2**20
@@ -90,7 +90,7 @@ def build_store(store: Path, models: Iterable[str], overrides: Callable[[str], d
 def torchserve(
     workdir: Path, store: Path, base_config: Path = ROOT / "config.properties", env: dict[str, str] | None = None
 ) -> Iterator[Live]:
-    with ts.serving(workdir, store, base_config, timeout=START_TIMEOUT, env=env) as server:
+    with ops_server.serving(workdir, store, base_config, timeout=START_TIMEOUT, env=env) as server:
         yield Live(
             server.endpoints.inference,
             server.endpoints.grpc_inference,
@@ -117,7 +117,7 @@ def wait_answering(url: str, proc: subprocess.Popen, timeout: float) -> None:
 @contextmanager
 def fastapi(log: Path, threads: int = 1) -> Iterator[Live]:
     """benchmarks/fastapi_server.py on a free port, with the thread settings of one TorchServe worker."""
-    port = ts.free_ports(1)[0]
+    port = ops_server.free_ports(1)[0]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable,

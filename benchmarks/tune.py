@@ -31,11 +31,11 @@ from benchmarks.shipped import service
 from digitlab.generation import generate
 from digitlab.latent import sample_latents
 from digitlab.workload import FIRST_FRAME, LAST_FRAME
-from tools import server as ts
+from ops import server as ops_server
 from tools.build_archives import ARCHIVES, ROOT
 
 OUT = ROOT / "docs" / "bench" / "tuning.md"
-SAMPLE_N = 64  # the aim: a 64-image sample within 1.3x of the in-process generator time
+SAMPLE_N = 64  # the aim: a 64-image sample within 1.3x of the in-process generator time
 STEPS = 32  # frames per interpolation, as in `make bench`
 
 
@@ -87,7 +87,7 @@ class Experiment:
 
 
 def base_config(variant: Variant, path: Path) -> Path:
-    ts.write_properties(path, {**ts.read_properties(ROOT / "config.properties"), **variant.properties})
+    ops_server.write_properties(path, {**ops_server.read_properties(ROOT / "config.properties"), **variant.properties})
     return path
 
 

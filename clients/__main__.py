@@ -8,8 +8,8 @@ Only this module prints; the library raises.
     digitlab interpolate --from digit:9 --to digit:3 --steps 24 --grpc -o nine_to_three.gif
     digitlab token                                   # the inference key, for curl
 
-Through the front door (make gateway): --url http://127.0.0.1:8090 --target 127.0.0.1:7090 with the
-door's key from --key-file .gateway/api_keys or $DIGITLAB_API_KEY.
+Through the door (make door): --url http://127.0.0.1:8090 --target 127.0.0.1:7090 with the
+door's key from --key-file .door/api_keys or $DIGITLAB_API_KEY.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ import sys
 from pathlib import Path
 
 from .auth import find_api_key, find_token
-from .base import DEFAULT_TIMEOUT, Client
+from .base import DEFAULT_TARGET, DEFAULT_TIMEOUT, DEFAULT_URL, Client
 from .errors import ServerError
 from .images import frames_file
-
-DEFAULT_URL = "http://127.0.0.1:8080"  # as .rest and .grpc, which are imported only when used (grpc is slow)
-DEFAULT_TARGET = "127.0.0.1:7070"
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
@@ -39,10 +36,19 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--key-file",
         type=Path,
-        help="a key file: the front door's (.gateway/api_keys, newest line) "
+        help="a key file: the door's (.door/api_keys, newest line) "
         "or TorchServe's key_file.json; re-read when a key is refused",
     )
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per call")
+
+
+def add_truncation_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--truncation",
+        type=float,
+        metavar="PSI",
+        help="0 < PSI <= 1: latents pulled toward the mean, cleaner and less varied digits (default: off)",
+    )
 
 
 def client(args: argparse.Namespace) -> Client:
@@ -101,10 +107,10 @@ def cmd_palindrome(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     with client(args) as c:
         if args.output:
-            args.output.write_bytes(c.sample_grid(args.n, args.seed, args.digit))
+            args.output.write_bytes(c.sample_grid(args.n, args.seed, args.digit, args.truncation))
             print(f"wrote {args.n} samples as a grid to {args.output}")
             return
-        answer = c.sample(args.n, args.seed, args.digit)
+        answer = c.sample(args.n, args.seed, args.digit, truncation=args.truncation)
     ids = ", ".join(f"{im.id.seed}:{im.id.index}" for im in answer.images if im.id)
     what = "samples" if args.digit is None else f"samples read as {args.digit}"
     print(f"{len(answer.images)} {what} from seed {answer.seed} (ids {ids}); use -o FILE.png to save a grid")
@@ -114,7 +120,8 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     frames, progress = [], Progress(args.steps, args.quiet)
     try:
         with client(args) as c:
-            for frame in c.interpolate_stream(args.start, args.end, args.steps, args.method):  # as they are rendered
+            # Frames as they are rendered.
+            for frame in c.interpolate_stream(args.start, args.end, args.steps, args.method, args.truncation):
                 frames.append(frame)
                 progress.update(frame.digit)
     finally:
@@ -156,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(a bounded search: 422 when the seed has too few)",
     )
     smp.add_argument("-o", "--output", type=Path, help="write the images as one PNG grid")
+    add_truncation_arg(smp)
     smp.set_defaults(run=cmd_sample)
 
     itp = sub.add_parser("interpolate", help="frames between two digits, streamed", formatter_class=defaults)
@@ -165,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     itp.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
     itp.add_argument("-o", "--output", type=Path, help="write a .gif animation or a .png strip")
     itp.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_truncation_arg(itp)
     itp.set_defaults(run=cmd_interpolate)
 
     for command in (pal, smp, itp):

@@ -2,11 +2,12 @@
 
 A client keeps its connection (a requests.Session, a gRPC channel) open until `close()` or the end of
 its `with` block. Every call:
-- sends the key given, else reads it from a key file (TorchServe's `key_file.json` or the front door's
-  `api_keys`, newest line) or the environment ($TORCHSERVE_TOKEN, $TORCHSERVE_KEY_FILE), and when the
-  server refuses a key that was read, reads it again and retries once (keys rotate);
-- retries a call that reached no server (connection refused or reset) a bounded number of times with
-  exponential backoff: every request is idempotent (seeded), so sending it again is safe;
+- sends the key given, else reads it from a key file (TorchServe's `key_file.json` or the door's
+  `api_keys`, newest line) or the environment ($TORCHSERVE_TOKEN, $TORCHSERVE_KEY_FILE);
+- follows ONE retry policy, `Client._call`: a call that reached no server (connection refused or reset)
+  is retried a bounded number of times with exponential backoff (every request is idempotent, seeded, so
+  sending it again is safe); a key the server refuses is read again and the call retried once, when the
+  key was read (not given) and has changed since (keys rotate);
 - returns typed answers (the pydantic models of `digitlab.schemas`), or the raw JSON / bytes, or an
   iterator of frames for a streamed interpolation.
 """
@@ -20,12 +21,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
+from digitlab.keyfiles import read_any_key
 from digitlab.schemas import Frame, InterpolateResponse, PalindromeResponse, SampleResponse
 
-from .auth import call_with_fresh_key, find_token, read_any_key_file
+from .auth import find_token
 from .errors import ServerError, Unreachable
 
 T = TypeVar("T")
+DEFAULT_URL = "http://127.0.0.1:8080"  # TorchServe's REST inference API (`make serve`)
+DEFAULT_TARGET = "127.0.0.1:7070"  # its gRPC inference API
 DEFAULT_TIMEOUT = 10.0  # seconds per call (a whole stream counts as one call)
 DEFAULT_RETRIES = 2  # extra attempts when no server answered at all
 DEFAULT_BACKOFF = 0.2  # seconds before the first retry, doubled each time
@@ -66,7 +70,7 @@ class Client(ABC):
     def find_key(self) -> str | None:
         """The key to send when none was given: read anew on each call, so rotations are followed."""
         if self.key_file is not None:
-            return read_any_key_file(self.key_file)
+            return read_any_key(self.key_file)
         return find_token()
 
     @staticmethod
@@ -74,15 +78,36 @@ class Client(ABC):
     def is_auth_error(err: Exception) -> bool: ...
 
     def _call(self, attempt: Callable[[str | None], T]) -> T:
-        """`attempt(key)` with a fresh key after an authentication refusal, and retries while unreachable."""
-        for retry in range(self.retries + 1):
+        """`attempt(key)` under the client's one retry policy.
+
+        - No server answered (`Unreachable`): up to `retries` more attempts, `backoff * 2**n` seconds apart.
+        - The server refused the key (`is_auth_error`) and the key was read, not given: read it again and,
+          when it changed (TorchServe or the door rotated it and rewrote the file), retry once with the new
+          one. An explicit key (`token`, "" included) is sent as given and never re-read.
+        Any other refusal is raised at once: sending the same request again would get the same answer.
+        """
+        explicit = self.token is not None
+        key = self.token if explicit else self.find_key()
+        reread = explicit  # at most one re-read per call, none for an explicit key
+        failures = 0
+        while True:
             try:
-                return call_with_fresh_key(attempt, self.token, self.is_auth_error, find=self.find_key)
+                return attempt(key)
             except Unreachable:
-                if retry == self.retries:
+                if failures == self.retries:
                     raise
-                time.sleep(self.backoff * 2**retry)
-        raise AssertionError("unreachable")
+                time.sleep(self.backoff * 2**failures)
+                failures += 1
+                if not explicit:
+                    key = self.find_key()  # a restarted server may have written new keys
+            except ServerError as err:
+                if reread or not self.is_auth_error(err):
+                    raise
+                reread = True
+                fresh = self.find_key()
+                if fresh == key:
+                    raise
+                key = fresh
 
     # -- one attempt, per transport ----------------------------------------------------------------
 
@@ -116,35 +141,59 @@ class Client(ABC):
         return PalindromeResponse.model_validate(self.predict(model, {"digits": digits}))
 
     def sample(
-        self, n: int = 1, seed: int | None = None, digit: int | None = None, format: Literal["png", "raw"] = "png"
+        self,
+        n: int = 1,
+        seed: int | None = None,
+        digit: int | None = None,
+        format: Literal["png", "raw"] = "png",
+        truncation: float | None = None,
     ) -> SampleResponse:
-        """n images with their latent ids (base64 PNG, or raw pixels)."""
-        return SampleResponse.model_validate(self.predict("sample", _sample_payload(n, seed, digit, format)))
+        """n images with their latent ids (base64 PNG, or raw pixels); `truncation` psi in (0, 1] pulls the
+        latents toward the mean (the server's default, 1, is off)."""
+        payload = _sample_payload(n, seed, digit, format, truncation)
+        return SampleResponse.model_validate(self.predict("sample", payload))
 
-    def sample_grid(self, n: int = 1, seed: int | None = None, digit: int | None = None) -> bytes:
+    def sample_grid(
+        self, n: int = 1, seed: int | None = None, digit: int | None = None, truncation: float | None = None
+    ) -> bytes:
         """n images as one PNG grid (file bytes)."""
-        return self.predict_bytes("sample", _sample_payload(n, seed, digit, "grid"), accept="image/png")
+        payload = _sample_payload(n, seed, digit, "grid", truncation)
+        return self.predict_bytes("sample", payload, accept="image/png")
 
     def interpolate(
-        self, start: Point, end: Point, steps: int = 16, method: Literal["slerp", "lerp"] = "slerp"
+        self,
+        start: Point,
+        end: Point,
+        steps: int = 16,
+        method: Literal["slerp", "lerp"] = "slerp",
+        truncation: float | None = None,
     ) -> InterpolateResponse:
         """Every frame at once."""
-        payload = {"start": start, "end": end, "steps": steps, "method": method}
+        payload = _interpolate_payload(start, end, steps, method, truncation)
         return InterpolateResponse.model_validate(self.predict("interpolate", payload))
 
     def interpolate_gif(
-        self, start: Point, end: Point, steps: int = 16, method: Literal["slerp", "lerp"] = "slerp"
+        self,
+        start: Point,
+        end: Point,
+        steps: int = 16,
+        method: Literal["slerp", "lerp"] = "slerp",
+        truncation: float | None = None,
     ) -> bytes:
         """The frames as one animated GIF, rendered by the server (file bytes)."""
-        payload = {"start": start, "end": end, "steps": steps, "method": method, "format": "gif"}
+        payload = {**_interpolate_payload(start, end, steps, method, truncation), "format": "gif"}
         return self.predict_bytes("interpolate", payload, accept="image/gif")
 
     def interpolate_stream(
-        self, start: Point, end: Point, steps: int = 16, method: Literal["slerp", "lerp"] = "slerp"
+        self,
+        start: Point,
+        end: Point,
+        steps: int = 16,
+        method: Literal["slerp", "lerp"] = "slerp",
+        truncation: float | None = None,
     ) -> Iterator[Frame]:
         """Frames as they are rendered: a plain iterator."""
-        payload = {"start": start, "end": end, "steps": steps, "method": method}
-        for message in self.stream("interpolate", payload):
+        for message in self.stream("interpolate", _interpolate_payload(start, end, steps, method, truncation)):
             yield Frame.model_validate(message)
 
 
@@ -160,6 +209,14 @@ def decode_message(data: bytes | str) -> Any:
     return value
 
 
-def _sample_payload(n: int, seed: int | None, digit: int | None, format: str) -> dict[str, Any]:
-    optional = {k: v for k, v in (("seed", seed), ("digit", digit)) if v is not None}
+def _sample_payload(
+    n: int, seed: int | None, digit: int | None, format: str, truncation: float | None
+) -> dict[str, Any]:
+    optional = {k: v for k, v in (("seed", seed), ("digit", digit), ("truncation", truncation)) if v is not None}
     return {"n": n, **optional, "format": format}
+
+
+def _interpolate_payload(start: Point, end: Point, steps: int, method: str, truncation: float | None) -> dict[str, Any]:
+    """Fields left out when not given, so a default request is the one the server documents."""
+    payload = {"start": start, "end": end, "steps": steps, "method": method}
+    return payload if truncation is None else {**payload, "truncation": truncation}

@@ -4,15 +4,18 @@
         client.palindrome("1232").digit                         # 1
         for frame in client.interpolate_stream({"digit": 9}, {"digit": 3}, steps=24):
             print(frame.index, frame.digit)                     # one message per frame, as it is rendered
+        client.predict("sample", {"n": 4, "seed": 7})          # untyped: the decoded JSON answer
 
 Every call is a server-streaming `StreamPredictions`, also for a single answer (a one-message stream).
 The unary `Predictions` call is never made: TorchServe 0.12 ends a unary call at its first message, so a
-unary call to a model that streams stalls that model's worker (SECURITY.md); the front door refuses it.
+unary call to a model that streams stalls that model's worker (SECURITY.md); the door refuses it.
 
 Requests carry the JSON body in the input named "data", and the API key as `authorization` metadata.
 TorchServe 0.12's gRPC frontend drops the per-request status a handler sets, so a refused request
 arrives as an ordinary reply holding the error object (`{"code": 400, "type": "InvalidRequest", ...}`);
-the client turns it back into a `ServerError`, as the REST client does.
+the client turns it back into a `ServerError`, as the REST client does. Keys, retries and `"stream": true`
+(added for the models that take it) are `Client`'s, in base.py. `request_message` builds a request for
+callers that keep their own channel and stub.
 """
 
 from __future__ import annotations
@@ -25,13 +28,12 @@ from typing import Any
 
 import grpc as grpcio
 
-from .base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT, STREAMING_MODELS, Client, decode_message
+from .base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TARGET, DEFAULT_TIMEOUT, Client, decode_message
 from .errors import ServerError, Unreachable
 from .ts_grpc import inference_pb2, inference_pb2_grpc
 
-DEFAULT_TARGET = "127.0.0.1:7070"
-AUTH_CODES = {"PERMISSION_DENIED", "UNAUTHENTICATED"}  # TorchServe's and the front door's refusals of a key
-decode_reply = decode_message  # a reply's JSON -> its value, raising a handler's refusal as `ServerError`
+__all__ = ["DEFAULT_TARGET", "DEFAULT_TIMEOUT", "GrpcClient", "request_message"]
+AUTH_CODES = {"PERMISSION_DENIED", "UNAUTHENTICATED"}  # TorchServe's and the door's refusals of a key
 
 
 def request_message(model: str, payload: dict[str, Any]) -> inference_pb2.PredictionsRequest:
@@ -102,55 +104,3 @@ def _translated(call: Iterator[Any]) -> Iterator[Any]:
             pass
         kind = Unreachable if err.code() == grpcio.StatusCode.UNAVAILABLE else ServerError
         raise kind(err.code().name, details) from None
-
-
-# -- one call each, on a channel of its own -------------------------------------------------------------
-
-
-def predict_bytes(
-    model: str,
-    payload: dict[str, Any],
-    target: str = DEFAULT_TARGET,
-    token: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> bytes:
-    """One answer (a one-message stream) -> its raw bytes (a PNG grid, a GIF, or JSON)."""
-    with GrpcClient(target, token, timeout=timeout) as client:
-        return client.predict_bytes(model, payload)
-
-
-def predict(
-    model: str,
-    payload: dict[str, Any],
-    target: str = DEFAULT_TARGET,
-    token: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> dict[str, Any]:
-    """One answer -> the decoded JSON."""
-    with GrpcClient(target, token, timeout=timeout) as client:
-        return client.predict(model, payload)
-
-
-def stream(
-    model: str,
-    payload: dict[str, Any],
-    target: str = DEFAULT_TARGET,
-    token: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> Iterator[Any]:
-    """Yields each decoded message as it arrives; adds `"stream": true` for models that take it (interpolate)."""
-    with GrpcClient(target, token, timeout=timeout) as client:
-        yield from client.stream(model, payload)
-
-
-__all__ = [
-    "DEFAULT_TARGET",
-    "DEFAULT_TIMEOUT",
-    "STREAMING_MODELS",
-    "GrpcClient",
-    "decode_reply",
-    "predict",
-    "predict_bytes",
-    "request_message",
-    "stream",
-]

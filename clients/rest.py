@@ -1,11 +1,13 @@
-"""REST client for TorchServe's inference API (or the front door in front of it).
+"""REST client for TorchServe's inference API (or the door in front of it).
 
     with RestClient("http://127.0.0.1:8080") as client:
         client.palindrome([1, 2, 3, 2]).digit                  # 1
         for frame in client.interpolate_stream({"digit": 9}, {"digit": 3}, steps=24):
             print(frame.index, frame.digit)                     # NDJSON frames, as they are rendered
+        client.predict("sample", {"n": 4, "seed": 7})          # untyped: the decoded JSON answer
 
-The module-level `predict`, `predict_bytes` and `stream` make one call on a client of their own.
+Keys, retries and `"stream": true` (added for the models that take it) are `Client`'s, in base.py; this
+module only makes one attempt over HTTP. A refusal (any status but 2xx) raises `ServerError`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any
 
 import requests
 
-from .base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT, STREAMING_MODELS, Client, decode_message
+from .base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT, DEFAULT_URL, Client, decode_message
 from .errors import ServerError, Unreachable
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_URL", "RestClient"]
 
 
 class RestClient(Client):
@@ -47,7 +49,7 @@ class RestClient(Client):
 
     @staticmethod
     def is_auth_error(err: Exception) -> bool:
-        """TorchServe refuses a key with 400 "Token Authorization failed"; the front door with 401."""
+        """TorchServe refuses a key with 400 "Token Authorization failed"; the door with 401."""
         return isinstance(err, ServerError) and (err.status == 401 or "Token Authorization failed" in err.message)
 
     def _post(
@@ -96,45 +98,3 @@ def _message(resp: requests.Response) -> str:
         return resp.json().get("message", resp.text)
     except (ValueError, AttributeError):
         return resp.text.strip() or resp.reason
-
-
-# -- one call each, on a client of its own ------------------------------------------------------------
-
-
-def predict(
-    model: str,
-    payload: dict[str, Any],
-    url: str = DEFAULT_URL,
-    token: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    session: requests.Session | None = None,
-) -> dict[str, Any]:
-    """POST `payload` as JSON to /predictions/`model`; returns the decoded JSON answer."""
-    with RestClient(url, token, timeout=timeout, session=session) as client:
-        return client.predict(model, payload)
-
-
-def predict_bytes(
-    model: str,
-    payload: dict[str, Any],
-    url: str = DEFAULT_URL,
-    token: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    accept: str = "*/*",
-) -> bytes:
-    """Like `predict`, for answers that are files (PNG grid, GIF) -> the body's bytes."""
-    with RestClient(url, token, timeout=timeout) as client:
-        return client.predict_bytes(model, payload, accept)
-
-
-def stream(
-    model: str,
-    payload: dict[str, Any],
-    url: str = DEFAULT_URL,
-    token: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> Iterator[dict[str, Any]]:
-    """POST with `"stream": true` and yield each newline-delimited JSON message as its chunk arrives."""
-    body = payload if model in STREAMING_MODELS else {**payload, "stream": True}  # the client adds it for these
-    with RestClient(url, token, timeout=timeout) as client:
-        yield from client.stream(model, body)

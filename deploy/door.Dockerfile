@@ -1,5 +1,5 @@
-# The front door's image: Debian's nginx, nothing else. Its configuration comes from outside, rendered
-# from gateway/nginx.conf.template: `make up` mounts build/compose/door/ as its prefix; Kubernetes
+# The door's image: Debian's nginx, nothing else. Its configuration comes from outside, rendered
+# from ops/nginx.conf.template: `make up` mounts build/compose/door/ as its prefix; Kubernetes
 # mounts the ConfigMap and the key Secret (deploy/k8s/base/door.yaml).
 #
 #   make door-image     (built on the same bootstrapped Debian base as the serving image)
@@ -11,8 +11,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /door/logs /door/tmp \
  && chown -R www-data:www-data /door
-# The try-it page, served at / without a key (gateway.CONTAINER_WEB_ROOT); outside the mounted prefix.
-# The build context is web/ itself (tools/image.py, build_door).
+# The try-it page, served at / without a key (door.CONTAINER_WEB_ROOT); outside the mounted prefix.
+# The build context is web/ itself (deploy/image.py, build_door).
 COPY . /srv/web/
 USER www-data
 EXPOSE 8090 7090

@@ -7,6 +7,7 @@ DIGIT_CENTRE = (NUM_DIGITS - 1) / 2  # 4.5: scalar digit inputs are fed as (d - 
 IMAGE_SIZE = 28  # MNIST is 1 x 28 x 28
 IMAGE_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 LATENT_DIM = 100
+TRUNCATION_OFF = 1.0  # the latent truncation psi that changes nothing: requests' default
 MAX_SEED = 2**31 - 1  # seeds and latent indices are non-negative 31-bit ints: safe in every JSON client
 
 # MNIST pixels in [0, 1] are mapped to the generator's tanh range [-1, 1]: x' = (x - 0.5) / 0.5.

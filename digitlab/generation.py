@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from digitlab.constants import TRUNCATION_OFF
 from digitlab.imaging import png_bytes, to_uint8
 from digitlab.latent import find_latent_for_digit, find_latents_for_digit, interpolate, latent_for
 from digitlab.schemas import (
@@ -59,12 +60,21 @@ def sample_response(seed: int, images: torch.Tensor, raw: bool, indices: list[in
 
 
 def digit_samples(
-    generator: nn.Module, classifier: nn.Module, digit: int, n: int, seed: int, search: DigitSearch
+    generator: nn.Module,
+    classifier: nn.Module,
+    digit: int,
+    n: int,
+    seed: int,
+    search: DigitSearch,
+    psi: float = TRUNCATION_OFF,
 ) -> tuple[list[int], torch.Tensor]:
-    """The first n ids (seed, index) whose samples the classifier reads as `digit` with confidence >=
-    search.min_confidence -> (their indices, their images (n, 1, 28, 28)). A budget spent first is a 422."""
+    """The first n ids (seed, index) whose samples (latents truncated by `psi`) the classifier reads as `digit`
+    with confidence >= search.min_confidence -> (their indices, their images (n, 1, 28, 28)). A budget spent
+    first is a 422."""
     try:
-        hits = find_latents_for_digit(generator, classifier, digit, n, seed, search.budget, search.min_confidence)
+        hits = find_latents_for_digit(
+            generator, classifier, digit, n, seed, search.budget, search.min_confidence, psi=psi
+        )
     except LookupError:
         raise InvalidRequest(
             f"fewer than {n} of the {search.budget} latents of seed {seed} are read as a {digit} with confidence "
@@ -74,16 +84,19 @@ def digit_samples(
     return [h.index for h in hits], torch.stack([h.image for h in hits])
 
 
-def resolve(point: Point, generator: nn.Module, classifier: nn.Module, search: DigitSearch) -> torch.Tensor:
-    """A request's point -> its latent (100,). A digit nobody can find is the client's 422, not a crash."""
+def resolve(
+    point: Point, generator: nn.Module, classifier: nn.Module, search: DigitSearch, psi: float = TRUNCATION_OFF
+) -> torch.Tensor:
+    """A request's point -> its latent (100,), truncated by `psi` when drawn by id or found by digit (an explicit
+    z is the caller's own). A digit nobody can find is the client's 422, not a crash."""
     if isinstance(point, LatentId):
-        return latent_for(point.seed, point.index)
+        return latent_for(point.seed, point.index, psi)
     if isinstance(point, ExplicitLatent):
         return torch.tensor(point.z, dtype=torch.float32)
     assert isinstance(point, DigitPoint)
     try:
         return find_latent_for_digit(
-            generator, classifier, point.digit, point.seed, search.budget, search.min_confidence
+            generator, classifier, point.digit, point.seed, search.budget, search.min_confidence, psi=psi
         ).z
     except LookupError:
         raise InvalidRequest(
@@ -97,8 +110,8 @@ def interpolation_latents(
     request: InterpolateRequest, generator: nn.Module, classifier: nn.Module, search: DigitSearch
 ) -> torch.Tensor:
     """The request's path through latent space: (steps, 100), first and last rows exactly its endpoints."""
-    z0 = resolve(request.start, generator, classifier, search)
-    z1 = resolve(request.end, generator, classifier, search)
+    z0 = resolve(request.start, generator, classifier, search, request.truncation)
+    z1 = resolve(request.end, generator, classifier, search, request.truncation)
     return interpolate(z0, z1, request.steps, request.method)
 
 

@@ -6,33 +6,70 @@ serving handler all draw the same latent for the same `(seed, index)`.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from digitlab.constants import LATENT_DIM
+from digitlab.constants import LATENT_DIM, TRUNCATION_OFF
 
 METHODS = ("lerp", "slerp")
+# The truncation trick, two ways to keep latents near the centre of the Gaussian, where the generator saw
+# most of its training latents (docs/GAN.md measures both):
+# - "scale":    z -> psi * z, every latent pulled toward the mean (0) by the same factor;
+# - "resample": each component outside the bound b with P(|N(0,1)| <= b) = psi is drawn again from the same
+#               id's stream until it falls inside (BigGAN's form), so psi is the mass of N(0,1) kept.
+TRUNCATION_METHODS = ("scale", "resample")
+SERVED_TRUNCATION = "scale"  # the one `sample` and `interpolate` apply (docs/GAN.md says why)
+MAX_RESAMPLE_ROUNDS = 256  # bounds the work at tiny psi; what is still outside then is clamped to the bound
 
 
-def latent_for(seed: int, index: int) -> torch.Tensor:
-    """The latent with id `(seed, index)`: a standard normal vector (LATENT_DIM,) float32.
+def truncation_bound(psi: float) -> float:
+    """The per-component bound b of "resample": P(|N(0,1)| <= b) = psi, i.e. b = sqrt(2) erfinv(psi)."""
+    if not 0 < psi <= TRUNCATION_OFF:
+        raise ValueError(f"truncation psi must be in (0, 1], got {psi}")
+    return (
+        math.inf
+        if psi == TRUNCATION_OFF
+        else math.sqrt(2) * torch.erfinv(torch.tensor(psi, dtype=torch.float64)).item()
+    )
+
+
+def latent_for(seed: int, index: int, psi: float = TRUNCATION_OFF, method: str = SERVED_TRUNCATION) -> torch.Tensor:
+    """The latent with id `(seed, index)`: a standard normal vector (LATENT_DIM,) float32, truncated by `psi`.
 
     Each id gets its own generator, seeded by hashing both numbers with numpy's SeedSequence, so
     latent `index` does not depend on how many others were drawn with it (batch size, page, order).
+    psi = 1 is no truncation: the same numbers bit for bit. Below 1, the id still names one latent per
+    (psi, method): "scale" multiplies it, "resample" redraws from the id's own stream.
     """
     if seed < 0 or index < 0:
         raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
+    if method not in TRUNCATION_METHODS:
+        raise ValueError(f"truncation method must be one of {TRUNCATION_METHODS}, got {method!r}")
+    bound = truncation_bound(psi)
     state = int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0])
     g = torch.Generator().manual_seed(state)
-    return torch.randn(LATENT_DIM, generator=g)
+    z = torch.randn(LATENT_DIM, generator=g)  # (LATENT_DIM,)
+    if psi == TRUNCATION_OFF:
+        return z
+    if method == "scale":
+        return z * psi
+    for _ in range(MAX_RESAMPLE_ROUNDS):
+        outside = z.abs() > bound  # (LATENT_DIM,) bool
+        if not outside.any():
+            return z
+        z[outside] = torch.randn(int(outside.sum()), generator=g)
+    return z.clamp_(-bound, bound)
 
 
-def sample_latents(seed: int, n: int, start: int = 0) -> torch.Tensor:
-    """Latents with ids (seed, start) .. (seed, start + n - 1), stacked: (n, LATENT_DIM)."""
-    return torch.stack([latent_for(seed, i) for i in range(start, start + n)])
+def sample_latents(
+    seed: int, n: int, start: int = 0, psi: float = TRUNCATION_OFF, method: str = SERVED_TRUNCATION
+) -> torch.Tensor:
+    """Latents with ids (seed, start) .. (seed, start + n - 1), truncated by `psi`, stacked: (n, LATENT_DIM)."""
+    return torch.stack([latent_for(seed, i, psi, method) for i in range(start, start + n)])
 
 
 def lerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
@@ -93,8 +130,10 @@ def find_latents_for_digit(
     budget: int = 2048,
     min_confidence: float = 0.95,
     batch_size: int = 256,
+    psi: float = TRUNCATION_OFF,
 ) -> list[LatentHit]:
-    """The first n latent ids (seed, index < budget) whose samples the classifier reads as `digit`.
+    """The first n latent ids (seed, index < budget) whose samples the classifier reads as `digit`,
+    the latents truncated by `psi` (as `latent_for` draws them).
 
     Ids are scanned in order, `batch_size` at a time with one generator and one classifier forward
     per chunk, so the same models and seed always give the same hits and the work is bounded by
@@ -105,7 +144,7 @@ def find_latents_for_digit(
     device = next(generator.parameters()).device
     hits: list[LatentHit] = []
     for start in range(0, budget, batch_size):
-        z = sample_latents(seed, min(batch_size, budget - start), start).to(device)  # (b, D)
+        z = sample_latents(seed, min(batch_size, budget - start), start, psi).to(device)  # (b, D)
         images = generator(z)  # (b, 1, 28, 28)
         probs = classifier(images).softmax(dim=1)[:, digit]  # (b,)
         for k in (probs >= min_confidence).nonzero().flatten().tolist():
@@ -125,6 +164,7 @@ def find_latent_for_digit(
     budget: int = 2048,
     min_confidence: float = 0.95,
     batch_size: int = 256,
+    psi: float = TRUNCATION_OFF,
 ) -> LatentHit:
     """The first latent id (seed, index < budget) whose sample the classifier reads as `digit` (see above)."""
-    return find_latents_for_digit(generator, classifier, digit, 1, seed, budget, min_confidence, batch_size)[0]
+    return find_latents_for_digit(generator, classifier, digit, 1, seed, budget, min_confidence, batch_size, psi)[0]

@@ -51,7 +51,7 @@ def encode_digits(digits: torch.Tensor, encoding: str) -> torch.Tensor:
 class PalindromeNet(nn.Module):
     """Fused `nn.LSTM` / `nn.RNN` over the digits, logits from the hidden state after the last digit.
 
-    Equal (within float error) to the report's per-step equations; `tests/test_networks.py` proves it
+    Equal (within float error) to the report's per-step equations; `tests/unit/test_networks.py` proves it
     against `reference_forward`.
     """
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from digitlab.constants import LATENT_DIM, MAX_SEED, NUM_CLASSES
+from digitlab.constants import LATENT_DIM, MAX_SEED, NUM_CLASSES, TRUNCATION_OFF
 from digitlab.digits import is_palindrome_prefix
 
 # The served palindrome model answers T in [min_length, max_length] (from its checkpoint); this is
@@ -191,6 +191,18 @@ MAX_LATENT_ABS = 10.0  # an explicit z beyond this is not a plausible standard-n
 POINT_HELP = '{"seed": s, "index": i}, {"z": [100 floats]} or {"digit": 0-9, "seed": s (optional)}'
 
 
+def truncation_field() -> Any:
+    """`truncation`: psi in (0, 1], the latent truncation trick (digitlab.latent); 1, the default, is off."""
+    return Field(
+        default=TRUNCATION_OFF,
+        gt=0,
+        le=TRUNCATION_OFF,
+        strict=True,
+        description="latent truncation psi, 0 < psi <= 1: below 1 latents drawn by id or digit are pulled toward "
+        "the mean (cleaner, less varied digits); 1 (default) is off. An explicit z is used as given.",
+    )
+
+
 class GeneratorLimits(BaseModel):
     """Per-model limits from the model config (`handler:` section); passed as validation context."""
 
@@ -246,7 +258,8 @@ def _point(value: Any) -> Any:
 
 
 class SampleRequest(BaseModel):
-    """`{"n": 1..max_samples, "seed": optional int, "format": "png" | "grid" | "raw", "digit": optional 0-9}`.
+    """`{"n": 1..max_samples, "seed": optional int, "format": "png" | "grid" | "raw", "digit": optional 0-9,
+    "truncation": optional psi in (0, 1]}`.
 
     With `digit`, the images are the first n latent ids of the seed whose samples the MNIST classifier
     reads as that digit with confidence >= the model config's `digit_min_confidence`, found within
@@ -258,6 +271,7 @@ class SampleRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, strict=True)
     format: Literal["png", "grid", "raw"] = "png"
     digit: int | None = Field(default=None, ge=0, le=9, strict=True, description="only images read as this digit")
+    truncation: float = truncation_field()
 
     @field_validator("n")
     @classmethod
@@ -268,7 +282,7 @@ class SampleRequest(BaseModel):
 
 
 class InterpolateRequest(BaseModel):
-    """Frames from `start` to `end`: `{"start": P, "end": P, "steps", "method", "format", "stream"}`."""
+    """Frames from `start` to `end`: `{"start": P, "end": P, "steps", "method", "format", "stream", "truncation"}`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     start: Point
@@ -276,6 +290,7 @@ class InterpolateRequest(BaseModel):
     steps: int = Field(default=16, ge=2, strict=True)
     method: Literal["slerp", "lerp"] = "slerp"
     format: Literal["png", "gif"] = "png"
+    truncation: float = truncation_field()
     # Strict: only the JSON literal true streams. A unary gRPC call that streams stalls its worker
     # (SECURITY.md), so "yes", 1 or "true" must be refused, never taken for true.
     stream: bool = Field(
@@ -334,19 +349,18 @@ class InterpolateResponse(BaseModel):
 class ErrorResponse(BaseModel):
     """The body of every refusal (4xx) and failure (500): `InvalidRequest.to_json()`, the handler's
     `InternalError`, TorchServe's own errors (e.g. `InvalidKeyException`, `ServiceUnavailableException`)
-    and the front door's (`Unauthorized`, `NotFound`, `RequestTooLarge`, `TooManyRequests`)."""
+    and the door's (`Unauthorized`, `NotFound`, `RequestTooLarge`, `TooManyRequests`)."""
 
     code: int = Field(description="the HTTP status, repeated")
     type: str = Field(
-        description='"InvalidRequest" or "InternalError" from a handler; TorchServe and the '
-        "front door use their own names"
+        description='"InvalidRequest" or "InternalError" from a handler; TorchServe and the door use their own names'
     )
     message: str = Field(description="what is wrong and what is allowed")
 
 
 class ReadyResponse(BaseModel):
     """The supervisor's `GET /ready` (200 when every worker of every model is READY and has answered a canary,
-    else 503); the front door's `GET /health` has only `status`."""
+    else 503); the door's `GET /health` has only `status`."""
 
     status: Literal["ready", "not ready"]
     models: dict[str, Literal["ready", "not ready", "restarting"]] | None = Field(
@@ -355,6 +369,7 @@ class ReadyResponse(BaseModel):
 
 
 class LiveResponse(BaseModel):
-    """The supervisor's `GET /live`: 200 while TorchServe runs, else 503."""
+    """The supervisor's `GET /live`: 200 while TorchServe runs ("live") or, after it ended unasked, while the
+    supervisor starts it again ("restarting"); 503 ("dead") once the supervisor has given up."""
 
-    status: Literal["live", "dead"]
+    status: Literal["live", "restarting", "dead"]

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from digitlab.constants import NUM_CLASSES
-from digitlab.latent import sample_latents
+from digitlab.constants import NUM_CLASSES, TRUNCATION_OFF
+from digitlab.latent import SERVED_TRUNCATION, sample_latents
 
 
 class FeatureStats(NamedTuple):
@@ -89,6 +89,9 @@ def score_images(classifier: nn.Module, images: torch.Tensor, real: FeatureStats
         "inception_score": inception_score(probs),
         "kl_uniform": kl_to_uniform(histogram),
         "histogram": [round(float(h), 4) for h in histogram],
+        # How sure the classifier is of each sample's digit, on average: how clean the digits are, whatever
+        # their balance (IS mixes the two).
+        "confidence": float(probs.max(dim=1).values.double().mean()),
         "n": len(images),
     }
 
@@ -99,20 +102,34 @@ def real_stats(classifier: nn.Module, images: torch.Tensor) -> FeatureStats:
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, n: int, seed: int, batch_size: int = 1000) -> torch.Tensor:
-    """n samples (n, 1, 28, 28) of latent ids (seed, 0..n-1), on CPU. The generator's mode is the caller's."""
+def sample_images(
+    generator: nn.Module,
+    n: int,
+    seed: int,
+    batch_size: int = 1000,
+    psi: float = TRUNCATION_OFF,
+    method: str = SERVED_TRUNCATION,
+) -> torch.Tensor:
+    """n samples (n, 1, 28, 28) of latent ids (seed, 0..n-1) truncated by `psi`, on CPU. The generator's mode
+    is the caller's."""
     device = next(generator.parameters()).device
-    z = sample_latents(seed, n)  # (n, LATENT_DIM)
+    z = sample_latents(seed, n, psi=psi, method=method)  # (n, LATENT_DIM)
     return torch.cat([generator(chunk.to(device)).cpu() for chunk in z.split(batch_size)])
 
 
 def score_generator(
-    generator: nn.Module, classifier: nn.Module, real: FeatureStats, n: int = 10_000, seed: int = 1
+    generator: nn.Module,
+    classifier: nn.Module,
+    real: FeatureStats,
+    n: int = 10_000,
+    seed: int = 1,
+    psi: float = TRUNCATION_OFF,
+    method: str = SERVED_TRUNCATION,
 ) -> dict[str, float | list[float]]:
     """Scores of n eval-mode samples (BatchNorm running statistics, as served); restores the generator's mode."""
     was_training = generator.training
     generator.eval()
     try:
-        return score_images(classifier, generate(generator, n, seed), real)
+        return score_images(classifier, sample_images(generator, n, seed, psi=psi, method=method), real)
     finally:
         generator.train(was_training)

@@ -226,7 +226,7 @@ class SampleService(GeneratorService):
         plain = [(seed, r) for seed, r in zip(seeds, requests) if r.digit is None]
         drawn = iter([])
         if plain:
-            z = torch.cat([sample_latents(seed, r.n) for seed, r in plain])  # (sum n, 100)
+            z = torch.cat([sample_latents(seed, r.n, psi=r.truncation) for seed, r in plain])  # (sum n, 100)
             drawn = iter(generate(self.generator, z).split([r.n for _, r in plain]))
         out: list[Drawn | InvalidRequest] = []
         for seed, r in zip(seeds, requests):
@@ -236,7 +236,9 @@ class SampleService(GeneratorService):
                 out.append(InvalidRequest('this server does not search for digits: leave out "digit"'))
             else:
                 try:
-                    indices, images = digit_samples(self.generator, self.classifier, r.digit, r.n, seed, self.search)
+                    indices, images = digit_samples(
+                        self.generator, self.classifier, r.digit, r.n, seed, self.search, r.truncation
+                    )
                 except InvalidRequest as err:
                     out.append(err)
                 else:

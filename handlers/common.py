@@ -215,7 +215,7 @@ class ServingHandler:
             except Exception:  # noqa: BLE001 - whatever a body does to the parser, it is still the client's 400
                 log.warning("request %s: unreadable body", request_id(context, idx), exc_info=True)
                 responses[idx] = self.refuse(
-                    InvalidRequest("the body could not be read as a request; send JSON as shown in the README"),
+                    InvalidRequest("the body could not be read as a request; send JSON as shown in docs/API.md"),
                     idx,
                     context,
                 )

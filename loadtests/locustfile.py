@@ -214,7 +214,7 @@ def ms_since(began: float) -> float:
 class GrpcUser(User):
     """StreamPredictions for both the palindrome (a one-message stream) and interpolate, over one channel.
 
-    Never the unary Predictions call: the front door refuses it, and on TorchServe's own port a unary
+    Never the unary Predictions call: the door refuses it, and on TorchServe's own port a unary
     call that streams stalls the worker (SECURITY.md). The SDK's `GrpcClient` makes only StreamPredictions.
 
     Locust has no gRPC client, so each call is reported through the request event, named apart from the

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from tools import server as ts
+from ops import server as ops_server
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> ts.RunningServer:
-    if not ts.archives():
+def server(tmp_path_factory) -> ops_server.RunningServer:
+    if not ops_server.archives():
         pytest.fail("no archives in model_store/: run the suite with `make test`, which builds them")
-    with ts.serving(tmp_path_factory.mktemp("torchserve")) as running:
+    with ops_server.serving(tmp_path_factory.mktemp("torchserve")) as running:
         yield running

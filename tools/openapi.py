@@ -5,7 +5,7 @@
 
 Every schema comes from `digitlab.schemas` (requests in validation mode, answers in serialization mode);
 this module only says which endpoint takes and returns which, with which media types and statuses.
-tests/test_api_contract.py fails when the file differs from what this module generates.
+tests/unit/test_api_contract.py fails when the file differs from what this module generates.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ ANSWERS: list[type[BaseModel]] = [
     LiveResponse,
 ]
 TORCHSERVE = {"url": "http://127.0.0.1:8080", "description": "TorchServe's inference API (make serve; loopback only)"}
-DOOR = {"url": "http://127.0.0.1:8090", "description": "the front door (make gateway, make up): its own client keys"}
+DOOR = {"url": "http://127.0.0.1:8090", "description": "the door (make door, make up): its own client keys"}
 SUPERVISOR = {"url": "http://127.0.0.1:8083", "description": "the supervisor of make serve and of each replica"}
 
 
@@ -67,14 +67,14 @@ def errors(*extra: int) -> dict[str, Any]:
     what = {
         "400": "invalid request (the message says what to fix and what is allowed), or TorchServe refused the key "
         "(`InvalidKeyException`)",
-        "401": "the front door refused the key (`Unauthorized`)",
+        "401": "the door refused the key (`Unauthorized`)",
         "404": "no such model or route",
         "413": "request body over 64 KiB",
         "422": "a digit search found too few latents of that digit (sample with `digit`, interpolate with a "
         "digit point)",
-        "429": "the front door's per-client limit (`Retry-After: 1`)",
+        "429": "the door's per-client limit (`Retry-After: 1`)",
         "500": "the server failed to answer this request (`InternalError`, naming the logged request id)",
-        "503": "the model's queue is full, or (front door) no replica is ready",
+        "503": "the model's queue is full, or (door) no replica is ready",
     }
     codes = ["400", "401", "404", "413", *map(str, extra), "429", "500", "503"]
     return {code: json_body(ErrorResponse, what[code]) for code in codes}
@@ -178,7 +178,7 @@ def document() -> dict[str, Any]:
             ),
             "/live": health("Liveness (supervisor)", "200 while TorchServe runs; no key.", SUPERVISOR, LiveResponse),
             "/health": health(
-                "Readiness (front door)",
+                "Readiness (door)",
                 'The supervisor\'s readiness, as `{"status": ...}` only; no key.',
                 DOOR,
                 ReadyResponse,
@@ -191,8 +191,8 @@ def document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "`Authorization: Bearer <key>`: TorchServe's inference key (`.ts/key_file.json`, "
-                    "`digitlab token`), or through the front door one of its client keys "
-                    "(`.gateway/api_keys`, `$DIGITLAB_API_KEY`).",
+                    "`digitlab token`), or through the door one of its client keys "
+                    "(`.door/api_keys`, `$DIGITLAB_API_KEY`).",
                 }
             },
         },

@@ -9,8 +9,8 @@ steps and 2.5 real batches per iteration, 1:1 runs one. An *epoch* is 60,000 / b
 Output in --out-dir: samples/iter_NNNNNN.png (a fixed latent batch), losses.csv + losses.png,
 scores.csv (classifier FID / IS / KL to uniform over training), generator.pt (self-describing,
 loadable with weights_only=True), best.pt (the scored checkpoint with the lowest FID among those
-whose class histogram is within --select-max-kl of uniform) and state.pt (optimisers and counters,
-for --resume).
+whose class histogram is within --select-max-kl of uniform), state.pt (optimisers and counters,
+for --resume) and, with --keep-scored, checkpoints/iter_NNNNNN.pt for every score.
 """
 
 from __future__ import annotations
@@ -50,7 +50,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="torchvision MNIST root (downloaded when missing)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate of the generator (and of D unless --lr-d)")
+    p.add_argument("--lr-d", type=float, default=None, help="discriminator learning rate (TTUR; default: --lr)")
+    p.add_argument(
+        "--r1",
+        type=float,
+        default=0.0,
+        help="weight gamma of the R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (0: off)",
+    )
     p.add_argument(
         "--betas",
         type=float,
@@ -87,6 +94,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-every", type=int, default=1000, help="iterations between sample grids")
     p.add_argument("--score-every", type=int, default=2000, help="iterations between scores and checkpoints")
     p.add_argument("--score-n", type=int, default=2000, help="samples per periodic score")
+    p.add_argument(
+        "--keep-scored",
+        action="store_true",
+        help="also keep every scored generator as checkpoints/iter_NNNNNN.pt (for selection after the run)",
+    )
     p.add_argument("--classifier", default="weights/classifier.pt", help="scoring classifier; '' disables scores")
     p.add_argument("--dry-run", action="store_true", help="two rounds on 2 batches of data, scored; writes nothing")
     return p.parse_args(argv)
@@ -163,7 +175,8 @@ class GanRun:
         self.generator = Generator(GeneratorConfig()).to(device)
         self.discriminator = Discriminator(DiscriminatorConfig(spectral_norm=args.spectral_norm)).to(device)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=args.lr, betas=tuple(args.betas))
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=args.lr, betas=tuple(args.betas))
+        self.lr_d = args.lr if args.lr_d is None else args.lr_d
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=tuple(args.betas))
         self.state = {
             "schedule": args.schedule,
             "iteration": 0,
@@ -203,13 +216,19 @@ class GanRun:
         return torch.randn(self.args.batch_size, self.generator.config.latent_dim, device=self.device)  # (B, 100)
 
     def discriminator_step(self) -> float:
-        """One D update on the next real batch and as many fresh fakes: BCE(D(x), 1) + BCE(D(G(z)), 0)."""
+        """One D update on the next real batch and as many fresh fakes: BCE(D(x), 1) + BCE(D(G(z)), 0),
+        plus with --r1 the penalty gamma/2 * mean ||dD(x)/dx||^2 on the real batch (Mescheder et al. 2018)."""
         real = self.batches(self.state["batches"]).to(self.device)  # (B, 1, 28, 28)
         self.state["batches"] += 1
         with torch.no_grad():
             fake = self.generator(self.noise())  # train-mode BatchNorm, as in the G step
         ones, zeros = torch.ones(len(real), device=self.device), torch.zeros(len(fake), device=self.device)
-        loss = self.bce(self.discriminator(real), ones) + self.bce(self.discriminator(fake), zeros)
+        real.requires_grad_(self.args.r1 > 0)
+        real_logits = self.discriminator(real)  # (B,)
+        loss = self.bce(real_logits, ones) + self.bce(self.discriminator(fake), zeros)
+        if self.args.r1 > 0:
+            (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)  # (B, 1, 28, 28)
+            loss = loss + self.args.r1 / 2 * grad.pow(2).flatten(1).sum(1).mean()
         self.opt_d.zero_grad()
         loss.backward()
         self.opt_d.step()
@@ -255,9 +274,9 @@ class GanRun:
         bar = tqdm(total=total, initial=state["iteration"], desc=f"GAN {args.schedule}", unit="it")
         while state["iteration"] < total:
             started = time.perf_counter()
-            lr = learning_rate(args.lr, state["iteration"], total, args.lr_decay)
-            for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
-                group["lr"] = lr
+            for opt, base in ((self.opt_g, args.lr), (self.opt_d, self.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(base, state["iteration"], total, args.lr_decay)
             loss_d = sum(self.discriminator_step() for _ in range(self.d_steps)) / self.d_steps
             for _ in range(min(self.g_steps, total - state["iteration"])):
                 loss_g = self.generator_step()
@@ -297,6 +316,8 @@ class GanRun:
             "wall_s": state["wall_s"],
             "seed": args.seed,
             "lr": args.lr,
+            "lr_d": self.lr_d,
+            "r1": args.r1,
             "betas": list(args.betas),
             "batch_size": args.batch_size,
             "ema": args.ema,
@@ -316,6 +337,8 @@ class GanRun:
         if args.dry_run:
             return
         save_checkpoint(self.out / "generator.pt", served, meta)
+        if args.keep_scored:
+            save_checkpoint(self.out / "checkpoints" / f"iter_{state['iteration']:06d}.pt", served, meta)
         if self.classifier is not None and is_better(meta, state.get("best") or None, args.select_max_kl):
             state["best"] = {"iteration": state["iteration"], "fid": meta["fid"], "kl_uniform": meta["kl_uniform"]}
             save_checkpoint(self.out / "best.pt", served, meta)

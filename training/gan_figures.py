@@ -23,10 +23,10 @@ from digitlab.checkpoint import load_model
 from digitlab.device import pick_device
 from digitlab.imaging import gif_bytes, grid_png, strip_png, to_uint8, write_bytes
 from digitlab.latent import METHODS, find_latent_for_digit, interpolate
-from digitlab.scores import generate
+from digitlab.scores import sample_images
 from training.gan import plot_losses
 
-# Issue 13's targets for the shipped generator (10,000 samples), drawn as dotted lines on the score curves.
+# The targets the shipped generator is held to (10,000 samples), drawn as dotted lines on the score curves.
 TARGETS = {"fid": 12.0, "inception_score": 9.3, "kl_uniform": 0.008}
 
 
@@ -129,7 +129,7 @@ def interpolation_figures(args: argparse.Namespace, out: Path) -> None:
     device = pick_device(args.device)
     generator = load_model(args.generator, device, expect="generator")
     classifier = load_model(args.classifier, device, expect="classifier")
-    write_bytes(out / "generator_samples.png", grid_png(generate(generator, 100, args.seed), nrow=10))
+    write_bytes(out / "generator_samples.png", grid_png(sample_images(generator, 100, args.seed), nrow=10))
     start, end = (
         find_latent_for_digit(generator, classifier, d, args.seed, args.budget, args.min_confidence)
         for d in args.digits

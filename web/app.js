@@ -1,4 +1,4 @@
-// The try-it page: plain JavaScript against the front door's own API (same origin, so no CORS).
+// The try-it page: plain JavaScript against the door's own API (same origin, so no CORS).
 "use strict";
 
 const KEY_STORAGE = "digitlab-key"; // sessionStorage: the key lives as long as the tab, never on disk
@@ -11,7 +11,7 @@ const byTestId = (id, root = document) => $(`[data-testid="${id}"]`, root);
 
 // -- the key ----------------------------------------------------------------------------------------
 
-// `make gateway` prints http://host:port/#key=...: the fragment never reaches a server. Keep it for
+// `make door` prints http://host:port/#key=...: the fragment never reaches a server. Keep it for
 // the tab, then take it out of the address bar (and out of the history and of any copied link).
 function takeKeyFromFragment() {
   const pair = location.hash.slice(1).split("&").find((p) => p.startsWith("key="));
@@ -34,7 +34,10 @@ function askForKey(reason) {
 
 class ApiError extends Error {}
 
+// An error replaces the section's last answer: bars or text left from an earlier question would read as
+// the answer to this one (the elements marked data-result).
 function showError(section, message) {
+  for (const result of section.querySelectorAll("[data-result]")) result.replaceChildren();
   const box = byTestId("error", section);
   box.textContent = message;
   box.hidden = false;
@@ -73,14 +76,14 @@ async function predict(model, payload, note) {
       body: JSON.stringify(payload),
     });
   } catch {
-    throw new ApiError(`cannot reach the front door at ${location.origin}: is it running (make gateway)?`);
+    throw new ApiError(`cannot reach the door at ${location.origin}: is it running (make door)?`);
   } finally {
     clearTimeout(slow);
     note.textContent = "";
   }
   if (response.status === 401) {
     sessionStorage.removeItem(KEY_STORAGE);
-    askForKey("The door refused the key: paste the current one (.venv/bin/python -m tools.gateway key).");
+    askForKey("The door refused the key: paste the current one (.venv/bin/python -m ops.door key).");
   }
   if (!response.ok) throw new ApiError(await errorFrom(response));
   return response;
@@ -108,6 +111,20 @@ function onSubmit(form, work) {
 }
 
 const numberOf = (input) => (input.value.trim() === "" ? null : Number(input.value));
+
+// A truncation slider and the <output> beside it; sent only below 1, so a default request is today's.
+const TRUNCATION_OFF = 1;
+function truncationOf(slider) {
+  const psi = Number(slider.value);
+  return psi < TRUNCATION_OFF ? { truncation: psi } : {};
+}
+for (const slider of document.querySelectorAll("input.truncation")) {
+  const show = () => {
+    slider.nextElementSibling.textContent = Number(slider.value) < TRUNCATION_OFF ? slider.value : "1 (off)";
+  };
+  slider.addEventListener("input", show);
+  show();
+}
 const pngUrl = (base64) => `data:image/png;base64,${base64}`;
 
 // -- palindrome -------------------------------------------------------------------------------------
@@ -149,6 +166,8 @@ function samplePanel(setEnd) {
     if (seed !== null) payload.seed = seed;
     const digit = numberOf(byTestId("sample-digit"));
     if (digit !== null) payload.digit = digit;  // the server searches for latents its classifier reads as it
+    Object.assign(payload, truncationOf(byTestId("sample-truncation")));
+    const psi = Number(byTestId("sample-truncation").value);
     const answer = await (await predict("sample", payload, hint)).json();
     picked = [];
     hint.textContent = `seed ${answer.seed}: pick two images to interpolate between them`;
@@ -162,7 +181,7 @@ function samplePanel(setEnd) {
       button.addEventListener("click", () => {
         picked = picked.length === 2 ? [] : picked;
         picked.push(image.id);
-        setEnd(picked.length === 1 ? "start" : "end", image.id);
+        setEnd(picked.length === 1 ? "start" : "end", image.id, psi);
         grid.querySelectorAll(".pick").forEach((b) => b.classList.remove("start", "end"));
         picked.forEach((id, k) => {
           [...grid.children].find((b) => $("span", b).textContent === idText(id)).classList.add(k ? "end" : "start");
@@ -197,6 +216,7 @@ function interpolatePanel() {
     end: point("end"),
     steps: numberOf(byTestId("interp-steps")),
     method: byTestId("interp-method").value,
+    ...truncationOf(byTestId("interp-truncation")),
   });
 
   function play(urls) {
@@ -275,11 +295,15 @@ function interpolatePanel() {
     }
   }
 
-  // Picking from the sample grid sets an end "by sample id".
-  return (end, id) => {
+  // Picking from the sample grid sets an end "by sample id", and the truncation it was drawn with (an id
+  // names the same image only at the same truncation).
+  return (end, id, psi) => {
     form.elements[`${end}-kind`].value = "id";
     form.elements[`${end}-seed`].value = id.seed;
     form.elements[`${end}-index`].value = id.index;
+    const slider = byTestId("interp-truncation");
+    slider.value = psi;
+    slider.dispatchEvent(new Event("input"));
   };
 }
 
@@ -293,7 +317,7 @@ async function checkHealth() {
     line.textContent = ready ? "server ready" : "the server is not ready: models are loading, or it is stopped (make serve)";
     line.className = `status ${ready ? "ok" : "bad"}`;
   } catch {
-    line.textContent = `cannot reach the front door at ${location.origin} (make gateway)`;
+    line.textContent = `cannot reach the door at ${location.origin} (make door)`;
     line.className = "status bad";
   }
 }

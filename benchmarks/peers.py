@@ -1,0 +1,250 @@
+"""Peers in one run: the shipped TorchServe against its own ceiling, the door, LitServe and the in-process limit.
+
+    python -m benchmarks.peers [--repeats 3] [--seconds 10] [--clients 32]     (make bench-peers)
+
+Apache Bench (`ab -k`, a C client: a Python one caps out below the server on 2 cores) sends the same
+T = 15 palindrome body to each target in turn, `--repeats` times round the list, so that every target
+meets the same machine state as often as the others:
+
+- torchserve:  the shipped `palindrome` (handler, archive, model config, instance config);
+- noop:        a no-op handler (benchmarks/noop_handler.py: parse the JSON, answer a fixed digit) in the same
+               TorchServe with the same model config: the engine's ceiling, the reference of every ratio;
+- door:        the door in front of that TorchServe, per-client limits off (DIGITLAB_LIMITS=off);
+- litserve:    the serving layer under LitServe, same batching, one worker (when `litserve` is installed:
+               `make bench-peers` installs the pinned `peers` extra);
+- in-process:  the serving layer called in this process in batches of 16, no HTTP (benchmarks.inprocess).
+
+Prints a Markdown table (medians of req/s and p99, ratios to noop), writes runs/peers/peers.json and
+docs/bench/peers.md + docs/bench/peers.png (the appendix of docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from benchmarks import inprocess
+from benchmarks.targets import wait_answering
+from ops import door as ops_door
+from ops import server as ops_server
+from tools.build_archives import ARCHIVES, ROOT, build
+
+BODY = json.dumps({"digits": [1, 2, 3, 4, 5, 6, 7, 8, 8, 7, 6, 5, 4, 3, 2]})  # T = 15, answer 1
+NOOP_HANDLER = ROOT / "benchmarks" / "noop_handler.py"
+REFERENCE = "noop"
+OUT = ROOT / "runs" / "peers"
+DOC, CHART = ROOT / "docs" / "bench" / "peers.md", ROOT / "docs" / "bench" / "peers.png"
+AB_HINT = "ab not found: apt-get install apache2-utils (make bench-peers installs it where it can)"
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Result:
+    rps: float
+    p99_ms: float
+    failed: int
+
+
+def ab(target: Target, seconds: float, clients: int) -> Result:
+    """One `ab -k` run of `seconds` against `target` with `clients` concurrent keep-alive connections."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as body:
+        body.write(BODY)
+        body.flush()
+        headers = [arg for name, value in target.headers.items() for arg in ("-H", f"{name}: {value}")]
+        # -t before -n: -t alone caps a run at 50,000 requests, which this server passes in 10 s.
+        cmd = ["ab", "-k", "-q", "-c", str(clients), "-t", str(seconds), "-n", "10000000", "-s", "30"]
+        cmd += ["-p", body.name, "-T", "application/json", *headers, target.url]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests per second:\s+([\d.]+)", out)[1])
+    p99 = float(re.search(r"^\s+99%\s+(\d+)", out, re.M)[1])
+    failed = int(re.search(r"Failed requests:\s+(\d+)", out)[1]) + int(
+        (re.search(r"Non-2xx responses:\s+(\d+)", out) or [0, 0])[1]
+    )
+    return Result(rps, p99, failed)
+
+
+def noop_archive(store: Path) -> None:
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "torch-model-archiver"),
+            *("--model-name", REFERENCE, "--version", "1.0", "--handler", str(NOOP_HANDLER)),
+            *("--config-file", str(ROOT / ARCHIVES["palindrome"].config), "--export-path", str(store), "--force"),
+        ],
+        check=True,
+    )
+
+
+@contextmanager
+def torchserve_and_door(workdir: Path) -> Iterator[dict[str, Target]]:
+    """One TorchServe serving `palindrome` and `noop`, and a door with limits off in front of it."""
+    store = workdir / "store"
+    build("palindrome", ARCHIVES["palindrome"], store)
+    noop_archive(store)
+    with ops_server.serving(workdir / "ts", store) as server:
+        auth = {"Authorization": f"Bearer {server.key()}"}
+        runtime, key_file = workdir / "door", workdir / "api_keys"
+        key = "peers-benchmark-client-key-0001"
+        key_file.write_text(key + "\n")
+        door_port, door_grpc = ops_server.free_ports(2)
+        door = ops_door.Door(
+            host="127.0.0.1",
+            port=door_port,
+            grpc_port=door_grpc,
+            replicas=[ops_door.replica(server.endpoints)],
+            models=["palindrome", REFERENCE],
+            torchserve_key_file=str(server.key_file),
+            client_key_file=str(key_file),
+            max_body_bytes=65536,
+            limits=ops_door.Limits(per_client=False),
+        )
+        ops_door.start(runtime, door)
+        try:
+            yield {
+                "torchserve": Target(f"{server.endpoints.inference}/predictions/palindrome", auth),
+                REFERENCE: Target(f"{server.endpoints.inference}/predictions/{REFERENCE}", auth),
+                "door": Target(
+                    f"http://127.0.0.1:{door_port}/predictions/palindrome", {"Authorization": f"Bearer {key}"}
+                ),
+            }
+        finally:
+            ops_door.stop(runtime)
+
+
+@contextmanager
+def litserve(log: Path) -> Iterator[dict[str, Target]]:
+    """benchmarks/litserve_server.py on a free port, when litserve is installed; nothing otherwise."""
+    try:
+        import litserve  # noqa: F401
+    except ImportError:
+        print("litserve not installed: `make bench-peers` installs the peers extra", file=sys.stderr)
+        yield {}
+        return
+    port = ops_server.free_ports(1)[0]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "benchmarks.litserve_server", "--port", str(port)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_answering(f"http://127.0.0.1:{port}/health", proc, 240)
+        yield {"litserve": Target(f"http://127.0.0.1:{port}/predict", {})}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def in_process(seconds: float) -> Result:
+    result = inprocess.timed_batches("palindrome", [BODY.encode()] * inprocess.POOL, seconds)
+    return Result(result.rps, result.p99_ms, 0)
+
+
+def table(results: dict[str, list[Result]]) -> list[dict]:
+    ceiling = statistics.median(r.rps for r in results[REFERENCE])
+    rows = []
+    for name, runs in results.items():
+        rps = statistics.median(r.rps for r in runs)
+        rows.append(
+            {
+                "target": name,
+                "rps": rps,
+                "p99_ms": statistics.median(r.p99_ms for r in runs),
+                "vs_noop": rps / ceiling,
+                "runs": [round(r.rps) for r in runs],
+                "failed": sum(r.failed for r in runs),
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict], args: argparse.Namespace) -> str:
+    lines = [
+        "## Peers in one run (`make bench-peers`)",
+        "",
+        f"`python -m benchmarks.peers --repeats {args.repeats} --seconds {args.seconds} --clients {args.clients}`: "
+        f"`ab -k -c {args.clients} -t {args.seconds}` with one T = 15 palindrome body, the targets in turn, "
+        f"{args.repeats} rounds; medians, and req/s as a ratio to the no-op handler in the same TorchServe "
+        "(the engine's ceiling). In-process has no HTTP: the serving layer in batches of 16, one thread.",
+        "",
+        "| target | req/s | p99 ms | × no-op | req/s per round | failed |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        runs = ", ".join(f"{x:,}" for x in r["runs"])
+        lines.append(
+            f"| {r['target']} | {r['rps']:,.0f} | {r['p99_ms']:.1f} | {r['vs_noop']:.2f} | {runs} | {r['failed']} |"
+        )
+    return "\n".join(lines) + "\n\n![req/s and p99 per target](peers.png)\n"
+
+
+def chart(rows: list[dict], path: Path) -> None:
+    fig = Figure(figsize=(8, 3.4))
+    left, right = fig.subplots(1, 2)
+    names = [r["target"] for r in rows]
+    left.barh(names, [r["rps"] for r in rows], color="#4c72b0")
+    left.set(xlabel="requests/s (median)", title="throughput")
+    for y, r in enumerate(rows):
+        left.text(r["rps"], y, f" {r['vs_noop']:.2f}×", va="center", fontsize=8)
+    right.barh(names, [r["p99_ms"] for r in rows], color="#dd8452")
+    right.set(xlabel="p99 ms (median)", title="tail latency")
+    right.set_yticks(range(len(names)), [""] * len(names))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3, help="rounds over the targets")
+    p.add_argument("--seconds", type=float, default=10, help="length of one ab run")
+    p.add_argument("--clients", type=int, default=32, help="ab's concurrent connections")
+    p.add_argument("--no-write", action="store_true", help="print only; leave docs/bench/ as it is")
+    args = p.parse_args(argv)
+    if shutil.which("ab") is None:
+        raise SystemExit(AB_HINT)
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        targets = {
+            **stack.enter_context(torchserve_and_door(Path(tmp))),
+            **stack.enter_context(litserve(OUT / "litserve.log")),
+        }
+        order: dict[str, Callable[[], Result]] = {
+            n: (lambda t=t: ab(t, args.seconds, args.clients)) for n, t in targets.items()
+        }
+        order["in-process"] = lambda: in_process(args.seconds)
+        for target in targets.values():  # one warm-up call each, not timed
+            ab(target, 1, 1)
+        results: dict[str, list[Result]] = {name: [] for name in order}
+        for rnd in range(args.repeats):
+            for name, run in order.items():
+                results[name].append(run())
+                print(f"round {rnd + 1}: {name} {results[name][-1]}", file=sys.stderr)
+                time.sleep(1)
+    rows = table(results)
+    text = markdown(rows, args)
+    print(text)
+    (OUT / "peers.json").write_text(json.dumps(rows, indent=2))
+    if not args.no_write:
+        DOC.write_text(text)
+        chart(rows, CHART)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,468 @@
+"""The door end to end: nginx (on free ports) in front of the session's real TorchServe.
+
+Through the door: right answers over REST, chunked HTTP and gRPC streams; keys refused, accepted and
+rotated without a restart; every route it does not serve refused at the door (its access log proves
+the request met no upstream); per-client limits. Skipped, saying how to install it, where nginx is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc as grpcio
+import pytest
+import requests
+from google.protobuf import empty_pb2
+
+from benchmarks.door_overhead import CLIENT_A, CLIENT_B, client_session, flood, post
+from clients.__main__ import main as cli
+from clients.errors import ServerError
+from clients.grpc import GrpcClient, request_message
+from clients.rest import RestClient
+from clients.ts_grpc import inference_pb2_grpc, management_pb2, management_pb2_grpc
+from ops import door as ops_door
+from ops import server as ops_server
+
+pytestmark = pytest.mark.server
+if ops_door.nginx_binary() is None:
+    pytest.skip(f"door tests skipped: {ops_door.INSTALL_HINT}", allow_module_level=True)
+
+TIMEOUT = 30
+LOG_WAIT_S = 10.0
+INTERPOLATION = {"start": {"seed": 5, "index": 0}, "end": {"seed": 5, "index": 1}, "steps": 64}
+# Limits low enough that a few requests in a row cross them whatever the machine's speed.
+CLIENT_C = "127.0.0.4"  # a third client, whose budget no other test has spent
+STRICT = ops_door.Limits(rate=1, burst=1, heavy_rate=1, heavy_burst=1, in_flight=4, heavy_in_flight=1, grpc_in_flight=1)
+
+
+@dataclass(frozen=True)
+class RunningDoor:
+    runtime: Path
+    door: ops_door.Door
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.door.port}"
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.door.grpc_port}"
+
+    @property
+    def key_file(self) -> Path:
+        return Path(self.door.client_key_file)
+
+    @property
+    def key(self) -> str:
+        """The newest client key (rotation changes it)."""
+        return ops_door.client_key(self.key_file)
+
+    def log_lines(self) -> list[str]:
+        return (self.runtime / "logs" / "access.log").read_text().splitlines()
+
+    def error_log(self) -> str:
+        """nginx's error log, where each refusal by a limit names the limit ("limiting requests/connections")."""
+        return (self.runtime / "logs" / "error.log").read_text()
+
+
+def open_door(
+    server: ops_server.RunningServer,
+    runtime: Path,
+    limits: ops_door.Limits = ops_door.LIMITS,
+    replicas: list[ops_door.Replica] | None = None,
+) -> RunningDoor:
+    port, grpc_port = ops_server.free_ports(2)
+    door = ops_door.Door(
+        host="127.0.0.1",
+        port=port,
+        grpc_port=grpc_port,
+        replicas=replicas or [ops_door.replica(server.endpoints)],
+        models=server.models,
+        torchserve_key_file=str(server.key_file),
+        client_key_file=str(runtime / ops_door.CLIENT_KEY_FILE),
+        max_body_bytes=int(ops_server.read_properties(server.workdir / "config.properties")["max_request_size"]),
+        limits=limits,
+    )
+    ops_door.start(runtime, door)
+    return RunningDoor(runtime, door)
+
+
+@pytest.fixture(scope="session")
+def door(server, tmp_path_factory):
+    running = open_door(server, tmp_path_factory.mktemp("door"))
+    try:
+        yield running
+    finally:
+        ops_door.stop(running.runtime)
+
+
+@pytest.fixture
+def door_rest(door):
+    """A REST client of the door, with the door's newest key."""
+    with RestClient(door.url, door.key, timeout=TIMEOUT) as client:
+        yield client
+
+
+@pytest.fixture
+def door_grpc(door):
+    with GrpcClient(door.target, door.key, timeout=TIMEOUT) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def strict_door(server, tmp_path_factory):
+    running = open_door(server, tmp_path_factory.mktemp("strict_door"), STRICT)
+    try:
+        yield running
+    finally:
+        ops_door.stop(running.runtime)
+
+
+def logged_with_status(door: RunningDoor, before: int, status: int, expected: int) -> list[str]:
+    """The `expected` access-log lines with `status` written since there were `before` lines.
+
+    nginx logs a request once it is finished, which can come after the client has its answer (a refused
+    body is still read and discarded; an earlier test's stream is still closing): wait for the lines,
+    at most LOG_WAIT_S, and pick them by status, so a late line of another request is not mistaken.
+    """
+    deadline = time.monotonic() + LOG_WAIT_S
+    while True:
+        lines = [line for line in door.log_lines()[before:] if f'" {status} ' in line]
+        if len(lines) >= expected or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def upstreams(lines: list[str]) -> list[str]:
+    """The upstream each logged request met ("-": answered at the door)."""
+    return [re.search(r"upstream=(\S+)", line).group(1) for line in lines]
+
+
+def grpc_stub(door: RunningDoor) -> tuple[grpcio.Channel, inference_pb2_grpc.InferenceAPIsServiceStub]:
+    channel = grpcio.insecure_channel(door.target)
+    return channel, inference_pb2_grpc.InferenceAPIsServiceStub(channel)
+
+
+# -- answers through the door --------------------------------------------------------------------
+
+
+def test_rest_answers_through_the_door(door_rest):
+    # TorchServe checks its own key: these answers also show the door replaced the client's key with it.
+    for model, digits, expected in (("palindrome", [1, 2, 3, 2], 1), ("palindrome_rnn", "73456543", 7)):
+        answer = door_rest.predict(model, {"digits": digits})
+        assert answer["digit"] == expected
+    images = door_rest.predict("sample", {"n": 3, "seed": 7})["images"]
+    assert [im["id"] for im in images] == [{"seed": 7, "index": i} for i in range(3)]
+
+
+def test_a_refusal_from_the_model_passes_through_unchanged(door_rest):
+    with pytest.raises(ServerError) as err:
+        door_rest.predict("palindrome", {"digits": [1, 2, 3, 4]})
+    assert err.value.status == 400 and "read the same backwards" in err.value.message
+
+
+def test_chunked_stream_frames_arrive_one_by_one(door_rest):
+    arrivals, frames = [], []
+    for frame in door_rest.stream("interpolate", INTERPOLATION):  # the client adds "stream": true
+        arrivals.append(time.time())
+        frames.append(frame)
+    assert [f["index"] for f in frames] == list(range(64))
+    # Same machine, same clock: frame 0 was in the client's hands before TorchServe rendered frame 63,
+    # so the door passed it on without waiting for the rest of the answer.
+    assert arrivals[0] < frames[-1]["generated_at"]
+
+
+def test_grpc_stream_through_the_door(door_grpc):
+    arrivals, frames = [], []
+    for frame in door_grpc.stream("interpolate", INTERPOLATION):
+        arrivals.append(time.time())
+        frames.append(frame)
+    assert [f["index"] for f in frames] == list(range(64))
+    assert arrivals[0] < frames[-1]["generated_at"]
+    answer = door_grpc.predict("palindrome", {"digits": "1232"})
+    assert answer["digit"] == 1
+
+
+def test_cli_through_the_door_with_its_key_file(door, capsys):
+    conn = ["--url", door.url, "--target", door.target, "--key-file", str(door.key_file)]
+    assert cli(["palindrome", "1", "2", "3", "2", *conn]) == 0
+    assert cli(["interpolate", "--from", "digit:9", "--to", "digit:3", "--steps", "4", "--grpc", "--quiet", *conn]) == 0
+    out = capsys.readouterr().out
+    assert "1232 -> 1" in out and "digits read along the path: 9" in out
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def test_requests_without_the_door_key_are_refused_at_the_door(door, server):
+    before = len(door.log_lines())
+    for token in (None, "wrong-key-of-sufficient-length", server.key()):  # TorchServe's own key is no door key
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        resp = requests.post(
+            f"{door.url}/predictions/palindrome", json={"digits": [1, 2, 2]}, headers=headers, timeout=TIMEOUT
+        )
+        assert resp.status_code == 401 and resp.headers["Content-Type"] == "application/json"
+        body = resp.json()
+        assert (body["code"], body["type"]) == (401, "Unauthorized") and "Bearer" in body["message"]
+        with GrpcClient(door.target, token or "", timeout=TIMEOUT) as client, pytest.raises(ServerError) as err:
+            list(client.stream("palindrome", {"digits": [1, 2, 2]}))
+        assert err.value.status == "UNAUTHENTICATED" and "key" in err.value.message
+    assert upstreams(logged_with_status(door, before, 401, 6)) == ["-"] * 6
+
+
+def test_keys_rotate_without_a_restart(door):
+    old, new = door.key, "rotated-key-" + os.urandom(12).hex()
+    pid = ops_door.master_pid(door.runtime)
+    door.key_file.write_text(f"{old}\n{new}\n")
+    ops_door.reload(door.runtime)
+    for key in (old, new):  # both accepted during the rotation
+        with RestClient(door.url, key, timeout=TIMEOUT) as client:
+            assert client.predict("palindrome", {"digits": [3, 4, 4]})["digit"] == 3
+    door.key_file.write_text(f"{new}\n")
+    ops_door.reload(door.runtime)
+    with RestClient(door.url, old, timeout=TIMEOUT) as client, pytest.raises(ServerError) as err:
+        client.predict("palindrome", {"digits": [3, 4, 4]})
+    assert err.value.status == 401
+    with GrpcClient(door.target, new, timeout=TIMEOUT) as client:
+        assert client.predict("palindrome", {"digits": [3, 4, 4]})["digit"] == 3
+    assert ops_door.master_pid(door.runtime) == pid  # reloaded, never restarted
+
+
+def test_the_door_follows_torchserves_key_rotation(door, server):
+    """The door injects TorchServe's inference key: a rotation reloads it, and clients notice nothing."""
+    before = (door.runtime / ops_door.CONFIG).read_text()
+    assert ops_server.rotate_keys(server.workdir) == ["inference", "management"]
+    assert server.key() not in before and server.key() in (door.runtime / ops_door.CONFIG).read_text()
+    with RestClient(door.url, door.key, timeout=TIMEOUT) as client:
+        answer = client.predict("palindrome", {"digits": [1, 2, 3, 2]})
+    assert answer["digit"] == 1
+
+
+def test_a_first_start_writes_one_private_random_key(tmp_path, monkeypatch):
+    monkeypatch.delenv(ops_door.API_KEY_ENV, raising=False)
+    key_file = tmp_path / "api_keys"
+    ops_door.ensure_client_key(key_file)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    (key,) = ops_door.read_client_keys(key_file)
+    assert len(key) >= ops_door.MIN_CLIENT_KEY_LENGTH
+    ops_door.ensure_client_key(key_file)  # never overwritten
+    assert ops_door.read_client_keys(key_file) == [key]
+
+
+def test_keys_that_would_break_the_config_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(ops_door.API_KEY_ENV, 'short"; }')
+    with pytest.raises(ValueError):
+        ops_door.read_client_keys(tmp_path / "none")
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+NOT_SERVED = [
+    ("OPTIONS", "/"),  # GET / is the try-it page (tests/e2e/test_web.py)
+    ("GET", "/ping"),
+    ("GET", "/models"),
+    ("POST", "/models"),
+    ("GET", "/metrics"),
+    ("GET", "/api-description"),
+    ("POST", "/v1/models/palindrome:predict"),
+    ("POST", "/v2/models/palindrome/infer"),
+    ("POST", "/explanations/palindrome"),
+    ("GET", "/predictions/palindrome"),
+    ("PUT", "/predictions/palindrome"),
+    ("DELETE", "/predictions/palindrome"),
+    ("POST", "/predictions/palindrome/1.0"),
+    ("POST", "/predictions/unknown"),
+    ("POST", "/predictions/palindrome%2F..%2F..%2Fmodels"),
+    ("POST", "/health"),
+]
+
+
+def test_every_route_not_served_is_refused_at_the_door(door):
+    before = len(door.log_lines())
+    for method, path in NOT_SERVED:
+        resp = requests.request(
+            method,
+            f"{door.url}{path}",
+            data=b'{"digits": [1, 2, 2]}',
+            headers={"Authorization": f"Bearer {door.key}", "Content-Type": "application/json"},
+            timeout=TIMEOUT,
+        )
+        assert resp.status_code == 404, (method, path, resp.text)
+        assert resp.json()["type"] == "NotFound"
+    assert upstreams(logged_with_status(door, before, 404, len(NOT_SERVED))) == ["-"] * len(NOT_SERVED)
+
+
+def test_grpc_calls_other_than_stream_predictions_are_unimplemented_at_the_door(door, server):
+    pids = server.worker_pids("interpolate")
+    before = len(door.log_lines())
+    metadata = [("authorization", f"Bearer {door.key}")]
+    channel, stub = grpc_stub(door)
+    stalling = request_message("interpolate", {**INTERPOLATION, "steps": 4, "stream": True})
+    calls = {
+        "Predictions with stream: true": lambda: stub.Predictions(stalling, metadata=metadata, timeout=TIMEOUT),
+        "Predictions": lambda: stub.Predictions(
+            request_message("palindrome", {"digits": [1, 2, 2]}), metadata=metadata, timeout=TIMEOUT
+        ),
+        "Ping": lambda: stub.Ping(empty_pb2.Empty(), metadata=metadata, timeout=TIMEOUT),
+        "ListModels": lambda: management_pb2_grpc.ManagementAPIsServiceStub(channel).ListModels(
+            management_pb2.ListModelsRequest(), metadata=metadata, timeout=TIMEOUT
+        ),
+    }
+    with channel:
+        for name, call in calls.items():
+            with pytest.raises(grpcio.RpcError) as err:
+                call()
+            assert err.value.code() == grpcio.StatusCode.UNIMPLEMENTED, name
+            assert "StreamPredictions" in err.value.details()
+    assert upstreams(logged_with_status(door, before, 404, len(calls))) == ["-"] * len(calls)
+    assert server.worker_pids("interpolate") == pids
+
+
+def test_health_says_ready_and_nothing_else_without_a_key(door):
+    resp = requests.get(f"{door.url}/health", timeout=TIMEOUT)
+    assert resp.status_code == 200 and resp.json() == {"status": "ready"}
+
+
+def dead_replica() -> ops_door.Replica:
+    dead = f"127.0.0.1:{ops_server.free_ports(1)[0]}"  # nothing listens there
+    return ops_door.Replica(rest=dead, grpc=dead, ready=dead)
+
+
+def test_a_door_without_a_live_replica_is_not_ready_and_says_unavailable(server, tmp_path):
+    running = open_door(server, tmp_path, replicas=[dead_replica()])
+    try:
+        health = requests.get(f"{running.url}/health", timeout=TIMEOUT)
+        assert health.status_code == 503 and health.json() == {"status": "not ready"}
+        with RestClient(running.url, running.key, timeout=TIMEOUT) as client, pytest.raises(ServerError) as rest_err:
+            client.predict("palindrome", {"digits": [1, 2, 2]})
+        assert rest_err.value.status == 503
+        with GrpcClient(running.target, running.key, timeout=TIMEOUT) as client, pytest.raises(ServerError) as grpc_err:
+            client.predict("palindrome", {"digits": [1, 2, 2]})
+        assert grpc_err.value.status == "UNAVAILABLE"
+    finally:
+        ops_door.stop(running.runtime)
+
+
+def test_with_one_replica_down_the_door_is_ready_and_serves_from_the_other(server, tmp_path):
+    running = open_door(server, tmp_path, replicas=[dead_replica(), ops_door.replica(server.endpoints)])
+    try:
+        with (
+            RestClient(running.url, running.key, timeout=TIMEOUT) as via_rest,
+            GrpcClient(running.target, running.key, timeout=TIMEOUT) as via_grpc,
+        ):
+            for _ in range(4):  # round robin: every other first try meets the dead replica, then the live one
+                health = requests.get(f"{running.url}/health", timeout=TIMEOUT)
+                assert health.status_code == 200 and health.json() == {"status": "ready"}
+                assert via_rest.predict("palindrome", {"digits": [7, 8, 8]})["digit"] == 7
+                assert via_grpc.predict("palindrome", {"digits": [7, 8, 8]})["digit"] == 7
+    finally:
+        ops_door.stop(running.runtime)
+
+
+# -- limits --------------------------------------------------------------------------------------
+
+
+def test_a_body_over_the_limit_is_refused_at_the_door(door, door_grpc):
+    huge = {"digits": [1] * 40_000}  # 120 KB of JSON
+    before = len(door.log_lines())
+    resp = requests.post(
+        f"{door.url}/predictions/palindrome",
+        json=huge,
+        headers={"Authorization": f"Bearer {door.key}"},
+        timeout=TIMEOUT,
+    )
+    assert resp.status_code == 413 and resp.json()["type"] == "RequestTooLarge"
+    assert upstreams(logged_with_status(door, before, 413, 1)) == ["-"]
+    # A gRPC body streams upstream as it arrives; the door cuts it off at the limit, with its own message.
+    with pytest.raises(ServerError) as err:
+        door_grpc.predict("palindrome", huge)
+    assert err.value.status == "RESOURCE_EXHAUSTED" and "64 KiB" in err.value.message
+
+
+def until_refused(call, tries: int = 10):
+    """Call `call()` until it answers a refusal (-> that answer), at most `tries` times (-> None)."""
+    for _ in range(tries):
+        answer = call()
+        if answer is not None:
+            return answer
+    return None
+
+
+def test_over_its_rate_a_client_gets_429_and_another_client_is_served(strict_door):
+    a, b = client_session(CLIENT_A, strict_door.key), client_session(CLIENT_B, strict_door.key)
+
+    def a_palindrome():
+        resp = post(a, strict_door.url, "palindrome", {"digits": [5, 6, 6]})
+        assert resp.status_code in (200, 429), resp.text
+        return resp if resp.status_code == 429 else None
+
+    # At 1 request/s with a burst of 1, the third request within 2 s is over the rate.
+    refused = until_refused(a_palindrome)
+    assert refused is not None, "ten requests in a row never met the limit of 1/s"
+    assert refused.json()["type"] == "TooManyRequests" and "limit" in refused.json()["message"]
+    assert refused.headers["Retry-After"] == "1"
+    logged = rf'limiting requests, excess: [\d.]+ by zone "requests", client: {CLIENT_A}'
+    assert re.search(logged, strict_door.error_log())
+    answer = post(b, strict_door.url, "palindrome", {"digits": [5, 6, 6]})
+    assert answer.status_code == 200 and answer.json()["digit"] == 5
+
+
+def test_over_its_rate_a_grpc_client_gets_resource_exhausted(strict_door):
+    with GrpcClient(strict_door.target, strict_door.key, timeout=TIMEOUT) as client:
+
+        def call():
+            try:
+                client.predict("palindrome", {"digits": [5, 6, 6]})
+            except ServerError as err:
+                return err
+            return None
+
+        refused = until_refused(call)
+    assert refused is not None and refused.status == "RESOURCE_EXHAUSTED" and "limit" in refused.message
+
+
+def test_a_client_over_its_concurrency_gets_429(strict_door):
+    """heavy_in_flight is 1: while C's first request is still sending its body, its second is refused."""
+    host, port = "127.0.0.1", strict_door.door.port
+    with socket.create_connection((host, port), timeout=TIMEOUT, source_address=(CLIENT_C, 0)) as held:
+        # Headers and half a body: the door has counted the request and waits for the rest (10 s).
+        held.sendall(
+            f"POST /predictions/sample HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {strict_door.key}"
+            "\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{".encode()
+        )
+        c = client_session(CLIENT_C, strict_door.key)
+
+        def second():
+            resp = post(c, strict_door.url, "sample", {"n": 1})
+            if resp.status_code == 429:
+                return resp
+            time.sleep(0.1)  # the door may not have read the held request's headers yet
+            return None
+
+        refused = until_refused(second)
+    assert refused is not None and refused.json()["type"] == "TooManyRequests"
+    assert f'limiting connections by zone "heavy_in_flight", client: {CLIENT_C}' in strict_door.error_log()
+
+
+def test_a_flood_of_interpolations_does_not_starve_another_clients_palindromes(door, record_property):
+    """A floods 64-step interpolations from 8 threads while B asks palindromes one after another.
+
+    Asserted: every one of B's answers is a 200 with the right digit, and A's flood got only answers
+    or 429s. Recorded, never asserted: B's p50 / p99 during the flood (time depends on the machine).
+    """
+    result = flood(door.url, door.key, seconds=8)
+    assert result.b_latencies and not result.b_problems, result.b_problems[:3]
+    assert result.a_statuses[200] > 0 and set(result.a_statuses) <= {200, 429}, result.a_statuses
+    figures = {
+        "b_answers": len(result.b_latencies),
+        "b_p50_ms": round(result.b_percentile_ms(0.5), 1),
+        "b_p99_ms": round(result.b_percentile_ms(0.99), 1),
+        "a_statuses": dict(result.a_statuses),
+    }
+    record_property("flood", figures)
+    print(f"\nflood through the door: {figures}")

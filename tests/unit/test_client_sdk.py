@@ -1,0 +1,295 @@
+"""The SDK's own logic, without TorchServe: retries, key re-reads, typed answers, frames to files.
+
+The first tests script a transport (`Fake`); the later ones run the real `RestClient` against a tiny real
+HTTP server started in the test (`Recorder`), which records every body and key it receives.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from clients import base, rest
+from clients.base import Client, decode_message
+from clients.errors import ServerError, Unreachable
+from clients.images import decode_png, frames_file
+from clients.rest import RestClient
+
+ANSWER = {"digit": 1, "probabilities": [0.0, 1.0] + [0.0] * 8, "length": 4, "model": "lstm"}
+
+
+class Fake(Client):
+    """Answers from a script: each item is an exception to raise or bytes to return; records the keys sent."""
+
+    def __init__(self, script: list[Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.script, self.keys = list(script), []
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def is_auth_error(err: Exception) -> bool:
+        return isinstance(err, ServerError) and err.status == 401
+
+    def _next(self, key: str | None) -> Any:
+        self.keys.append(key)
+        item = self.script.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def _bytes(self, model: str, payload: dict[str, Any], key: str | None, accept: str) -> bytes:
+        return self._next(key)
+
+    def _messages(self, model: str, payload: dict[str, Any], key: str | None) -> Iterator[dict[str, Any]]:
+        return iter(decode_message(m) for m in self._next(key))
+
+
+@pytest.fixture
+def sleeps(monkeypatch) -> list[float]:
+    waited: list[float] = []
+    monkeypatch.setattr(base.time, "sleep", waited.append)
+    return waited
+
+
+def test_an_unreachable_server_is_retried_with_exponential_backoff(sleeps):
+    down = Unreachable("unreachable", "no server")
+    client = Fake([down, down, json.dumps(ANSWER).encode()], token="k", retries=2, backoff=0.5)
+    assert client.palindrome([1, 2, 3, 2]).digit == 1
+    assert sleeps == [0.5, 1.0] and client.keys == ["k", "k", "k"]
+
+
+def test_retries_are_bounded_and_refusals_are_not_retried(sleeps):
+    down = Unreachable("unreachable", "no server")
+    with pytest.raises(Unreachable):
+        Fake([down, down, down], token="k", retries=2).predict("palindrome", {})
+    refused = Fake([ServerError(400, "bad digits")], token="k")
+    with pytest.raises(ServerError, match="bad digits"):
+        refused.predict("palindrome", {})
+    assert sleeps == [0.2, 0.4] and refused.script == []
+
+
+def test_a_refused_key_from_a_key_file_is_read_again_and_retried_once(tmp_path):
+    keys = tmp_path / "api_keys"
+    keys.write_text("old\n")
+
+    class Rotating(Fake):
+        def _bytes(self, model, payload, key, accept):
+            keys.write_text("old\nnew\n")  # the key rotates while the call is refused
+            return super()._bytes(model, payload, key, accept)
+
+    client = Rotating([ServerError(401, "wrong key"), json.dumps(ANSWER).encode()], key_file=keys)
+    assert client.predict("palindrome", {})["digit"] == 1
+    assert client.keys == ["old", "new"]
+    given = Fake([ServerError(401, "wrong key")], token="given")  # a key passed explicitly is used as given
+    with pytest.raises(ServerError):
+        given.predict("palindrome", {})
+
+
+def test_torchserve_key_files_are_read_too(tmp_path):
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text(json.dumps({"inference": {"key": "ts-key"}, "management": {"key": "m"}}))
+    client = Fake([json.dumps(ANSWER).encode()], key_file=key_file)
+    client.predict("palindrome", {})
+    assert client.keys == ["ts-key"]
+
+
+def png(value: int) -> str:
+    buffer = io.BytesIO()
+    Image.new("L", (28, 28), value).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_streamed_frames_are_typed_and_a_failed_stream_raises():
+    frames = [{"index": i, "of": 2, "png": png(9), "digit": 3, "confidence": 0.9, "generated_at": 1.0} for i in (0, 1)]
+    client = Fake([[json.dumps(f) for f in frames]], token="")
+    assert [f.index for f in client.interpolate_stream({"digit": 9}, {"digit": 3}, steps=2)] == [0, 1]
+    failing = Fake([[json.dumps(frames[0]), json.dumps({"code": 500, "type": "InternalError", "message": "x"})]])
+    with pytest.raises(ServerError, match="500: x"):
+        list(failing.stream("interpolate", {}))
+
+
+def test_frames_become_a_gif_or_a_strip_with_pillow_only():
+    frames = [{"png": png(v)} for v in (0, 128, 255)]
+    gif = Image.open(io.BytesIO(frames_file(frames, gif=True)))
+    assert gif.format == "GIF" and gif.n_frames == 3 and gif.size == (112, 112)
+    strip = Image.open(io.BytesIO(frames_file(frames, gif=False)))
+    assert strip.size == (84, 28) and strip.getpixel((30, 5)) == 128
+    assert decode_png(png(7)).size == (28, 28)
+
+
+# -- the real RestClient against a real (tiny) HTTP server ------------------------------------------------
+
+
+class Recorder(ThreadingHTTPServer):
+    """POST /predictions/{model} like TorchServe's contract: a JSON answer, NDJSON frames for an interpolation
+    asked to stream, 400 for "stream" sent to a model that refuses it, 401 for a key it does not accept.
+    Records (model, body, key) for every request; `on_request` runs first (e.g. to rotate the key)."""
+
+    daemon_threads = True
+
+    def __init__(self, accepted: str | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), RecordingHandler)
+        self.accepted = accepted  # None: no auth
+        self.requests: list[tuple[str, dict, str | None]] = []
+        self.on_request: Callable[[], None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class RecordingHandler(BaseHTTPRequestHandler):
+    server: Recorder
+
+    def do_POST(self) -> None:
+        model = self.path.removeprefix("/predictions/")
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        auth = self.headers.get("Authorization")
+        key = auth.removeprefix("Bearer ") if auth else None
+        self.server.requests.append((model, body, key))
+        if self.server.on_request:
+            self.server.on_request()
+        if self.server.accepted is not None and key != self.server.accepted:
+            return self.answer(401, {"code": 401, "type": "Unauthorized", "message": "wrong key"})
+        if "stream" in body and model != "interpolate":
+            return self.answer(400, {"code": 400, "type": "InvalidRequest", "message": f"{model} takes no stream"})
+        if model == "interpolate" and body.get("stream"):
+            frames = [
+                {"index": i, "of": 2, "png": png(9), "digit": 3, "confidence": 0.9, "generated_at": 0.0} for i in (0, 1)
+            ]
+            return self.answer(200, frames, ndjson=True)
+        return self.answer(200, ANSWER)
+
+    def answer(self, status: int, value: Any, ndjson: bool = False) -> None:
+        data = ("".join(json.dumps(v) + "\n" for v in value) if ndjson else json.dumps(value)).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-ndjson" if ndjson else "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    server = Recorder()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_streaming_adds_stream_true_only_for_the_models_that_take_it(recorder):
+    """Regression: the old module-level `clients.rest.stream` added `"stream": true` to exactly the models
+    that refuse it (palindrome and sample answered 400; interpolate got it from `Client.stream` anyway).
+    One streaming path now, the client's, and the bodies it sends are the ones each model takes."""
+    assert not hasattr(rest, "stream"), "one streaming path: RestClient.stream"
+    with RestClient(recorder.url, token="", timeout=5, retries=0) as client:
+        assert [m["digit"] for m in client.stream("palindrome", {"digits": [1, 2, 3, 2]})] == [1]
+        assert [m["digit"] for m in client.stream("sample", {"n": 1, "seed": 7})] == [1]
+        frames = client.stream("interpolate", {"start": {"digit": 9}, "end": {"digit": 3}, "steps": 2})
+        assert [m["index"] for m in frames] == [0, 1]
+    sent = {model: body for model, body, _ in recorder.requests}
+    assert "stream" not in sent["palindrome"] and "stream" not in sent["sample"]
+    assert sent["interpolate"]["stream"] is True
+    assert [key for *_, key in recorder.requests] == [None, None, None]  # token "" sends no key
+
+
+def test_truncation_is_sent_only_when_asked_for(recorder):
+    """Left out, the server's default (off) applies and the request is today's, byte for byte."""
+    with RestClient(recorder.url, token="", timeout=5, retries=0) as client:
+        client.sample_grid(2, seed=1)
+        client.sample_grid(2, seed=1, truncation=0.7)
+        assert len(list(client.interpolate_stream({"digit": 9}, {"digit": 3}, steps=2))) == 2
+        assert len(list(client.interpolate_stream({"digit": 9}, {"digit": 3}, steps=2, truncation=0.5))) == 2
+    bodies = [body for _, body, _ in recorder.requests]
+    assert "truncation" not in bodies[0] and bodies[1]["truncation"] == 0.7
+    assert "truncation" not in bodies[2] and bodies[3]["truncation"] == 0.5
+
+
+def test_a_key_rotated_while_the_call_is_refused_is_read_again_and_the_call_retried_once(recorder, tmp_path):
+    keys = tmp_path / "api_keys"
+    keys.write_text("old\n")
+    recorder.accepted = "old"
+
+    def rotate() -> None:  # the server renews its key and rewrites the file while the request is in flight
+        keys.write_text("old\nnew\n")
+        recorder.accepted = "new"
+        recorder.on_request = None
+
+    recorder.on_request = rotate
+    with RestClient(recorder.url, key_file=keys, timeout=5, retries=0) as client:
+        assert client.predict("palindrome", {"digits": [1, 2, 3, 2]})["digit"] == 1
+    assert [key for *_, key in recorder.requests] == ["old", "new"]  # exactly 2 requests: refused, then served
+
+
+def test_a_refused_key_that_did_not_change_is_not_retried(recorder, tmp_path):
+    keys = tmp_path / "api_keys"
+    keys.write_text("stale\n")
+    recorder.accepted = "other"
+    with RestClient(recorder.url, key_file=keys, timeout=5, retries=0) as client:
+        with pytest.raises(ServerError) as err:
+            client.predict("palindrome", {"digits": [1, 2, 3, 2]})
+    assert err.value.status == 401 and [key for *_, key in recorder.requests] == ["stale"]
+
+
+def test_an_explicit_token_is_never_read_again(recorder, tmp_path):
+    keys = tmp_path / "api_keys"
+    keys.write_text("new\n")  # the right key is in the file, but the caller chose its own
+    recorder.accepted = "new"
+    with RestClient(recorder.url, token="given", key_file=keys, timeout=5, retries=3) as client:
+        with pytest.raises(ServerError) as err:
+            client.predict("palindrome", {"digits": [1, 2, 3, 2]})
+    assert err.value.status == 401 and err.value.message == "wrong key"
+    assert [key for *_, key in recorder.requests] == ["given"]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_closed_port_is_unreachable_after_the_retries():
+    with RestClient(f"http://127.0.0.1:{closed_port()}", token="", timeout=5, retries=2, backoff=0.01) as client:
+        with pytest.raises(Unreachable, match="no server at"):
+            client.predict("palindrome", {"digits": [1, 2, 2]})
+
+
+def test_a_server_that_drops_every_connection_gets_retries_plus_one_attempts():
+    """A listening socket that accepts and closes each connection at once: each attempt is one connection."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(5)
+        port, accepted = listener.getsockname()[1], []
+
+        def drop() -> None:
+            try:
+                while True:
+                    conn, _ = listener.accept()
+                    accepted.append(conn)
+                    conn.close()
+            except OSError:  # the listener closed (or nothing more came)
+                pass
+
+        thread = threading.Thread(target=drop, daemon=True)
+        thread.start()
+        with RestClient(f"http://127.0.0.1:{port}", token="", timeout=5, retries=3, backoff=0.01) as client:
+            with pytest.raises(Unreachable):
+                client.predict("palindrome", {"digits": [1, 2, 2]})
+        listener.shutdown(socket.SHUT_RDWR)
+    thread.join(timeout=5)
+    assert len(accepted) == 4
