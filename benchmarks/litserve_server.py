@@ -7,8 +7,8 @@ decode / predict / encode call `digitlab.serving` (parse, one `answer` per batch
 the shipped model config's batch size and delay and one worker, as TorchServe runs it.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: LitServe builds its endpoint from decode_request's annotation at
+# run time, and a string annotation makes FastAPI look for a query parameter instead of the JSON body.
 import argparse
 from typing import Any
 
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         max_batch_size=CONFIG["batchSize"],
         batch_timeout=CONFIG["maxBatchDelay"] / 1000,
     )
-    server.run(host="127.0.0.1", port=args.port, generate_client_file=False)
+    # Access logs off, as TorchServe's per-request INFO lines are in the shipped config.
+    server.run(host="127.0.0.1", port=args.port, generate_client_file=False, log_level="warning")
 
 
 if __name__ == "__main__":

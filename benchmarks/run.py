@@ -38,7 +38,9 @@ from tools.build_archives import ARCHIVES, ROOT
 HTTP_USERS = {"ping": "PingUser", "palindrome": "PalindromeUser", "sample": "SampleUser"}  # endpoint -> locust user
 SERVERS = ("torchserve", "naive", "fastapi")
 # Included at the end of the report when present: the last `benchmarks.tune` run, and the notes on it.
-APPENDICES = tuple(ROOT / "docs" / "bench" / name for name in ("tuning.md", "warm_start.md", "notes.md"))
+APPENDICES = tuple(
+    ROOT / "docs" / "bench" / name for name in ("tuning.md", "profile.md", "peers.md", "warm_start.md", "notes.md")
+)
 
 
 @dataclass(frozen=True)

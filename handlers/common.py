@@ -5,7 +5,10 @@ same semantics serve the benchmarks' in-process and FastAPI targets, and another
 another adapter. This template decodes (body, transport), predicts (the serving layer), and encodes
 (JSON, binary media types, or a stream of frames sent as they are generated).
 
-TorchServe calls `initialize(context)` once per worker and `handle(batch, context)` per batch. Whatever
+TorchServe calls `initialize(context)` once per worker and `handle(batch, context)` per batch; a batch's
+cost is what the serving layer computes plus what this template adds, kept to reading each request's
+headers once and no log line or metric of its own (TorchServe times every batch itself: PredictionTime).
+Whatever
 one request does, it cannot take its neighbours or the worker down:
 - anything that goes wrong while reading or validating a request is that request's 4xx, with a message;
 - an unexpected error while answering fails that request alone (500, logged with its request id): a
@@ -18,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ GRPC_INPUT = "data"  # the one input a gRPC request may carry: the JSON body
 REST_BODY = "body"  # TorchServe's name for a REST request's body
 REST_MARK = "url_path"  # a request-level header the frontend sets on every REST request, as a string
 DESCRIBE = "describe"  # the header of the frontend's describe request
+WORKER_METRICS_LOGGER = "ts.metrics.caching_metric"  # the worker's metric lines, which feed the frontend's /metrics
 
 
 def is_grpc(headers: dict[str, Any]) -> bool:
@@ -117,6 +120,7 @@ class ServingHandler:
         # The worker reads this per request: "false" hands us the raw bytes, so that JSON is parsed once,
         # by `decode_json`, with its depth limit, instead of by TorchServe with none.
         os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
+
         props = context.system_properties
         self.device = serving_device(props.get("gpu_id"))
         self.options: dict[str, Any] = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
@@ -126,21 +130,22 @@ class ServingHandler:
         checkpoint = Path(props["model_dir"]) / context.manifest["model"]["serializedFile"]
         self.service = serving.load(self.kind, checkpoint, self.options, self.device)
         log.info("%s ready on %s with options %s", type(self).__name__, self.device, self.options)
+        # From here on the worker writes no INFO line of its own: TorchServe's worker announces every batch on
+        # the root logger ("Backend received inference at"), a line the frontend reads from the worker's
+        # stdout only to drop it (log4j2.xml). Its metric lines stay: the frontend builds /metrics from them.
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger(WORKER_METRICS_LOGGER).setLevel(logging.INFO)
         self.initialized = True
 
     def handle(self, batch: list[dict[str, Any]], context) -> list[Any]:
-        began = time.perf_counter()
-        responses, valid = self.decode_batch(batch, context)
+        headers = [request_headers(context, idx) for idx in range(len(batch))]  # read once per request
+        responses, valid = self.decode_batch(batch, headers, context)
         if valid:
             outputs = self.guarded(self.predict, valid, responses, context)
             for (idx, _), output in zip(valid, outputs):
                 if responses[idx] is None:
                     responses[idx] = self.send(output, idx, context)
-        self.mark_final(batch, context)
-        # TorchServe's BaseHandler metric (model_metrics in ts/configs/metrics.yaml), once per batch. It passes
-        # no request index, which in 0.12 yields dimensions that fail the metric's [ModelName, Level]; index 0
-        # gives ModelName and Level=Model, so the metric is emitted.
-        context.metrics.add_time("HandlerTime", round((time.perf_counter() - began) * 1000, 2), 0, "ms")
+        self.mark_final(headers, context)
         return responses
 
     def describe_handle(self) -> str:
@@ -199,17 +204,18 @@ class ServingHandler:
 
     # -- shared plumbing -----------------------------------------------------------------------
 
-    def decode_batch(self, batch, context) -> tuple[list[Any], list[tuple[int, BaseModel]]]:
+    def decode_batch(
+        self, batch, headers: list[dict[str, Any]], context
+    ) -> tuple[list[Any], list[tuple[int, BaseModel]]]:
         """Decode every request; refused ones get their error answer now. -> (answers, [(idx, request)])."""
         responses: list[Any] = [None] * len(batch)
         valid: list[tuple[int, BaseModel]] = []
         for idx, row in enumerate(batch):
             try:
-                headers = request_headers(context, idx)
-                if is_describe(headers):
+                if is_describe(headers[idx]):
                     responses[idx] = self.describe_handle()
                     continue
-                valid.append((idx, self.decode(request_body(row, is_grpc(headers)), headers)))
+                valid.append((idx, self.decode(request_body(row, is_grpc(headers[idx])), headers[idx])))
             except InvalidRequest as err:
                 responses[idx] = self.refuse(err, idx, context)
             except Exception:  # noqa: BLE001 - whatever a body does to the parser, it is still the client's 400
@@ -256,16 +262,15 @@ class ServingHandler:
         return json.dumps(err.to_json())
 
     @staticmethod
-    def mark_final(batch, context) -> None:
+    def mark_final(headers: list[dict[str, Any]], context) -> None:
         """Mark each gRPC answer as the last message of its call.
 
         TorchServe's gRPC StreamPredictions reads this header on every reply and, when it is missing,
         throws in the frontend and restarts the worker; unary calls ignore it. REST must not get it:
         there it turns the answer into an unterminated chunked stream.
         """
-        for idx in range(len(batch)):
-            headers = request_headers(context, idx)
-            if is_grpc(headers) and not is_describe(headers):
+        for idx, request in enumerate(headers):
+            if is_grpc(request) and not is_describe(request):
                 context.set_response_header(idx, STREAM_NEXT, "false")
 
 

@@ -1,1 +1,2 @@
-"""Build and run tooling for developers (`make` calls these); not imported by the product."""
+"""Build steps: the .mar archives, the gRPC stubs and the OpenAPI document (`make archives`, `make stubs`,
+`make api`). The runtime (ops/) never imports them; deploy/ uses the archive list."""

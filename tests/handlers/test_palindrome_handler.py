@@ -1,15 +1,16 @@
 """The palindrome handler with a tiny model and TorchServe's real Context object (no server)."""
 
 import json
+import logging
 
 import pytest
 import torch
-from ts.metrics.metric_type_enum import MetricTypes
 
 from digitlab import serving
 from digitlab.checkpoint import save_checkpoint
 from digitlab.networks import PalindromeConfig, PalindromeNet
 from digitlab.palindrome import predict_probabilities
+from handlers.common import WORKER_METRICS_LOGGER
 from handlers.palindrome_handler import PalindromeHandler
 from tests.handlers.context import REST_HEADERS, make_context, start_batch, statuses
 
@@ -83,16 +84,17 @@ def test_the_worker_loads_on_its_assigned_gpu_only_when_cuda_exists(tmp_path, mo
     assert handler.device == expected and loaded == [expected]
 
 
-def test_each_batch_records_handler_time(tiny, monkeypatch):
+def test_a_batch_adds_no_metric_or_log_line_of_its_own(tiny, monkeypatch, caplog):
+    """TorchServe times every batch itself (PredictionTime, per model in /metrics); a second per-batch metric
+    or an INFO line per batch is work the worker does for nothing at thousands of requests a second."""
     _, handler, context = tiny
     recorded = []
-    real_add_time = context.metrics.add_time
-    monkeypatch.setattr(context.metrics, "add_time", lambda *args: recorded.append(args) or real_add_time(*args))
-    run(handler, context, [{"digits": [1, 2, 2]}, b"{oops"])
-    [(name, ms, idx, unit)] = recorded  # one per batch, as TorchServe's BaseHandler
-    assert (name, idx, unit) == ("HandlerTime", 0, "ms") and ms >= 0
-    metric = context.metrics.get_metric("HandlerTime", MetricTypes.GAUGE)
-    assert metric.unit == "Milliseconds" and metric.dimension_names == ["ModelName", "Level"]
+    monkeypatch.setattr(context.metrics, "add_time", lambda *args, **kw: recorded.append(args))
+    with caplog.at_level(logging.INFO):
+        run(handler, context, [{"digits": [1, 2, 2]}, {"digits": [3, 4, 4]}])
+    assert recorded == [] and [r for r in caplog.records if r.levelno < logging.WARNING] == []
+    assert logging.getLogger().level == logging.WARNING  # the worker's own per-batch line, on the root logger
+    assert logging.getLogger(WORKER_METRICS_LOGGER).isEnabledFor(logging.INFO)  # /metrics is built from these
 
 
 def test_a_describe_request_gets_the_checkpoints_meta_and_its_neighbours_their_answers(tiny):
