@@ -49,7 +49,10 @@ from ops.instance import (
     with_ports,
     write_properties,
 )
-from ops.supervisor import Supervisor
+from ops.supervisor import DRAIN_TIMEOUT_S, Supervisor
+from ops.supervisor import STOP_GRACE_S as TORCHSERVE_STOP_GRACE_S
+
+STOP_GRACE_S = DRAIN_TIMEOUT_S + TORCHSERVE_STOP_GRACE_S + 5  # the supervisor's drain and TorchServe's own stop
 
 SUPERVISOR_MODULE = "ops.supervisor"
 
@@ -124,8 +127,9 @@ def owned(pid: int, workdir: Path) -> bool:
     return SUPERVISOR_MODULE in args and str(workdir.resolve()) in args
 
 
-def stop(workdir: Path, grace: float = 30.0) -> bool:
-    """SIGTERM the supervisor (which stops TorchServe and its workers); SIGKILL both groups after `grace` s.
+def stop(workdir: Path, grace: float = STOP_GRACE_S) -> bool:
+    """SIGTERM the supervisor (which drains, then stops TorchServe and its workers); SIGKILL both groups after
+    `grace` s.
 
     Signals nothing unless the PID in the file is this workdir's own supervisor.
     """

@@ -94,6 +94,12 @@ STOP_GRACE_S = 10.0  # TorchServe's own shutdown (workers finish their batch) be
 # most this often within RESTART_WINDOW_S; beyond that the supervisor exits non-zero for its orchestrator.
 MAX_TORCHSERVE_RESTARTS = 3
 RESTART_WINDOW_S = 300.0
+# Graceful stop (SIGTERM): /ready turns 503 at once, so that load balancers and doors stop sending; the
+# supervisor then waits until TorchServe has taken no new request and finished none for DRAIN_QUIET_S (what
+# was in flight is answered), at most DRAIN_TIMEOUT_S, before stopping it. Orchestrators' grace periods
+# (Kubernetes terminationGracePeriodSeconds, compose stop_grace_period) are set above DRAIN_TIMEOUT_S + STOP_GRACE_S.
+DRAIN_QUIET_S = 2.0
+DRAIN_TIMEOUT_S = 25.0
 DOOR_RELOAD_TIMEOUT_S = 30.0  # a door's reload command waits for its old nginx workers (at most 10 s)
 LOG4J_CONFIG = ROOT / "log4j2.xml"
 
@@ -279,6 +285,7 @@ class Supervisor:
         self.described_at = 0.0
         self.torchserve: subprocess.Popen | None = None  # the running TorchServe, once started
         self.gave_up = False  # TorchServe ended unasked too often: the supervisor is exiting
+        self.draining = False  # asked to stop: not ready, no canaries, in-flight requests finishing
         self.keys_at_start: str | None = None  # its inference key before a restart: doors follow the new one
 
     # TorchServe itself ---------------------------------------------------------------------------
@@ -310,8 +317,9 @@ class Supervisor:
 
     # readiness --------------------------------------------------------------------------------
     def ready(self) -> tuple[bool, dict[str, str]]:
-        """(ready, per model): ready when TorchServe runs and every model is. Its frontend gone, not ready at once."""
-        if not self.frontend_alive():
+        """(ready, per model): ready when TorchServe runs and every model is. Its frontend gone, or a stop
+        asked for (draining), not ready at once."""
+        if self.draining or not self.frontend_alive():
             with self.lock:
                 return False, {name: "not ready" for name in self.models}
         with self.lock:
@@ -323,6 +331,8 @@ class Supervisor:
 
     # one pass of the watch loop -------------------------------------------------------------------
     def poll(self) -> None:
+        if self.draining:  # stopping: no canary or warm-up may count as traffic still in flight
+            return
         now = time.monotonic()
         if not self.ready()[0] or now - self.described_at >= DESCRIBE_EVERY_S:
             self.refresh_models()
@@ -378,6 +388,30 @@ class Supervisor:
                     self.pool.submit(self.canary, model)
         self.renew_keys()
         self.follow_new_keys()
+
+    def drain(self, timeout: float = DRAIN_TIMEOUT_S) -> float:
+        """Not ready from now on; wait until TorchServe's request counters stand still for DRAIN_QUIET_S (no
+        arrival, no completion: nothing left in flight), at most `timeout` s. -> seconds waited."""
+        self.draining = True
+        began = last_change = time.monotonic()
+        last = None
+        while time.monotonic() - began < timeout:
+            try:
+                status, text = http("GET", f"{self.metrics}/metrics")
+            except OSError:
+                break  # TorchServe is gone: nothing to wait for
+            if status != 200:
+                break
+            counts = tuple(sum(counter(text.decode(), m).values()) for m in (ARRIVAL_METRIC, *PROGRESS_METRICS))
+            if counts != last:
+                last, last_change = counts, time.monotonic()
+            elif time.monotonic() - last_change >= DRAIN_QUIET_S:
+                break
+            time.sleep(0.2)
+        waited = time.monotonic() - began
+        self.events.append({"event": "drained", "seconds": round(waited, 2), "at": time.time()})
+        log.info("drained in %.1f s", waited)
+        return waited
 
     def follow_new_keys(self) -> None:
         """After TorchServe was started again it has new keys: reload the doors once they are written."""
@@ -768,6 +802,8 @@ def run_torchserve(supervisor: Supervisor, workdir: Path, model_store: Path, sto
         while torchserve.poll() is None and not stop.wait(0.5):
             pass
         asked = stop.is_set()
+        if asked and torchserve.poll() is None:
+            supervisor.drain()  # what is in flight is answered before TorchServe and its workers get SIGTERM
         stop_group(torchserve.pid, STOP_GRACE_S)  # asked: the whole group; unasked: the workers it left behind
         torchserve.wait()
         if asked:

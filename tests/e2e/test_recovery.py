@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from clients.auth import KEY_FILE_ENV, TOKEN_ENV
-from clients.errors import ServerError
+from clients.errors import ServerError, Unreachable
 from clients.grpc import GrpcClient, request_message
 from clients.rest import RestClient
 from clients.ts_grpc import inference_pb2_grpc
@@ -227,3 +227,34 @@ def test_a_killed_frontend_is_a_failure_that_the_supervisor_repairs(own_server, 
     [ended] = [e for e in events(own_server) if e["event"] == "torchserve exited"]
     print(f"\nfrontend killed: /ready 503 after {noticed:.2f} s, answering again after {recovered:.1f} s; {ended}")
     assert ended["restarting"] is True and own_server.key() != before
+
+
+def test_a_stop_drains_what_is_in_flight_first(own_server, key_file_clients):
+    """SIGTERM (make stop, docker stop, a rolling update): /ready turns 503 at once; the clients, like a load
+    balancer reading it, start no new call, and every call under way is answered whole, streams included,
+    before TorchServe stops. Last here: it stops the module's server."""
+    body = {"start": {"seed": 0, "index": 0}, "end": {"seed": 0, "index": 1}, "steps": 48}
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def client(_: int) -> None:
+        with RestClient(own_server.endpoints.inference, timeout=30, retries=0) as client:
+            while not stop.is_set():
+                try:
+                    frames = list(client.interpolate_stream(body["start"], body["end"], body["steps"]))
+                    outcomes.append("whole" if len(frames) == body["steps"] else f"cut at {len(frames)}")
+                except ServerError as err:  # refused once TorchServe has stopped: the caller was told by /ready
+                    outcomes.append("refused" if isinstance(err, Unreachable) else f"failed {err.status}")
+                    return
+
+    with ThreadPoolExecutor(4) as pool:
+        for i in range(4):
+            pool.submit(client, i)
+        time.sleep(3)
+        stopping = threading.Thread(target=ops_server.stop, args=(own_server.workdir,))
+        stopping.start()
+        wait_until(lambda: requests.get(f"{own_server.endpoints.ready}/ready", timeout=5).status_code == 503, limit=5)
+        stop.set()  # as a load balancer does on the 503: no new calls; the ones under way go on
+        stopping.join(timeout=60)
+    print(f"\nstop under 4 streaming clients: {outcomes.count('whole')} streams whole, then {sorted(set(outcomes))}")
+    assert outcomes.count("whole") > 0 and set(outcomes) <= {"whole", "refused"}

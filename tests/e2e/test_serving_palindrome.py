@@ -8,7 +8,6 @@ import torch
 
 from clients.errors import ServerError
 from clients.grpc import GrpcClient
-from clients.rest import RestClient
 from digitlab.checkpoint import read_checkpoint
 from digitlab.palindrome import palindrome_batch
 
@@ -24,18 +23,6 @@ def served_lengths(model: str) -> tuple[int, int]:
 
 
 MAX_LENGTH = served_lengths("palindrome")[1]
-
-
-@pytest.fixture
-def rest_client(server):
-    with RestClient(server.endpoints.inference, server.key(), timeout=TIMEOUT) as client:
-        yield client
-
-
-@pytest.fixture
-def grpc_client(server):
-    with GrpcClient(server.endpoints.grpc_inference, server.key(), timeout=TIMEOUT) as client:
-        yield client
 
 
 def fresh_prefixes(seed: int, max_length: int, per_length: int = 4):

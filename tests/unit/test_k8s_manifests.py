@@ -19,6 +19,8 @@ from kubernetes.client import models
 
 from deploy import manifests
 from ops import door as ops_door
+from ops.instance import READY_PATH
+from ops.supervisor import DRAIN_TIMEOUT_S, STOP_GRACE_S
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 MANIFESTS = sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
@@ -150,3 +152,15 @@ def test_kustomize_output_is_valid(overlay):
     assert {d["kind"] for d in docs} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap"}
     for doc in docs:
         validate(doc)
+
+
+def test_a_rollout_never_drops_capacity_and_a_stop_drains_within_the_grace_period():
+    deployment = base_object("Deployment", "digitlab-torchserve")
+    rolling = deployment["spec"]["strategy"]["rollingUpdate"]
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate" and rolling["maxUnavailable"] == 0
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = [c for c in pod["containers"] if c["name"] == "torchserve"]
+    assert container["readinessProbe"]["httpGet"]["path"] == READY_PATH  # ready only when warm on every path
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    # preStop pause, then the supervisor's drain and TorchServe's own stop, all before the SIGKILL
+    assert pod["terminationGracePeriodSeconds"] >= pause + DRAIN_TIMEOUT_S + STOP_GRACE_S
