@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -78,6 +79,10 @@ class Limits:
     grpc_in_flight: int = 4  # gRPC calls at once: the model is inside the body, any call may be an interpolation
     read_timeout_s: int = 70  # upstream, per read: above every model's responseTimeout (at most 60 s)
     per_client: bool = True  # False: none of the per-client limits above (a limiter in front does it)
+    # Who a client is: its source address, unless the connection comes from one of these proxies (addresses or
+    # networks), whose X-Forwarded-For then names it. Behind Docker's userland proxy or a load balancer every
+    # client arrives from one address; trusting that proxy keeps the limits per client. Never trust more.
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Limits:
@@ -95,12 +100,22 @@ class Limits:
             if not text.strip().isdigit() or not 1 <= int(text) <= MAX_LIMIT:
                 raise ValueError(f"{variable} is a whole number from 1 to {MAX_LIMIT}, got {text!r}")
             values[name] = int(text)
-        return cls(**values)
+        proxies = [p.strip() for p in environ.get(TRUSTED_PROXIES_ENV, "").split(",") if p.strip()]
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{TRUSTED_PROXIES_ENV} is a comma-separated list of addresses or networks "
+                    f"(e.g. 172.17.0.1,10.0.0.0/8), got {proxy!r}"
+                ) from None
+        return cls(**values, trusted_proxies=tuple(proxies))
 
 
 LIMITS = Limits()
 LIMITS_SWITCH_ENV = "DIGITLAB_LIMITS"  # "off": no per-client limits (behind another limiter; benchmarks)
-LIMIT_FIELDS = tuple(f.name for f in fields(Limits) if f.name != "per_client")
+LIMIT_FIELDS = tuple(f.name for f in fields(Limits) if f.name not in ("per_client", "trusted_proxies"))
+TRUSTED_PROXIES_ENV = "DIGITLAB_TRUSTED_PROXIES"
 MAX_LIMIT = 1_000_000
 
 
@@ -138,7 +153,8 @@ class Door:
     @classmethod
     def from_json(cls, text: str) -> Door:
         data = json.loads(text)
-        return cls(**{**data, "replicas": [Replica(**r) for r in data["replicas"]], "limits": Limits(**data["limits"])})
+        limits = Limits(**{**data["limits"], "trusted_proxies": tuple(data["limits"].get("trusted_proxies", ()))})
+        return cls(**{**data, "replicas": [Replica(**r) for r in data["replicas"]], "limits": limits})
 
 
 def host_port(url: str) -> str:
@@ -202,6 +218,14 @@ GRPC_LIMITS = """limit_req zone=requests burst={{ burst }} nodelay;
 LIMITS_OFF = f"# no per-client limits: {LIMITS_SWITCH_ENV}=off (a limiter in front of the door does it)"
 
 
+def real_client(proxies: tuple[str, ...]) -> str:
+    """nginx's realip settings: trust X-Forwarded-For from these proxies only (none: the peer is the client)."""
+    if not proxies:
+        return f"# the client is the connection's source address ({TRUSTED_PROXIES_ENV} names proxies to trust)"
+    trusted = "\n    ".join(f"set_real_ip_from {ipaddress.ip_network(p, strict=False)};" for p in proxies)
+    return f"{trusted}\n    real_ip_header X-Forwarded-For;\n    real_ip_recursive on;"
+
+
 def fill(template: str, values: dict[str, object]) -> str:
     """Replace every {{ name }}; a field without a value is an error, not an empty string."""
     missing = set(PLACEHOLDER.findall(template)) - values.keys()
@@ -246,6 +270,7 @@ def render(
     values = {
         **asdict(limits),
         "read_timeout": f"{limits.read_timeout_s}s",
+        "real_client": real_client(limits.trusted_proxies),
         "rest_limits": REST_LIMITS if limits.per_client else LIMITS_OFF,
         "grpc_limits": GRPC_LIMITS if limits.per_client else LIMITS_OFF,
         "listen_rest": f"{host}:{port}",

@@ -412,6 +412,34 @@ def test_over_its_rate_a_client_gets_429_and_another_client_is_served(strict_doo
     assert answer.status_code == 200 and answer.json()["digit"] == 5
 
 
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget(server, tmp_path):
+    """Docker's userland proxy or a load balancer: every client arrives from one address. With that address
+    trusted (DIGITLAB_TRUSTED_PROXIES), X-Forwarded-For names the client and the limits stay per client;
+    from an untrusted address the header is ignored, so a client cannot escape its budget by forging it."""
+    proxy, stranger = "127.0.0.40", "127.0.0.41"
+    limits = ops_door.Limits.from_env(
+        {"DIGITLAB_LIMIT_RATE": "1", "DIGITLAB_LIMIT_BURST": "1", "DIGITLAB_TRUSTED_PROXIES": proxy}
+    )
+    running = open_door(server, tmp_path / "door", limits)
+    try:
+        via_proxy, direct = client_session(proxy, running.key), client_session(stranger, running.key)
+
+        def ask(session, forwarded_for):
+            session.headers["X-Forwarded-For"] = forwarded_for
+            resp = post(session, running.url, "palindrome", {"digits": [5, 6, 6]})
+            assert resp.status_code in (200, 429), resp.text
+            return resp if resp.status_code == 429 else None
+
+        assert until_refused(lambda: ask(via_proxy, "203.0.113.7")) is not None  # one forwarded client's budget
+        assert ask(via_proxy, "203.0.113.8") is None  # another forwarded client: its own budget, served
+        assert re.search(r"limiting requests, .* client: 203\.0\.113\.7", running.error_log())
+        # Not a trusted proxy: its own address is the client, whatever it forwards.
+        assert until_refused(lambda: ask(direct, "203.0.113.9")) is not None
+        assert ask(direct, "203.0.113.10") is not None  # a forged header buys no new budget
+    finally:
+        ops_door.stop(running.runtime)
+
+
 def test_over_its_rate_a_grpc_client_gets_resource_exhausted(strict_door):
     with GrpcClient(strict_door.target, strict_door.key, timeout=TIMEOUT) as client:
 

@@ -84,6 +84,19 @@ def test_a_bad_limit_is_refused_by_its_name(env, named):
         ops_door.Limits.from_env(env)
 
 
+def test_trusted_proxies_come_from_the_environment_and_nothing_else_is_trusted():
+    plain = rendered()
+    assert "set_real_ip_from" not in plain and "real_ip_header" not in plain
+    limits = ops_door.Limits.from_env({"DIGITLAB_TRUSTED_PROXIES": "172.17.0.1, 10.0.0.0/8"})
+    assert limits.trusted_proxies == ("172.17.0.1", "10.0.0.0/8")
+    conf = ops_door.render(REPLICAS, MODELS, [KEY], None, MAX_BODY, limits=limits)[0]
+    assert re.findall(r"set_real_ip_from (\S+);", conf) == ["172.17.0.1/32", "10.0.0.0/8"]
+    assert "real_ip_header X-Forwarded-For;" in conf and "real_ip_recursive on;" in conf
+    for bad in ("everyone", "10.0.0.0/33", "1.2.3.4; include /etc/passwd"):
+        with pytest.raises(ValueError, match="DIGITLAB_TRUSTED_PROXIES"):
+            ops_door.Limits.from_env({"DIGITLAB_TRUSTED_PROXIES": bad})
+
+
 def test_limits_off_leaves_every_per_client_limit_out_of_the_routes():
     off = ops_door.Limits.from_env({"DIGITLAB_LIMITS": "off"})
     conf = ops_door.render(REPLICAS, MODELS, [KEY], None, MAX_BODY, limits=off)[0]
@@ -121,7 +134,11 @@ def test_without_nginx_the_door_says_how_to_install_it(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(ops_door.nginx_binary() is None, reason=ops_door.INSTALL_HINT)
-@pytest.mark.parametrize("limits", [ops_door.LIMITS, ops_door.Limits(per_client=False)], ids=["limits", "limits-off"])
+@pytest.mark.parametrize(
+    "limits",
+    [ops_door.LIMITS, ops_door.Limits(per_client=False), ops_door.Limits(trusted_proxies=("127.0.0.1", "10.0.0.0/8"))],
+    ids=["limits", "limits-off", "trusted-proxies"],
+)
 def test_nginx_accepts_a_door_for_several_replicas(tmp_path, limits):
     door = local_door(tmp_path / "api_keys", limits)
     (tmp_path / "api_keys").write_text(KEY + "\n")

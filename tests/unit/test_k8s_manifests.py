@@ -124,7 +124,11 @@ def test_probes_ask_the_supervisor_of_the_image():
 
 
 def test_door_configmap_is_rendered_from_the_current_template(monkeypatch):
-    for name in (ops_door.LIMITS_SWITCH_ENV, *map(ops_door.limit_env, ops_door.LIMIT_FIELDS)):
+    for name in (
+        ops_door.LIMITS_SWITCH_ENV,
+        ops_door.TRUSTED_PROXIES_ENV,
+        *map(ops_door.limit_env, ops_door.LIMIT_FIELDS),
+    ):
         monkeypatch.delenv(name, raising=False)  # the committed ConfigMap holds the shipped limits
     assert manifests.DOOR_CONFIG.read_text() == manifests.door_config(), "stale: run python -m deploy.manifests render"
 
