@@ -257,7 +257,7 @@ def render(
     `replicas` are the TorchServe instances behind the door, one `Replica` each (REST and gRPC
     inference addresses, readiness address). With several, nginx balances round robin, skips a replica
     that fails 3 times in 10 s for 10 s (passive health check), and retries a prediction once on another
-    replica when the first refuses the connection or answers 502/503 before sending anything (safe:
+    replica when the first refuses or resets the connection or answers 502/503/504 before sending anything (safe:
     predictions have no side effects). /health is ready while one replica's readiness check answers 200.
     `models` are the served model names (the only /predictions/<model> routes). `client_keys` are the
     accepted keys. `upstream_key` is TorchServe's inference key, sent upstream in place of the client's;
