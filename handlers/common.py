@@ -40,6 +40,7 @@ GRPC_INPUT = "data"  # the one input a gRPC request may carry: the JSON body
 REST_BODY = "body"  # TorchServe's name for a REST request's body
 REST_MARK = "url_path"  # a request-level header the frontend sets on every REST request, as a string
 DESCRIBE = "describe"  # the header of the frontend's describe request
+VERSION_HEADER = "X-Model-Version"  # on REST answers: the archive's model version (gRPC carries no headers)
 WORKER_METRICS_LOGGER = "ts.metrics.caching_metric"  # the worker's metric lines, which feed the frontend's /metrics
 
 
@@ -146,6 +147,8 @@ class ServingHandler:
                 if responses[idx] is None:
                     responses[idx] = self.send(output, idx, context)
         self.mark_final(headers, context)
+        for idx in range(len(batch)):  # which model version answered: a rolling update's switch is visible
+            context.set_response_header(idx, VERSION_HEADER, self.version)
         return responses
 
     def describe_handle(self) -> str:

@@ -10,6 +10,7 @@ from clients.errors import ServerError
 from clients.grpc import GrpcClient
 from digitlab.checkpoint import read_checkpoint
 from digitlab.palindrome import palindrome_batch
+from ops.supervisor import CANARIES  # each model's smallest valid request
 
 pytestmark = pytest.mark.server
 TIMEOUT = 10
@@ -150,3 +151,15 @@ def test_grpc_stream_call_to_a_unary_model_gets_one_answer_and_no_worker_dies(se
     messages = list(grpc_client.stream("palindrome", {"digits": [6, 0, 0]}))
     assert [m["digit"] for m in messages] == [6]
     assert server.worker_pids("palindrome") == pids
+
+
+def test_every_rest_answer_names_its_model_version(server):
+    """An answer's headers say which model version gave it (TorchServe sends a refusal's body without them)."""
+    for model in server.models:
+        resp = requests.post(
+            f"{server.endpoints.inference}/predictions/{model}",
+            json=CANARIES[model],
+            headers={"Authorization": f"Bearer {server.key()}"},
+            timeout=TIMEOUT,
+        )
+        assert resp.status_code == 200 and resp.headers["X-Model-Version"] == "1.0", (model, dict(resp.headers))

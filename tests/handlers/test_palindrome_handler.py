@@ -10,7 +10,7 @@ from digitlab import serving
 from digitlab.checkpoint import save_checkpoint
 from digitlab.networks import PalindromeConfig, PalindromeNet
 from digitlab.palindrome import predict_probabilities
-from handlers.common import WORKER_METRICS_LOGGER
+from handlers.common import VERSION_HEADER, WORKER_METRICS_LOGGER
 from handlers.palindrome_handler import PalindromeHandler
 from tests.handlers.context import REST_HEADERS, make_context, start_batch, statuses
 
@@ -118,3 +118,11 @@ def test_grpc_answers_are_marked_final_and_rest_answers_are_not(tiny):
     handler.handle([{"data": b'{"digits": [1, 2, 2]}'}, {"body": {"digits": [1, 2, 2]}}], context)
     assert context.get_response_headers(0)["ts_stream_next"] == "false"
     assert "ts_stream_next" not in context.get_response_headers(1)
+
+
+def test_every_answer_says_which_model_version_gave_it(tiny):
+    """A rolling update's switch from one model version to the next shows in each answer's headers."""
+    _, handler, context = tiny
+    run(handler, context, [{"digits": [1, 2, 2]}, b"{oops"])
+    versions = [context.request_processor[i].get_response_header(VERSION_HEADER) for i in range(2)]
+    assert versions == [handler.version] * 2 and handler.version
