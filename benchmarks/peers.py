@@ -64,22 +64,56 @@ class Result:
     failed: int
 
 
+def ab_command(target: Target, seconds: float, clients: int, body: Path) -> list[str]:
+    """`ab -k` posting the JSON file `body` to `target` for `seconds` over `clients` keep-alive connections."""
+    headers = [arg for name, value in target.headers.items() for arg in ("-H", f"{name}: {value}")]
+    # -t before -n: -t alone caps a run at 50,000 requests, which this server passes in 10 s.
+    cmd = ["ab", "-k", "-q", "-c", str(clients), "-t", str(seconds), "-n", "10000000", "-s", "30"]
+    return cmd + ["-p", str(body), "-T", "application/json", *headers, target.url]
+
+
+def requests_per_second(ab_output: str) -> float:
+    return float(re.search(r"Requests per second:\s+([\d.]+)", ab_output)[1])
+
+
 def ab(target: Target, seconds: float, clients: int) -> Result:
     """One `ab -k` run of `seconds` against `target` with `clients` concurrent keep-alive connections."""
     with tempfile.NamedTemporaryFile("w", suffix=".json") as body:
         body.write(BODY)
         body.flush()
-        headers = [arg for name, value in target.headers.items() for arg in ("-H", f"{name}: {value}")]
-        # -t before -n: -t alone caps a run at 50,000 requests, which this server passes in 10 s.
-        cmd = ["ab", "-k", "-q", "-c", str(clients), "-t", str(seconds), "-n", "10000000", "-s", "30"]
-        cmd += ["-p", body.name, "-T", "application/json", *headers, target.url]
+        cmd = ab_command(target, seconds, clients, Path(body.name))
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
-    rps = float(re.search(r"Requests per second:\s+([\d.]+)", out)[1])
     p99 = float(re.search(r"^\s+99%\s+(\d+)", out, re.M)[1])
     failed = int(re.search(r"Failed requests:\s+(\d+)", out)[1]) + int(
         (re.search(r"Non-2xx responses:\s+(\d+)", out) or [0, 0])[1]
     )
-    return Result(rps, p99, failed)
+    return Result(requests_per_second(out), p99, failed)
+
+
+@contextmanager
+def unlimited_door(server: ops_server.RunningServer, runtime: Path) -> Iterator[Target]:
+    """A door in front of `server` for every model it serves, per-client limits off (the load is one client):
+    yields the door's `/predictions/` prefix (a Target: append the model) with the door's client key."""
+    key = "benchmark-client-key-0000001"
+    key_file = runtime.parent / f"{runtime.name}_api_keys"
+    key_file.write_text(key + "\n")
+    port, grpc_port = ops_server.free_ports(2)
+    door = ops_door.Door(
+        host="127.0.0.1",
+        port=port,
+        grpc_port=grpc_port,
+        replicas=[ops_door.replica(server.endpoints)],
+        models=server.models,
+        torchserve_key_file=str(server.key_file),
+        client_key_file=str(key_file),
+        max_body_bytes=int(ops_server.read_properties(server.workdir / "config.properties")["max_request_size"]),
+        limits=ops_door.Limits(per_client=False),
+    )
+    ops_door.start(runtime, door)
+    try:
+        yield Target(f"http://127.0.0.1:{port}/predictions/", {"Authorization": f"Bearer {key}"})
+    finally:
+        ops_door.stop(runtime)
 
 
 def noop_archive(store: Path) -> None:
@@ -99,34 +133,13 @@ def torchserve_and_door(workdir: Path) -> Iterator[dict[str, Target]]:
     store = workdir / "store"
     build("palindrome", ARCHIVES["palindrome"], store)
     noop_archive(store)
-    with ops_server.serving(workdir / "ts", store) as server:
+    with ops_server.serving(workdir / "ts", store) as server, unlimited_door(server, workdir / "door") as door:
         auth = {"Authorization": f"Bearer {server.key()}"}
-        runtime, key_file = workdir / "door", workdir / "api_keys"
-        key = "peers-benchmark-client-key-0001"
-        key_file.write_text(key + "\n")
-        door_port, door_grpc = ops_server.free_ports(2)
-        door = ops_door.Door(
-            host="127.0.0.1",
-            port=door_port,
-            grpc_port=door_grpc,
-            replicas=[ops_door.replica(server.endpoints)],
-            models=["palindrome", REFERENCE],
-            torchserve_key_file=str(server.key_file),
-            client_key_file=str(key_file),
-            max_body_bytes=65536,
-            limits=ops_door.Limits(per_client=False),
-        )
-        ops_door.start(runtime, door)
-        try:
-            yield {
-                "torchserve": Target(f"{server.endpoints.inference}/predictions/palindrome", auth),
-                REFERENCE: Target(f"{server.endpoints.inference}/predictions/{REFERENCE}", auth),
-                "door": Target(
-                    f"http://127.0.0.1:{door_port}/predictions/palindrome", {"Authorization": f"Bearer {key}"}
-                ),
-            }
-        finally:
-            ops_door.stop(runtime)
+        yield {
+            "torchserve": Target(f"{server.endpoints.inference}/predictions/palindrome", auth),
+            REFERENCE: Target(f"{server.endpoints.inference}/predictions/{REFERENCE}", auth),
+            "door": Target(f"{door.url}palindrome", door.headers),
+        }
 
 
 @contextmanager

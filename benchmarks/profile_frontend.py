@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.peers import BODY
+from benchmarks.peers import BODY, Target, ab_command, requests_per_second
 from ops import server as ops_server
 from tools.build_archives import ARCHIVES, build
 
@@ -56,9 +56,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             [jvm] = [c for c in psutil.Process(launcher).children() if c.name() == "java"]
             body = Path(tmp) / "body.json"
             body.write_text(BODY)
-            url = f"{server.endpoints.inference}/predictions/palindrome"
-            cmd = ["ab", "-k", "-q", "-c", str(args.clients), "-t", str(args.seconds + 4), "-n", "10000000"]
-            cmd += ["-p", str(body), "-T", "application/json", "-H", f"Authorization: Bearer {server.key()}", url]
+            target = Target(
+                f"{server.endpoints.inference}/predictions/palindrome", {"Authorization": f"Bearer {server.key()}"}
+            )
+            cmd = ab_command(target, args.seconds + 4, args.clients, body)  # outlasts the recording
             load = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             time.sleep(1.5)
             recording = Path(tmp) / "frontend.jfr"
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             time.sleep(args.seconds + 1)
             cpu_s, wall_s = sum(jvm.cpu_times()[:2]) - cpu0, time.monotonic() - t0
             out = load.communicate()[0]
-            rps = float(re.search(r"Requests per second:\s+([\d.]+)", out)[1])
+            rps = requests_per_second(out)
             printed = subprocess.run(
                 ["jfr", "print", "--events", "jdk.ExecutionSample", str(recording)],
                 capture_output=True,

@@ -11,7 +11,6 @@ on its stack; the worker's CPU time per answered request is split by those share
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.peers import BODY, REFERENCE, noop_archive
+from benchmarks.peers import BODY, REFERENCE, Target, ab_command, noop_archive, requests_per_second
 from ops import server as ops_server
 from tools.build_archives import ARCHIVES, build
 
@@ -65,9 +64,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             [pid] = server.worker_pids(args.model)
             body = Path(tmp) / "body.json"
             body.write_text(BODY)
-            url = f"{server.endpoints.inference}/predictions/{args.model}"
-            cmd = ["ab", "-k", "-q", "-c", str(args.clients), "-t", str(args.seconds + 3), "-n", "10000000"]
-            cmd += ["-p", str(body), "-T", "application/json", "-H", f"Authorization: Bearer {server.key()}", url]
+            target = Target(
+                f"{server.endpoints.inference}/predictions/{args.model}", {"Authorization": f"Bearer {server.key()}"}
+            )
+            cmd = ab_command(target, args.seconds + 3, args.clients, body)  # outlasts the recording
             load = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             time.sleep(1.5)  # past ab's start
             worker = psutil.Process(pid)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             subprocess.run(spy_cmd, capture_output=True, check=True)
             cpu_s, wall_s = sum(worker.cpu_times()[:2]) - cpu0, time.monotonic() - t0
             out = load.communicate()[0]
-            rps = float(re.search(r"Requests per second:\s+([\d.]+)", out)[1])
+            rps = requests_per_second(out)
             shares: Counter[str] = Counter()
             for line in raw.read_text().splitlines():
                 stack, count = line.rsplit(" ", 1)

@@ -179,7 +179,7 @@ def http(
         return err.code, err.read()
 
 
-def read_keys(workdir: Path) -> dict[str, dict]:
+def key_entries(workdir: Path) -> dict[str, dict]:
     """TorchServe's key_file.json: {"management": {"key", "expiration time"}, "inference": ..., "API": ...}.
 
     Empty when token authorization is off (no key file).
@@ -313,7 +313,7 @@ class Supervisor:
         )
 
     def key(self, kind: str) -> str | None:
-        return read_keys(self.workdir).get(kind, {}).get("key")
+        return key_entries(self.workdir).get(kind, {}).get("key")
 
     # readiness --------------------------------------------------------------------------------
     def ready(self) -> tuple[bool, dict[str, str]]:
@@ -477,14 +477,7 @@ class Supervisor:
         for transport, body in warm_ups(model.name):
             try:
                 if transport == "rest":
-                    status, _ = http(
-                        "POST",
-                        f"{self.inference}/predictions/{model.name}",
-                        self.key("inference"),
-                        json.dumps(body).encode(),
-                        timeout=CANARY_TIMEOUT_S,
-                    )
-                    ok = status == 200
+                    ok = self.predict(model.name, body) == 200
                 else:
                     ok = self.grpc_call(model.name, body, stream=transport == "grpc-stream")
             except (OSError, ValueError) as err:
@@ -520,15 +513,14 @@ class Supervisor:
                 return False
         return True
 
+    def predict(self, model: str, body: dict) -> int:
+        """One REST prediction with the current inference key -> its HTTP status."""
+        url = f"{self.inference}/predictions/{model}"
+        return http("POST", url, self.key("inference"), json.dumps(body).encode(), timeout=CANARY_TIMEOUT_S)[0]
+
     def canary(self, model: ModelState) -> None:
         try:
-            http(
-                "POST",
-                f"{self.inference}/predictions/{model.name}",
-                self.key("inference"),
-                json.dumps(CANARIES[model.name]).encode(),
-                timeout=CANARY_TIMEOUT_S,
-            )
+            self.predict(model.name, CANARIES[model.name])
         except OSError:  # timed out or refused: the watch loop judges by progress, not by this call
             pass
         finally:
@@ -606,7 +598,7 @@ class Supervisor:
     # keys -----------------------------------------------------------------------------------------
     def renew_keys(self, force: bool = False) -> list[str]:
         """Regenerate the inference / management key when little of its lifetime is left; -> kinds renewed."""
-        keys = read_keys(self.workdir)
+        keys = key_entries(self.workdir)
         if "API" not in keys:
             return []  # token authorization is off
         renewed = []
