@@ -4,24 +4,47 @@
 
 Starts a TorchServe under its supervisor (the shipped config, its console in console.log as `make serve`
 writes it) and a door in front of it (shipped logging; per-client limits off, so that the load is not
-refused), then drives `ab -k` at palindromes through the door for `--seconds`. Measures the growth of every
-file in TorchServe's working directory (its logs/, console.log) and the door's logs/, and divides by the
-requests answered. Prints a Markdown table.
+refused), then drives `ab -k` at palindromes through the door for `--seconds`. Measures the bytes written to
+every log in TorchServe's working directory (its logs/, console.log) and the door's logs/, rolled files
+included, and divides by the requests answered. Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
-from benchmarks.peers import Target, ab
-from ops import door as ops_door
+from benchmarks.peers import Target, ab, unlimited_door
 from ops import server as ops_server
 
 
 def sizes(*folders: Path) -> dict[str, int]:
     return {str(p): p.stat().st_size for folder in folders for p in folder.rglob("*") if p.is_file()}
+
+
+def gzip_content(path: Path) -> int:
+    """The uncompressed size of a .gz file, from its trailer (ISIZE: the size mod 2^32, plenty for a 10 MB log)."""
+    with open(path, "rb") as f:
+        f.seek(-4, 2)
+        return int.from_bytes(f.read(4), "little")
+
+
+def bytes_written(before: dict[str, int], after: dict[str, int], since: float) -> dict[str, int]:
+    """Bytes written per log, rolled files included: a log rolled meanwhile (log4j2.xml: at 10 MB, into a .gz)
+    shrank, and what it held went into a .gz written since `since`. So per log: its growth, plus the content
+    of its archives written since then (each of which held what the log had before, and what came after)."""
+    written = {}
+    for name, size in after.items():
+        path = Path(name)
+        if name.endswith(".gz"):
+            if path.stat().st_mtime >= since:
+                active = str(path.with_name(path.name.split(".")[0] + ".log"))
+                written[active] = written.get(active, 0) + gzip_content(path)
+        elif name.endswith(".log"):
+            written[name] = written.get(name, 0) + size - before.get(name, 0)
+    return written
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -30,36 +53,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--clients", type=int, default=32)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, ops_server.serving(Path(tmp) / "ts") as server:
-        runtime, key_file = Path(tmp) / "door", Path(tmp) / "api_keys"
-        key = "log-budget-client-key-000001"
-        key_file.write_text(key + "\n")
-        port, grpc_port = ops_server.free_ports(2)
-        door = ops_door.Door(
-            host="127.0.0.1",
-            port=port,
-            grpc_port=grpc_port,
-            replicas=[ops_door.replica(server.endpoints)],
-            models=server.models,
-            torchserve_key_file=str(server.key_file),
-            client_key_file=str(key_file),
-            max_body_bytes=65536,
-            limits=ops_door.Limits(per_client=False),
-        )
-        ops_door.start(runtime, door)
-        try:
+        runtime = Path(tmp) / "door"
+        with unlimited_door(server, runtime) as door:
             folders = (server.workdir, runtime / "logs")
-            before = sizes(*folders)
-            target = Target(f"http://127.0.0.1:{port}/predictions/palindrome", {"Authorization": f"Bearer {key}"})
-            result = ab(target, args.seconds, args.clients)
-            after = sizes(*folders)
-        finally:
-            ops_door.stop(runtime)
+            before, began = sizes(*folders), time.time()
+            result = ab(Target(f"{door.url}palindrome", door.headers), args.seconds, args.clients)
+            written = bytes_written(before, sizes(*folders), began)  # while the rolled files are there
     answered = result.rps * args.seconds
-    growth = {
-        Path(name).relative_to(tmp).as_posix(): after[name] - before.get(name, 0)
-        for name in after
-        if name.endswith((".log", ".gz")) or "/logs/" in name
-    }
+    growth = {Path(name).relative_to(tmp).as_posix(): n for name, n in written.items()}
     print(f"{answered:,.0f} requests answered in {args.seconds:.0f} s ({result.rps:,.0f}/s, {result.failed} failed)")
     print("| file | bytes written | bytes per request |\n|---|---:|---:|")
     per_request = {}
