@@ -257,4 +257,5 @@ def test_a_stop_drains_what_is_in_flight_first(own_server, key_file_clients):
         stop.set()  # as a load balancer does on the 503: no new calls; the ones under way go on
         stopping.join(timeout=60)
     print(f"\nstop under 4 streaming clients: {outcomes.count('whole')} streams whole, then {sorted(set(outcomes))}")
-    assert outcomes.count("whole") > 0 and set(outcomes) <= {"whole", "refused"}
+    # Without the drain TorchServe is gone before the 503 is read, and a client's next call is refused.
+    assert outcomes.count("whole") > 0 and set(outcomes) == {"whole"}
