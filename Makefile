@@ -14,7 +14,7 @@ ARCHIVES := model_store/.built
 DATA_DIR ?= data
 GAN_ARGS := --data-dir $(DATA_DIR) --seed 0 --betas 0.5 0.999 --sample-every 1000 --score-every 1000
 
-.PHONY: help install cli lock api client-wheel lint stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench bench-peers rotate-keys soak test-recovery image door-image image-test up down k8s-config
+.PHONY: help install cli lock api client-wheel lint stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench bench-peers rotate-keys soak test-recovery image door-image image-test up rollout down k8s-config FORCE
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -58,8 +58,18 @@ $(CLI): $(STAMP) $(STUBS) pyproject.toml
 
 cli: $(CLI)  ## the `digitlab` command in .venv/bin (an editable install of this checkout)
 
-$(ARCHIVES): $(STAMP) $(WEIGHTS) $(SOURCES)
-	$(PY) -m tools.build_archives
+# The archives' model version (answers carry it in X-Model-Version): `make image IMAGE=digitlab:v2
+# MODEL_VERSION=2.0` builds an image to roll out. The stamp changes only when the version does.
+MODEL_VERSION ?= 1.0
+VERSION_STAMP := build/model-version
+
+$(VERSION_STAMP): FORCE
+	@mkdir -p build && (echo '$(MODEL_VERSION)' | cmp -s - $@ || echo '$(MODEL_VERSION)' > $@)
+
+FORCE:
+
+$(ARCHIVES): $(STAMP) $(WEIGHTS) $(SOURCES) $(VERSION_STAMP)
+	$(PY) -m tools.build_archives --version $(MODEL_VERSION)
 	touch $@
 
 archives: $(ARCHIVES)  ## build model_store/*.mar from weights/, digitlab/ and handlers/
@@ -181,11 +191,14 @@ image: $(ARCHIVES)  ## the serving image (VARIANT=cpu|cuda, IMAGE=name): Debian 
 door-image: $(STAMP)  ## the door's image (Debian's nginx), for make up and Kubernetes
 	$(PY) -m deploy.image door
 
-image-test: $(ARCHIVES) $(STUBS) $(CLI)  ## from scratch: both images, a container answering, readiness (skips without Docker)
-	$(PY) -m pytest -m image tests/e2e/test_image.py
+image-test: $(ARCHIVES) $(STUBS) $(CLI)  ## both images from scratch, then make up's compose under kills, scaling and a rollout (needs Docker; about 10 min)
+	$(PY) -m pytest -m image -s tests/e2e/test_image.py tests/e2e/test_compose.py
 
-up: door-image  ## REPLICAS TorchServe containers behind the door on 127.0.0.1:8090/7090 (after make image)
-	DIGITLAB_IMAGE=$(IMAGE) $(PY) -m deploy.compose up --replicas $(REPLICAS)
+up: door-image  ## REPLICAS TorchServe containers on a bridge network behind the door, published on DOOR_HOST:DOOR_PORT/DOOR_GRPC_PORT (after make image)
+	$(PY) -m deploy.compose up --replicas $(REPLICAS) --image $(IMAGE) --host $(DOOR_HOST) --port $(DOOR_PORT) --grpc-port $(DOOR_GRPC_PORT)
+
+rollout: $(STAMP)  ## replace make up's replicas one at a time with IMAGE, each new one serving once ready
+	$(PY) -m deploy.compose rollout --image $(IMAGE)
 
 down:  ## stop and remove what make up started
 	$(PY) -m deploy.compose down

@@ -1,103 +1,115 @@
-"""N TorchServe replicas behind the door on this host, with Docker Compose: `make up` / `make down`.
+"""N TorchServe replicas behind the door with Docker Compose, as people run compose: `make up`, `make rollout`.
 
     python -m deploy.compose up [--replicas 2] [--host 127.0.0.1] [--port 8090] [--grpc-port 7090]
+    python -m deploy.compose rollout [--image digitlab:v2]     # one replica at a time, zero failed requests
     python -m deploy.compose down
 
-`up` renders build/compose/ (each replica's TorchServe config, the door's nginx config and keys from
-ops/nginx.conf.template), starts deploy/compose.yaml's door and the first N replicas, and returns
-once every replica and the door are ready. All of it on loopback, with host networking: replica i
-listens on port 18000 + 100 i + (the default port's last two digits), e.g. replica 1 on 18180 (REST),
-18170 (gRPC) and 18183 (readiness).
+`up` renders build/compose/door/ (the door's nginx config from ops/nginx.conf.template, its client keys,
+and follow.json: the replicas' service name and ports), starts deploy/compose.yaml's door and N replicas
+of the one `replica` service (`--scale`), all on one bridge network, and returns once the door follows
+N ready replicas. Run again, it scales to the new N and gives the door any new client key (a reload, no
+restart). Only the door publishes ports, on --host (127.0.0.1 by default).
+
+`rollout` replaces the running replicas one by one with --image: it starts one replica of the new image,
+waits until the door sends to it (it is ready), then stops one old replica (SIGTERM: it turns not ready,
+the door stops sending to it, it drains what it holds) and removes it. At no time are fewer replicas
+ready than before.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
-
 from deploy.image import DOOR_IMAGE, IMAGE, apt_install, ensure_docker, image_config, image_exists
-from ops import door
-from ops.instance import write_properties
-from ops.ready import is_ready, ready_url
+from ops import door, follow
 from tools.build_archives import ARCHIVES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
 STATE = ROOT / "build" / "compose"
+DOOR_DIR = STATE / "door"
+CONTAINER_PREFIX = Path("/door")  # where deploy/compose.yaml mounts DOOR_DIR in the door's container
+UP_SETTINGS = STATE / "up.json"  # what `up` was given: `rollout` and `down` run compose with the same
 PROJECT = "digitlab"
-REPLICA_PORT_BASE, REPLICA_PORT_STEP = 18000, 100
-LOOPBACK = "127.0.0.1"
-URL_LISTENERS = ("inference_address", "management_address", "metrics_address", "ready_address")
-GRPC_LISTENERS = (
-    ("grpc_inference_address", "grpc_inference_port"),
-    ("grpc_management_address", "grpc_management_port"),
-)
+SERVICE = "replica"  # deploy/compose.yaml's serving service: its name is what the door resolves
 READY_TIMEOUT_S = 600.0  # a replica loads in ~10 s on an idle machine; it took 4 min here on 2 busy cores
+STOP_GRACE_S = 45  # the replica's stop_grace_period in deploy/compose.yaml: drain (25 s) + TorchServe's stop
 
 
-def replica_port(index: int, default_port: int) -> int:
-    return REPLICA_PORT_BASE + REPLICA_PORT_STEP * index + default_port % 100
+@dataclass(frozen=True)
+class Up:
+    """The door's published address and the images: every compose call renders the file with these."""
+
+    host: str = door.DEFAULT_HOST
+    port: int = door.DEFAULT_PORT
+    grpc_port: int = door.DEFAULT_GRPC_PORT
+    image: str = IMAGE
+    door_image: str = DOOR_IMAGE
+
+    def environment(self) -> dict[str, str]:
+        # deploy/compose.yaml reads these. The door runs as the user who rendered its files, so its
+        # owner-only key file stays owner-only.
+        return {
+            "DOOR_HOST": self.host,
+            "DOOR_PORT": str(self.port),
+            "DOOR_GRPC_PORT": str(self.grpc_port),
+            "DIGITLAB_IMAGE": self.image,
+            "DIGITLAB_DOOR_IMAGE": self.door_image,
+            "DOOR_USER": f"{os.getuid()}:{os.getgid()}",
+        }
+
+    @classmethod
+    def saved(cls) -> Up:
+        return cls(**json.loads(UP_SETTINGS.read_text())) if UP_SETTINGS.exists() else cls()
 
 
-def replica_props(index: int, props: dict[str, str]) -> dict[str, str]:
-    """The image's config for replica `index`: every listener on loopback, on the replica's own ports."""
-    out = dict(props)
-    for key in URL_LISTENERS:
-        out[key] = f"http://{LOOPBACK}:{replica_port(index, urlsplit(props[key]).port)}"
-    for address, port in GRPC_LISTENERS:
-        out[address], out[port] = LOOPBACK, str(replica_port(index, int(props[port])))
-    return out
-
-
-def upstream(props: dict[str, str]) -> door.Replica:
-    return door.Replica(
-        rest=door.host_port(props["inference_address"]),
-        grpc=f"{props['grpc_inference_address']}:{props['grpc_inference_port']}",
-        ready=door.host_port(props["ready_address"]),
+def follow_settings(props: dict[str, str]) -> follow.Settings:
+    """Where the door finds the replicas: the service's name, and the ports the image's config listens on."""
+    return follow.Settings(
+        service=SERVICE,
+        rest_port=urlsplit(props["inference_address"]).port,
+        grpc_port=int(props["grpc_inference_port"]),
+        ready_port=urlsplit(props["ready_address"]).port,
     )
 
 
-def replica_services() -> list[str]:
-    """The replica services deploy/compose.yaml defines, in order: how many `up` can start."""
-    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
-    return sorted((s for s in services if s.startswith("replica-")), key=lambda s: int(s.split("-")[1]))
-
-
-def render(n: int, key_file: Path, host: str, port: int, grpc_port: int) -> list[dict[str, str]]:
-    """build/compose/: replicas/replica-i.properties for i in 1..n, door/ (nginx.conf, keys.conf); their props."""
-    props = [replica_props(i, image_config()) for i in range(1, n + 1)]
-    replicas_dir, door_dir = STATE / "replicas", STATE / "door"
-    shutil.rmtree(replicas_dir, ignore_errors=True)
-    replicas_dir.mkdir(parents=True)
-    for i, p in enumerate(props, start=1):
-        write_properties(replicas_dir / f"replica-{i}.properties", p)
+def render(key_file: Path) -> None:
+    """build/compose/door/: nginx.conf (listening on the container's every interface, on the ports the compose
+    file publishes, handing requests to the followed layer), follow.conf (that layer), keys.conf, follow.json."""
+    props = image_config()
+    limits = door.Limits.from_env()
     for sub in ("logs", "tmp"):
-        (door_dir / sub).mkdir(parents=True, exist_ok=True)
+        (DOOR_DIR / sub).mkdir(parents=True, exist_ok=True)
     door.ensure_client_key(key_file)
     conf, keys = door.render(
-        [upstream(p) for p in props],
+        None,
         list(ARCHIVES),
         door.read_client_keys(key_file),
         upstream_key=None,
-        host=host,
-        port=port,
-        grpc_port=grpc_port,
-        max_body_bytes=int(image_config()["max_request_size"]),
-        limits=door.Limits.from_env(),
+        host="0.0.0.0",
+        port=door.DEFAULT_PORT,
+        grpc_port=door.DEFAULT_GRPC_PORT,
+        max_body_bytes=int(props["max_request_size"]),
+        limits=limits,
         web_root=door.CONTAINER_WEB_ROOT,
+        followed=CONTAINER_PREFIX,
     )
-    door.write_private(door_dir / door.CONFIG, conf)
-    door.write_private(door_dir / door.KEYS_INCLUDE, keys)
-    return props
+    door.write_private(DOOR_DIR / door.CONFIG, conf)
+    (DOOR_DIR / door.FOLLOW_CONFIG).write_text(
+        door.render_follow(CONTAINER_PREFIX, int(props["max_request_size"]), limits)
+    )
+    door.write_private(DOOR_DIR / door.KEYS_INCLUDE, keys)
+    (DOOR_DIR / follow.SETTINGS).write_text(json.dumps(asdict(follow_settings(props))))
 
 
 def compose_command() -> list[str]:
@@ -109,24 +121,41 @@ def compose_command() -> list[str]:
     return ["docker-compose"]
 
 
-def compose(*args: str, capture: bool = False) -> str:
-    # The door runs as the user who rendered its files, so its owner-only key file stays owner-only.
-    env = {**os.environ, "DOOR_USER": f"{os.getuid()}:{os.getgid()}"}
+def compose(*args: str, settings: Up | None = None, capture: bool = False) -> str:
     done = subprocess.run(
         [*compose_command(), "--file", str(COMPOSE_FILE), "--project-name", PROJECT, *args],
         check=True,
-        env=env,
+        env={**os.environ, **(settings or Up.saved()).environment()},
         capture_output=capture,
         text=True,
     )
     return done.stdout or ""
 
 
-def container_id(service: str) -> str:
-    out = compose("ps", "-q", service, capture=True).split()
-    if not out:
-        raise RuntimeError(f"no container for {service}: make up first")
-    return out[0]
+def replica_containers() -> list[str]:
+    """IDs of the serving service's containers, running or not."""
+    return compose("ps", "-q", SERVICE, capture=True).split()
+
+
+def address(container: str) -> str:
+    """The container's address on the compose network (what Docker's DNS gives the door)."""
+    out = subprocess.run(
+        ["docker", "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", container],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return out[0] if out else ""
+
+
+def followed(since: float = 0.0) -> dict:
+    """The door's follower's last word, {"ready": [addresses], "resolved": [...], "reloads": n, "at": time},
+    if it was written at or after `since` (Unix time); else nothing is known yet."""
+    try:
+        status = json.loads((DOOR_DIR / follow.STATUS).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        status = {}
+    return status if status.get("at", 0.0) >= since else {"ready": [], "resolved": []}
 
 
 def wait_until(check, what: str, timeout: float = READY_TIMEOUT_S) -> float:
@@ -146,51 +175,93 @@ def door_ready(host: str, port: int) -> bool:
         return False
 
 
-def up(n: int, key_file: Path, host: str, port: int, grpc_port: int) -> float:
-    """Start the door and replicas 1..n (stopping any beyond n); returns seconds until all were ready."""
-    services = replica_services()
-    if not 1 <= n <= len(services):
-        raise SystemExit(f"REPLICAS must be 1 to {len(services)} (the replica services in {COMPOSE_FILE.name})")
-    ensure_docker()
-    # deploy/compose.yaml reads the same variables.
-    images = (os.environ.get("DIGITLAB_IMAGE", IMAGE), os.environ.get("DIGITLAB_DOOR_IMAGE", DOOR_IMAGE))
-    for image, target in zip(images, ("make image", "make door-image")):
+def check_images(settings: Up) -> None:
+    for image, target in ((settings.image, "make image"), (settings.door_image, "make door-image")):
         if not image_exists(image):
             raise SystemExit(f"no image {image}: build it with `{target}`")
-    door_files = [STATE / "door" / name for name in (door.CONFIG, door.KEYS_INCLUDE)]
+
+
+def up(n: int, key_file: Path, settings: Up) -> float:
+    """Start (or scale to) n replicas and the door; returns seconds until the door followed n ready replicas."""
+    if not 1 <= n <= 16:
+        raise SystemExit("REPLICAS is 1 to 16")
+    ensure_docker()
+    check_images(settings)
+    door_files = [DOOR_DIR / name for name in (door.CONFIG, door.KEYS_INCLUDE)]
     before = [f.read_text() if f.exists() else None for f in door_files]
-    props = render(n, key_file, host, port, grpc_port)
+    render(key_file)
+    STATE.mkdir(parents=True, exist_ok=True)
+    UP_SETTINGS.write_text(json.dumps(asdict(settings)))
     began = time.monotonic()
-    if services[n:]:
-        compose("rm", "--stop", "--force", *services[n:])
-    compose("up", "--detach", "door", *services[:n])
-    for i, p in enumerate(props, start=1):
-        wait_until(lambda: is_ready(ready_url(p)), f"replica-{i}")
-    # nginx read its config when it started: a changed replica list or key needs a restart.
-    if [f.read_text() for f in door_files] != before:
-        compose("restart", "door")
-    wait_until(lambda: door_ready(host, port), "the door")
+    door_was_up = bool(compose("ps", "-q", "door", settings=settings, capture=True).strip())
+    compose("up", "--detach", "--scale", f"{SERVICE}={n}", settings=settings)
+    if door_was_up and [f.read_text() for f in door_files] != before:
+        compose("kill", "-s", "HUP", "door")  # the follower passes it to nginx: new keys or limits, no restart
+    since = time.time()  # a status from before this call (a door since stopped) says nothing about now
+
+    def all_ready() -> bool:
+        status = followed(since)
+        return len(status["ready"]) == n == len(status["resolved"])
+
+    wait_until(all_ready, f"{n} replica(s)")
+    wait_until(lambda: door_ready(settings.host, settings.port), "the door")
     return time.monotonic() - began
+
+
+def rollout(image: str) -> list[dict]:
+    """Replace every running replica with one of `image`, one at a time; returns what happened to each."""
+    ensure_docker()
+    settings = Up(**{**asdict(Up.saved()), "image": image})
+    check_images(settings)
+    old = replica_containers()
+    if not old:
+        raise SystemExit("no replicas: make up first")
+    steps = []
+    for container in old:
+        began = time.monotonic()
+        before = set(replica_containers())
+        # One more replica of the new image; --no-recreate keeps the old ones as they are.
+        compose(
+            "up", "--detach", "--no-deps", "--no-recreate", "--scale", f"{SERVICE}={len(before) + 1}", SERVICE,
+            settings=settings,
+        )  # fmt: skip
+        (new,) = set(replica_containers()) - before
+        new_address, since = address(new), time.time()
+        waited = wait_until(lambda: new_address in followed(since)["ready"], f"the new replica {new[:12]}")
+        old_address = address(container)
+        subprocess.run(["docker", "stop", "--time", str(STOP_GRACE_S), container], check=True, capture_output=True)
+        subprocess.run(["docker", "rm", container], check=True, capture_output=True)
+        steps.append({"old": old_address, "new": new_address, "ready_s": waited, "step_s": time.monotonic() - began})
+        print(f"  {old_address} -> {new_address}: ready after {waited:.0f} s, old one drained and removed", flush=True)
+    UP_SETTINGS.write_text(json.dumps(asdict(settings)))
+    return steps
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=["up", "down"])
+    p.add_argument("action", choices=["up", "rollout", "down"])
     p.add_argument("--replicas", type=int, default=2)
-    p.add_argument("--host", default=door.DEFAULT_HOST, help="the door's address")
-    p.add_argument("--port", type=int, default=door.DEFAULT_PORT, help="the door's REST port")
-    p.add_argument("--grpc-port", type=int, default=door.DEFAULT_GRPC_PORT, help="the door's gRPC port")
+    p.add_argument("--host", default=door.DEFAULT_HOST, help="the door's published address (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=door.DEFAULT_PORT, help="the door's published REST port")
+    p.add_argument("--grpc-port", type=int, default=door.DEFAULT_GRPC_PORT, help="the door's published gRPC port")
+    p.add_argument("--image", default=os.environ.get("DIGITLAB_IMAGE", IMAGE), help="the serving image")
     door.add_client_key_file_option(p)
     args = p.parse_args(argv)
     if args.action == "down":
-        compose("down")
+        compose("down", "--remove-orphans")
         return
-    seconds = up(args.replicas, args.key_file, args.host, args.port, args.grpc_port)
+    if args.action == "rollout":
+        began = time.monotonic()
+        rollout(args.image)
+        print(f"rolled out {args.image} in {time.monotonic() - began:.0f}s")
+        return
+    settings = Up(host=args.host, port=args.port, grpc_port=args.grpc_port, image=args.image)
+    seconds = up(args.replicas, args.key_file, settings)
     print(f"{args.replicas} replica(s) and the door ready in {seconds:.1f}s")
     print(f"  REST  http://{args.host}:{args.port}/predictions/<model>   health: http://{args.host}:{args.port}/health")
     print(f"  gRPC  {args.host}:{args.grpc_port} (StreamPredictions)")
     print(f"  key   Authorization: Bearer $(.venv/bin/python -m ops.door key --key-file {args.key_file})")
-    print("  stop  make down")
+    print("  scale make up REPLICAS=N   roll out: make rollout IMAGE=...   stop: make down")
 
 
 if __name__ == "__main__":

@@ -71,8 +71,9 @@ def ensure_docker() -> None:
     if os.geteuid() != 0:
         raise NoDocker("no Docker daemon answers and only root can start one: start dockerd")
     BUILD.mkdir(exist_ok=True)
-    # Containers here use host networking only, so the daemon needs no firewall (NAT) rules; build
-    # machines and sandboxes often cannot let it write them.
+    # No firewall (NAT) rules: build machines and sandboxes often cannot let the daemon write them. Builds use
+    # the host's network; compose's bridge network works without them, its published ports through Docker's
+    # userland proxy (docs/DEPLOY.md).
     with open(BUILD / "dockerd.log", "ab") as log:
         subprocess.Popen(["dockerd", "--iptables=false"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + DOCKERD_WAIT_S
@@ -172,11 +173,24 @@ def build(tag: str = IMAGE, variant: str = "cpu", base: str = BASE_IMAGE) -> flo
     return time.monotonic() - began
 
 
+def door_context(to: Path = BUILD / "door-context") -> Path:
+    """The door image's build context: the try-it page, the runtime (the follower and the door it renders
+    with) and the stdlib-only key-file reader; nothing else (the wheelhouse stays out)."""
+    shutil.rmtree(to, ignore_errors=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "web", to / "web", ignore=skip)
+    shutil.copytree(ROOT / "ops", to / "ops", ignore=skip)
+    (to / "digitlab").mkdir()
+    for name in ("__init__.py", "keyfiles.py"):
+        shutil.copy2(ROOT / "digitlab" / name, to / "digitlab" / name)
+    return to
+
+
 def build_door(tag: str = DOOR_IMAGE, base: str = BASE_IMAGE) -> None:
-    """The door's image; its build context is web/ alone, the page it serves (the wheelhouse stays out)."""
+    """The door's image (nginx and the follower), from door_context()."""
     ensure_docker()
     base_image(base)
-    docker_build(DOOR_DOCKERFILE, tag, ROOT / "web", BASE=base)
+    docker_build(DOOR_DOCKERFILE, tag, door_context(), BASE=base)
 
 
 def main(argv: list[str] | None = None) -> None:

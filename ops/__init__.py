@@ -6,6 +6,7 @@ a container alike.
     server      start / wait / stop an instance (make serve, make stop, the tests' fixture)
     ready       the readiness probe (the image's HEALTHCHECK, compose healthchecks)
     door        nginx in front of one or more instances: client keys, safe routes, per-client limits
+    follow      a door whose replicas come and go (compose): only the ready ones are its upstreams
 
 Every module imports `instance`; none imports a module above it (the supervisor reloads a door by running
 the command the door registered, see `instance.register_door`). Build steps live in tools/, deployment

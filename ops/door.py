@@ -16,7 +16,7 @@ Client keys: $DIGITLAB_API_KEY and every line of the key file (`.door/api_keys`)
 a key is rotated by adding the new one, `make door-reload`, and deleting the old one later. When
 neither exists, start writes the key file (mode 0600) with one fresh random key. A door that sends
 TorchServe's key upstream registers its reload command with that instance (`instance.register_door`):
-the supervisor runs it after renewing the key.
+the supervisor runs it after renewing the key, and caps the door's logs (`instance.cap_logs`).
 """
 
 from __future__ import annotations
@@ -122,6 +122,16 @@ MAX_LIMIT = 1_000_000
 def limit_env(name: str) -> str:
     """The environment variable that sets one limit: rate -> DIGITLAB_LIMIT_RATE."""
     return f"DIGITLAB_LIMIT_{name.upper()}"
+
+
+# What the door answers itself when no replica can (both nginx layers of a followed door say the same).
+UNAVAILABLE_MESSAGE = "no model server is answering; retry later"
+TIMEOUT_MESSAGE = "the model server did not answer in time"
+UPSTREAM_KINDS = ("rest", "grpc", "ready")  # a Replica's fields, one upstream each
+FOLLOW_TEMPLATE = Path(__file__).resolve().parent / "nginx.follow.conf.template"
+FOLLOW_CONFIG = "follow.conf"  # a followed door's second nginx, beside nginx.conf (ops/follow.py runs both)
+FOLLOWED_DIR = "upstreams"  # under the door's prefix: the followed layer's server lists and unix sockets
+NO_SERVER = "127.0.0.1:9"  # the placeholder of an upstream with no replica ready (marked down, never tried)
 
 
 @dataclass(frozen=True)
@@ -236,12 +246,44 @@ def fill(template: str, values: dict[str, object]) -> str:
 
 
 def server_lines(addresses: list[str]) -> str:
+    """An upstream's server lines; none given (no replica ready): one server marked down, so nginx answers
+    502 at once (the door's 503 "no model server is answering") instead of refusing the config."""
+    if not addresses:
+        return f"        server {NO_SERVER} down;"
     # Passive health checks: after 3 failures in 10 s a replica rests for 10 s, its peers take its share.
     return "\n".join(f"        server {a} max_fails=3 fail_timeout=10s;" for a in addresses)
 
 
+def followed_sockets(prefix: Path) -> dict[str, Path]:
+    """{kind: the unix socket where a followed door's second nginx takes that kind of request}."""
+    return {kind: prefix / FOLLOWED_DIR / f"{kind}.sock" for kind in UPSTREAM_KINDS}
+
+
+def render_follow(prefix: Path, max_body_bytes: int, limits: Limits = LIMITS) -> str:
+    """follow.conf: the layer of a followed door that balances over the ready replicas (its template says why)."""
+    sockets = followed_sockets(prefix)
+    return fill(
+        FOLLOW_TEMPLATE.read_text(),
+        {
+            "followed_dir": FOLLOWED_DIR,
+            "rest_socket": sockets["rest"],
+            "grpc_socket": sockets["grpc"],
+            "ready_socket": sockets["ready"],
+            "read_timeout": f"{limits.read_timeout_s}s",
+            "max_body_bytes": max_body_bytes,
+            "unavailable_message": UNAVAILABLE_MESSAGE,
+            "timeout_message": TIMEOUT_MESSAGE,
+        },
+    )
+
+
+def upstream_includes(replicas: list[Replica]) -> dict[str, str]:
+    """{file under FOLLOWED_DIR: its server lines} for a followed door (ops/follow.py writes them)."""
+    return {f"{kind}.conf": server_lines([getattr(r, kind) for r in replicas]) + "\n" for kind in UPSTREAM_KINDS}
+
+
 def render(
-    replicas: list[Replica],
+    replicas: list[Replica] | None,
     models: list[str],
     client_keys: list[str],
     upstream_key: str | None,
@@ -251,22 +293,33 @@ def render(
     grpc_port: int = DEFAULT_GRPC_PORT,
     limits: Limits = LIMITS,
     web_root: Path = WEB_ROOT,
+    followed: Path | None = None,
 ) -> tuple[str, str]:
     """(nginx.conf, keys.conf) for a door on host:port (REST) and host:grpc_port (gRPC).
 
     `replicas` are the TorchServe instances behind the door, one `Replica` each (REST and gRPC
-    inference addresses, readiness address). With several, nginx balances round robin, skips a replica
-    that fails 3 times in 10 s for 10 s (passive health check), and retries a prediction once on another
-    replica when the first refuses or resets the connection or answers 502/503/504 before sending anything (safe:
-    predictions have no side effects). /health is ready while one replica's readiness check answers 200.
+    inference addresses, readiness address). None: they change while the door runs (compose); the door
+    then sends every request to a second nginx on unix sockets under `followed` (the door's prefix as
+    nginx sees it), whose config is render_follow's and whose server lists ops/follow.py keeps to the
+    replicas that are ready.
+    With several, nginx balances round robin, skips a replica that fails 3 times in 10 s for 10 s (passive
+    health check), and retries a prediction once on another replica when the first refuses or resets the
+    connection or answers 404/502/503/504 before sending anything (safe: predictions have no side effects).
+    /health is ready while one replica's readiness check answers 200.
     `models` are the served model names (the only /predictions/<model> routes). `client_keys` are the
     accepted keys. `upstream_key` is TorchServe's inference key, sent upstream in place of the client's;
     None sends no Authorization (replicas running with disable_token_authorization=true, in containers).
     `max_body_bytes` is the replicas' max_request_size (config.properties), enforced at the door.
     `web_root` is where the door finds the try-it page's files (in a container: where its image put them).
     """
-    if not replicas or not models or not client_keys:
+    if replicas == [] or not models or not client_keys:
         raise ValueError("a door needs at least one replica, one model and one client key")
+    if replicas is None:  # followed: everything goes to the second nginx's sockets (render_follow)
+        if followed is None:
+            raise ValueError("a followed door (replicas=None) needs the prefix its sockets live under")
+        servers = {kind: f"        server unix:{sock};" for kind, sock in followed_sockets(followed).items()}
+    else:
+        servers = {kind: server_lines([getattr(r, kind) for r in replicas]) for kind in UPSTREAM_KINDS}
     values = {
         **asdict(limits),
         "read_timeout": f"{limits.read_timeout_s}s",
@@ -275,15 +328,17 @@ def render(
         "grpc_limits": GRPC_LIMITS if limits.per_client else LIMITS_OFF,
         "listen_rest": f"{host}:{port}",
         "listen_grpc": f"{host}:{grpc_port}",
-        "rest_servers": server_lines([r.rest for r in replicas]),
-        "grpc_servers": server_lines([r.grpc for r in replicas]),
-        "ready_servers": server_lines([r.ready for r in replicas]),
+        "rest_servers": servers["rest"],
+        "grpc_servers": servers["grpc"],
+        "ready_servers": servers["ready"],
         "ready_path": READY_PATH,
         "web_root": web_root.resolve(),
         "models": "|".join(re.escape(m) for m in models),
         "upstream_authorization": f"Bearer {checked_key(upstream_key, min_length=1)}" if upstream_key else "",
         "max_body_bytes": max_body_bytes,
         "max_body_kib": max_body_bytes // 1024,
+        "unavailable_message": UNAVAILABLE_MESSAGE,
+        "timeout_message": TIMEOUT_MESSAGE,
     }
     keys = "".join(f'    "Bearer {checked_key(k)}" 1;\n' for k in client_keys)
     return fill(TEMPLATE.read_text(), values), keys
@@ -412,8 +467,10 @@ def start(runtime: Path, door: Door) -> int:
     if pid is None:
         raise RuntimeError(f"nginx exited at start; see {runtime / 'logs' / 'error.log'}")
     if door.torchserve_key_file:  # the supervisor runs this command when it renews TorchServe's keys
-        reload_command = [sys.executable, "-m", "ops.door", "reload", "--runtime", str(runtime.resolve())]
-        instance.register_door(Path(door.torchserve_key_file).parent, reload_command, ROOT)
+        prefix = runtime.resolve()
+        reload_command = [sys.executable, "-m", "ops.door", "reload", "--runtime", str(prefix)]
+        workdir = Path(door.torchserve_key_file).parent
+        instance.register_door(workdir, reload_command, ROOT, prefix / "logs", prefix / PID)
     return pid
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ TORCHSERVE_PID_FILE = "torchserve.pid"
 # the command that reloads that door (re-reading the key). A door holds TorchServe's key in its config, so
 # each is reloaded after a renewal.
 DOORS_FILE = "doors"
+LOG_CAP_BYTES = 10 * 1024 * 1024  # a door's log is rolled past this, as TorchServe rolls its own (log4j2.xml)
 # The listeners an instance needs, in the order `with_ports` assigns free ports to them.
 ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address", "ready_address")
 GRPC_PORT_KEYS = ("grpc_inference_port", "grpc_management_port")
@@ -133,10 +135,12 @@ def read_keys(workdir: Path) -> dict[str, str]:
     return torchserve_keys(key_file(workdir))
 
 
-def register_door(workdir: Path, command: list[str], cwd: Path) -> None:
-    """Remember a door that sends this instance's key upstream, by the command (run in `cwd`) that reloads it."""
+def register_door(workdir: Path, command: list[str], cwd: Path, logs: Path, pid_file: Path) -> None:
+    """Remember a door that sends this instance's key upstream: the command (run in `cwd`) that reloads it,
+    and its log folder and pid file, whose logs the supervisor caps (`cap_logs`)."""
+    entry = {"command": command, "cwd": str(cwd), "logs": str(logs), "pid_file": str(pid_file)}
     with open(workdir / DOORS_FILE, "a") as doors:
-        doors.write(json.dumps({"command": command, "cwd": str(cwd)}) + "\n")
+        doors.write(json.dumps(entry) + "\n")
 
 
 def registered_doors(workdir: Path) -> list[dict]:
@@ -149,6 +153,27 @@ def registered_doors(workdir: Path) -> list[dict]:
 def forget_doors(workdir: Path, keep: list[dict]) -> None:
     """Rewrite the register with only `keep` (the doors that are still there)."""
     (workdir / DOORS_FILE).write_text("".join(json.dumps(door) + "\n" for door in keep))
+
+
+def cap_logs(folder: Path, pids: list[int], cap: int = LOG_CAP_BYTES) -> list[str]:
+    """Roll every *.log in `folder` over `cap` bytes to *.log.1 (replacing the one before) and tell `pids` to
+    reopen their logs (SIGUSR1: nginx's signal for it). One generation is kept: at most 2 x cap per log, plus
+    what is written between two calls. Returns the names rolled."""
+    rolled = []
+    for log in sorted(folder.glob("*.log")):
+        try:
+            if log.stat().st_size > cap:
+                os.replace(log, log.with_name(log.name + ".1"))
+                rolled.append(log.name)
+        except FileNotFoundError:
+            continue
+    if rolled:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+    return rolled
 
 
 def alive(pid: int) -> bool:

@@ -63,6 +63,7 @@ from ops.instance import (
     READY_PATH,
     ROOT,
     TORCHSERVE_PID_FILE,
+    cap_logs,
     forget_doors,
     group_alive,
     instance_properties,
@@ -100,6 +101,7 @@ RESTART_WINDOW_S = 300.0
 # (Kubernetes terminationGracePeriodSeconds, compose stop_grace_period) are set above DRAIN_TIMEOUT_S + STOP_GRACE_S.
 DRAIN_QUIET_S = 2.0
 DRAIN_TIMEOUT_S = 25.0
+LOG_CHECK_S = 10.0  # how often the registered doors' log sizes are checked (a stat each)
 DOOR_RELOAD_TIMEOUT_S = 30.0  # a door's reload command waits for its old nginx workers (at most 10 s)
 LOG4J_CONFIG = ROOT / "log4j2.xml"
 
@@ -639,12 +641,29 @@ class Supervisor:
                 log.warning("door not reloaded (%s): %s", shown, done.stderr.strip()[-300:])
         forget_doors(self.workdir, alive)
 
+    def cap_door_logs(self) -> None:
+        """Roll the registered doors' logs past instance.LOG_CAP_BYTES: a door logs only what is not a 200, but a
+        flood of refused requests is a line each, in nginx files nothing else rotates."""
+        for door in registered_doors(self.workdir):
+            if "logs" not in door:
+                continue
+            try:
+                pid = int(Path(door["pid_file"]).read_text())
+            except (OSError, ValueError):
+                continue  # stopped: reload_doors forgets it
+            if rolled := cap_logs(Path(door["logs"]), [pid]):
+                log.info("rolled door logs in %s: %s", door["logs"], ", ".join(rolled))
+
     def watch(self, stop: threading.Event) -> None:
+        last_cap = time.monotonic()
         while not stop.wait(POLL_S):
             try:
                 self.poll()
             except (OSError, ValueError, KeyError):  # TorchServe starting or going away: look again later
                 log.debug("poll failed", exc_info=True)
+            if time.monotonic() - last_cap >= LOG_CHECK_S:
+                last_cap = time.monotonic()
+                self.cap_door_logs()
 
 
 # -- readiness endpoint ---------------------------------------------------------------------------
@@ -687,6 +706,25 @@ def serve_readiness(supervisor: Supervisor, address: str) -> ThreadingHTTPServer
 # -- running TorchServe ---------------------------------------------------------------------------
 
 
+def torchserve_environment(workdir: Path, environ: dict[str, str]) -> dict[str, str]:
+    """What TorchServe and its workers run with: ours, less PYTHONPATH, with per-instance places and threads."""
+    env = {name: value for name, value in environ.items() if name != "PYTHONPATH"}
+    return {
+        # Without PYTHONPATH: a worker imports what its archive carries (digitlab/, handlers/) and its venv's
+        # packages. The image runs the supervisor with PYTHONPATH=/app, whose digitlab/ holds only the key-file
+        # reader: handed down, it shadowed the archive's digitlab and no model loaded.
+        **env,
+        # One intra-op thread per worker: on a small CPU, workers competing for every core ran 3x slower.
+        "OMP_NUM_THREADS": "1",
+        # Per-instance temp: TMPDIR for Python, TEMP becomes the frontend's java.io.tmpdir, which holds the
+        # extracted models and the worker sockets (.ts.sock.9000+). Shared, two instances delete each other's.
+        "TMPDIR": str(workdir / "tmp"),
+        "TEMP": str(workdir / "tmp"),
+        "LOG_LOCATION": str(workdir / "logs"),
+        "METRICS_LOCATION": str(workdir / "logs"),
+    }
+
+
 def start_torchserve(workdir: Path, config: Path, model_store: Path) -> subprocess.Popen:
     """TorchServe in the foreground as our child, in its own process group (so stopping it stops its workers)."""
     models = sorted(p.stem for p in model_store.glob("*.mar"))
@@ -697,17 +735,6 @@ def start_torchserve(workdir: Path, config: Path, model_store: Path) -> subproce
     # torchserve refuses to start while its own pid file (in TMPDIR) names a live process; after a
     # kill it can outlive the server and a recycled PID then blocks every restart.
     (tmp / ".model_server.pid").unlink(missing_ok=True)
-    env = {
-        **os.environ,
-        # One intra-op thread per worker: on a small CPU, workers competing for every core ran 3x slower.
-        "OMP_NUM_THREADS": "1",
-        # Per-instance temp: TMPDIR for Python, TEMP becomes the frontend's java.io.tmpdir, which holds the
-        # extracted models and the worker sockets (.ts.sock.9000+). Shared, two instances delete each other's.
-        "TMPDIR": str(tmp),
-        "TEMP": str(tmp),
-        "LOG_LOCATION": str(workdir / "logs"),
-        "METRICS_LOCATION": str(workdir / "logs"),
-    }
     cmd = [
         str(Path(sys.executable).parent / "torchserve"),
         "--start",
@@ -724,7 +751,12 @@ def start_torchserve(workdir: Path, config: Path, model_store: Path) -> subproce
     ]
     # Its console comes through us (`relay_console`): the supervisor acts on some of its lines.
     proc = subprocess.Popen(
-        cmd, cwd=workdir, env=env, process_group=0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        cmd,
+        cwd=workdir,
+        env=torchserve_environment(workdir, os.environ),
+        process_group=0,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     (workdir / TORCHSERVE_PID_FILE).write_text(str(proc.pid))
     return proc

@@ -10,6 +10,7 @@ installing this repository.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "model_store"
-VERSION = "1.0"
+VERSION_TEXT = re.compile(r"[A-Za-z0-9._-]{1,32}")
+VERSION = "1.0"  # the shipped archives' model version; --version (make MODEL_VERSION=...) sets another
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,11 @@ ARCHIVES = {
 PACKAGES = ("digitlab", "handlers")  # copied whole into every archive
 
 
-def build(name: str, spec: Archive, store: Path = STORE, overrides: dict[str, Any] | None = None) -> Path:
-    """Archive `name` into `store`; `overrides` replace top-level keys of its model config (benchmarks)."""
+def build(
+    name: str, spec: Archive, store: Path = STORE, overrides: dict[str, Any] | None = None, version: str = VERSION
+) -> Path:
+    """Archive `name` into `store` as model `version` (answers carry it: X-Model-Version); `overrides`
+    replace top-level keys of its model config (benchmarks)."""
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         config = ROOT / spec.config
@@ -86,7 +91,7 @@ def build(name: str, spec: Archive, store: Path = STORE, overrides: dict[str, An
             "--model-name",
             name,
             "--version",
-            VERSION,
+            version,
             "--serialized-file",
             str(ROOT / spec.weights),
             "--handler",
@@ -106,11 +111,14 @@ def build(name: str, spec: Archive, store: Path = STORE, overrides: dict[str, An
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help=f"archives to build, of {', '.join(ARCHIVES)} (default: all)")
+    p.add_argument("--version", default=VERSION, help="the archives' model version (default %(default)s)")
     args = p.parse_args(argv)
+    if not VERSION_TEXT.fullmatch(args.version):
+        p.error(f"a version is 1 to 32 characters from A-Z a-z 0-9 . _ -, got {args.version!r}")
     if unknown := set(args.names) - set(ARCHIVES):
         p.error(f"unknown archive(s) {', '.join(sorted(unknown))}; choose from {', '.join(ARCHIVES)}")
     for name in args.names or ARCHIVES:
-        print(f"built {build(name, ARCHIVES[name]).relative_to(ROOT)}")
+        print(f"built {build(name, ARCHIVES[name], version=args.version).relative_to(ROOT)} (version {args.version})")
 
 
 if __name__ == "__main__":

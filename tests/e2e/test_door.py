@@ -7,11 +7,17 @@ the request met no upstream); per-client limits. Skipped, saying how to install 
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc as grpcio
@@ -26,6 +32,7 @@ from clients.grpc import GrpcClient, request_message
 from clients.rest import RestClient
 from clients.ts_grpc import inference_pb2_grpc, management_pb2, management_pb2_grpc
 from ops import door as ops_door
+from ops import follow
 from ops import server as ops_server
 
 pytestmark = pytest.mark.server
@@ -362,6 +369,91 @@ def test_with_one_replica_down_the_door_is_ready_and_serves_from_the_other(serve
                 assert via_grpc.predict("palindrome", {"digits": [7, 8, 8]})["digit"] == 7
     finally:
         ops_door.stop(running.runtime)
+
+
+@pytest.fixture
+def follow_runtime():
+    """The followed door's prefix: its unix sockets must be reachable by nginx's workers, which run as nobody
+    when nginx starts as root, and pytest's own temp directories are private (0700)."""
+    runtime = Path(tempfile.mkdtemp(prefix="digitlab-follow-"))
+    runtime.chmod(0o755)
+    yield runtime
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+def start_followed_door(server: ops_server.RunningServer, runtime: Path, ready_port: int) -> subprocess.Popen:
+    """`python -m ops.follow` as compose runs it, following "localhost" (the session's TorchServe) on free
+    ports, with the replica's readiness asked on `ready_port`."""
+    port, grpc_port = ops_server.free_ports(2)
+    for sub in ("logs", "tmp"):
+        (runtime / sub).mkdir(parents=True)
+    (runtime / ops_door.CLIENT_KEY_FILE).write_text("f" * 32 + "\n")
+    conf, keys = ops_door.render(
+        None, server.models, ["f" * 32], server.key(), 65536, port=port, grpc_port=grpc_port, followed=runtime
+    )
+    ops_door.write_private(runtime / ops_door.CONFIG, conf)
+    (runtime / ops_door.FOLLOW_CONFIG).write_text(ops_door.render_follow(runtime, 65536))
+    ops_door.write_private(runtime / ops_door.KEYS_INCLUDE, keys)
+    settings = follow.Settings(
+        service="localhost",
+        rest_port=int(server.endpoints.inference.rsplit(":", 1)[1]),
+        grpc_port=int(server.endpoints.grpc_inference.rsplit(":", 1)[1]),
+        ready_port=ready_port,
+    )
+    (runtime / follow.SETTINGS).write_text(json.dumps(asdict(settings)))
+    proc = subprocess.Popen([sys.executable, "-m", "ops.follow", "--runtime", str(runtime)], stderr=subprocess.PIPE)
+    proc.urls = (f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}")
+    return proc
+
+
+def followed(runtime: Path) -> dict:
+    deadline = time.monotonic() + TIMEOUT
+    while not (runtime / follow.STATUS).exists():
+        assert time.monotonic() < deadline, "the follower wrote no status"
+        time.sleep(0.1)
+    return json.loads((runtime / follow.STATUS).read_text())
+
+
+def stop_followed_door(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, stderr  # nginx stopped gracefully: the follower passes its status on
+    return stderr.decode()
+
+
+def test_a_followed_door_serves_a_replica_once_its_readiness_says_ready(server, follow_runtime):
+    ready_port = int(server.endpoints.ready.rsplit(":", 1)[1])
+    proc = start_followed_door(server, follow_runtime, ready_port)
+    try:
+        assert followed(follow_runtime)["ready"] == ["127.0.0.1"]
+        url, target = proc.urls
+        assert requests.get(f"{url}/health", timeout=TIMEOUT).status_code == 200
+        with RestClient(url, "f" * 32, timeout=TIMEOUT) as rest, GrpcClient(target, "f" * 32, timeout=TIMEOUT) as rpc:
+            assert rest.predict("palindrome", {"digits": [4, 5, 5]})["digit"] == 4
+            assert rpc.predict("palindrome", {"digits": [4, 5, 5]})["digit"] == 4
+    finally:
+        log = stop_followed_door(proc)
+    assert "ready: ['127.0.0.1']" in log
+
+
+def test_a_followed_door_sends_nothing_to_a_replica_that_does_not_say_ready(server, follow_runtime):
+    """TorchServe answers here, but its readiness does not (a replica loading, or draining): the door must not
+    use it. Passive checks alone sent such a replica a request that failed (docs/DEPLOY.md)."""
+    proc = start_followed_door(server, follow_runtime, ready_port=ops_server.free_ports(1)[0])
+    try:
+        status = followed(follow_runtime)
+        assert status["resolved"] == ["127.0.0.1"] and status["ready"] == []
+        url, target = proc.urls
+        health = requests.get(f"{url}/health", timeout=TIMEOUT)
+        assert health.status_code == 503 and health.json() == {"status": "not ready"}
+        with RestClient(url, "f" * 32, timeout=TIMEOUT) as rest, pytest.raises(ServerError) as err:
+            rest.predict("palindrome", {"digits": [4, 5, 5]})
+        assert err.value.status == 503 and ops_door.UNAVAILABLE_MESSAGE in str(err.value)  # the door's own JSON
+        with GrpcClient(target, "f" * 32, timeout=TIMEOUT) as rpc, pytest.raises(ServerError) as grpc_err:
+            rpc.predict("palindrome", {"digits": [4, 5, 5]})
+        assert grpc_err.value.status == "UNAVAILABLE" and ops_door.UNAVAILABLE_MESSAGE in str(grpc_err.value)
+    finally:
+        stop_followed_door(proc)
 
 
 # -- limits --------------------------------------------------------------------------------------

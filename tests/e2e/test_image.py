@@ -14,6 +14,7 @@ import os
 import subprocess
 import time
 import urllib.request
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -27,8 +28,13 @@ from ops.ready import is_ready, ready_url
 from tools.build_archives import ARCHIVES
 
 pytestmark = pytest.mark.image
-# Replica index for the test's ports (18980, 18970, 18983, ...): beyond the replicas `make up` starts.
-TEST_REPLICA = 9
+# The test's ports: 18900 + the default port's last two digits (REST 18980, gRPC 18970, readiness 18983, ...).
+TEST_PORT_BASE = 18900
+URL_LISTENERS = ("inference_address", "management_address", "metrics_address", "ready_address")
+GRPC_LISTENERS = (
+    ("grpc_inference_address", "grpc_inference_port"),
+    ("grpc_management_address", "grpc_management_port"),
+)
 IMAGE_USER_ID = "10001"  # deploy/Dockerfile's useradd
 CLIENT_KEY = "image-test-client-key-0123456789"
 TIMEOUT = 30
@@ -42,6 +48,21 @@ def logs(name: str, tail: str = "50") -> str:
     """A container's last lines: its output goes to both streams."""
     done = subprocess.run(["docker", "logs", "--tail", tail, name], capture_output=True, text=True)
     return done.stdout + done.stderr
+
+
+def port_for(default_port: int) -> int:
+    return TEST_PORT_BASE + default_port % 100
+
+
+def loopback_props(props: dict[str, str]) -> dict[str, str]:
+    """The image's config with every listener on loopback, on the test's ports (the container uses the host's
+    network: one container, checked on its own)."""
+    out = dict(props)
+    for key in URL_LISTENERS:
+        out[key] = f"http://127.0.0.1:{port_for(urlsplit(props[key]).port)}"
+    for address, port in GRPC_LISTENERS:
+        out[address], out[port] = "127.0.0.1", str(port_for(int(props[port])))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +81,7 @@ def images() -> None:
 def container(images, tmp_path_factory):
     """The image as a replica would run it: host network, loopback ports, read-only root, tmpfs home."""
     config_dir = tmp_path_factory.mktemp("image-config")
-    props = compose.replica_props(TEST_REPLICA, image.image_config())
+    props = loopback_props(image.image_config())
     write_properties(config_dir / "test.properties", props)
     config_dir.chmod(0o755)
     (config_dir / "test.properties").chmod(0o644)
@@ -161,11 +182,17 @@ def test_runs_as_its_own_user_on_a_read_only_root(container):
 
 def test_door_image_wants_the_client_key(container, tmp_path):
     _, props, _ = container
-    door_port, door_grpc_port = compose.replica_port(TEST_REPLICA, 90), compose.replica_port(TEST_REPLICA, 91)
+    door_port, door_grpc_port = port_for(90), port_for(91)
     for sub in ("logs", "tmp"):
         (tmp_path / sub).mkdir()
     conf, keys = ops_door.render(
-        [compose.upstream(props)],
+        [
+            ops_door.Replica(
+                rest=ops_door.host_port(props["inference_address"]),
+                grpc=f"{props['grpc_inference_address']}:{props['grpc_inference_port']}",
+                ready=ops_door.host_port(props["ready_address"]),
+            )
+        ],
         list(ARCHIVES),
         [CLIENT_KEY],
         upstream_key=None,

@@ -5,13 +5,21 @@ import subprocess
 import sys
 
 from ops import server as ops_server
-from ops.instance import BACKEND_THREADS, instance_properties, read_properties, with_ports, write_properties
+from ops.instance import (
+    BACKEND_THREADS,
+    cap_logs,
+    instance_properties,
+    read_properties,
+    with_ports,
+    write_properties,
+)
 from ops.supervisor import (
     ARRIVAL_METRIC,
     PROGRESS_METRICS,
     WORKER_THREAD_FAILED,
     counter,
     expires_at,
+    torchserve_environment,
     worker_cpu,
     worker_processes,
 )
@@ -116,11 +124,55 @@ def test_a_failed_worker_thread_is_recognised_in_torchserves_console():
 
 def test_worker_processes_are_found_by_their_socket_before_torchserve_knows_their_pid(tmp_path):
     socket = str(tmp_path / ".ts.sock.9001")
-    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--sock-name", socket])
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "print('started', flush=True); import time; time.sleep(60)", "--sock-name", socket],
+        stdout=subprocess.PIPE,
+    )
     try:
+        # Until it has exec'd, the child's command line is still pytest's (a loaded machine showed it).
+        assert worker.stdout.readline() == b"started\n"
         assert worker_processes({socket}) == [worker.pid]
         assert worker_processes({socket + "0", str(tmp_path / ".ts.sock.9002")}) == []
     finally:
         worker.kill()
         worker.wait()
     assert worker_processes({socket}) == []
+
+
+def test_torchserve_and_its_workers_never_inherit_the_supervisors_pythonpath(tmp_path):
+    """The image runs the supervisor with PYTHONPATH=/app, whose digitlab/ is the key-file reader alone:
+    inherited, it shadowed the archives' own digitlab and every worker died at import (no model loaded)."""
+    env = torchserve_environment(tmp_path, {"PYTHONPATH": "/app", "PATH": "/opt/venv/bin", "OMP_NUM_THREADS": "8"})
+    assert "PYTHONPATH" not in env and env["PATH"] == "/opt/venv/bin"
+    assert env["OMP_NUM_THREADS"] == "1" and env["TMPDIR"] == env["TEMP"] == str(tmp_path / "tmp")
+
+
+def test_cap_logs_rolls_only_logs_over_the_cap_and_asks_the_writer_to_reopen(tmp_path):
+    """The door's nginx logs every refused request: nothing else rotates them (docs/OPERATIONS.md, "Logs")."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "access.log").write_bytes(b"x" * 2000)
+    (logs / "error.log").write_bytes(b"y" * 10)
+    (logs / "access.log.1").write_bytes(b"older")
+    reopened = tmp_path / "reopened"
+    # A writer that, like nginx, reopens its logs on SIGUSR1 (here: notes that it was asked).
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time, pathlib\n"
+            f"signal.signal(signal.SIGUSR1, lambda *a: (pathlib.Path({str(reopened)!r}).touch(), sys.exit(0)))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert writer.stdout.readline() == b"ready\n"
+        assert cap_logs(logs, [writer.pid], cap=1000) == ["access.log"]
+        assert writer.wait(timeout=10) == 0 and reopened.exists()
+    finally:
+        writer.kill()
+    assert sorted(p.name for p in logs.iterdir()) == ["access.log.1", "error.log"]
+    assert (logs / "access.log.1").read_bytes() == b"x" * 2000  # one generation: the older roll is gone
+    assert cap_logs(logs, [writer.pid], cap=1000) == []  # nothing over the cap: nobody is signalled

@@ -1,0 +1,123 @@
+"""The door's follower without Docker: which replicas it calls ready, and the files it gives nginx."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import subprocess
+import threading
+
+import pytest
+
+from ops import door as ops_door
+from ops import follow
+
+KEY = "k" * 32
+SETTINGS = follow.Settings(service="replica", rest_port=8080, grpc_port=7070, ready_port=8083)
+
+
+def test_ready_replicas_are_those_answering_200():
+    follower = follow.Follower()
+    assert follower.update({"10.0.0.2": True, "10.0.0.3": False}) == ["10.0.0.2"]
+    assert follower.update({"10.0.0.2": True, "10.0.0.3": True}) == ["10.0.0.2", "10.0.0.3"]
+
+
+def test_a_refusal_or_a_503_counts_at_once_a_silence_only_when_repeated():
+    follower = follow.Follower()
+    follower.update({"a": True, "b": True})
+    assert follower.update({"a": False, "b": None}) == ["b"]  # a said not ready (draining); b was only slow
+    assert follower.update({"a": False, "b": None}) == []  # b missed MISSES_TO_DROP checks in a row
+    assert follower.update({"a": True, "b": True}) == ["a", "b"]  # and comes back with its first 200
+
+
+def test_a_replica_docker_no_longer_resolves_is_forgotten():
+    follower = follow.Follower()
+    follower.update({"a": True, "b": True})
+    assert follower.update({"b": True}) == ["b"]  # a was killed: Docker's DNS dropped it
+    assert follower.update({"a": None, "b": True}) == ["b"]  # a is back, silent: not ready until it says so
+
+
+def test_a_new_silent_address_is_not_ready():
+    assert follow.Follower().update({"a": None}) == []
+
+
+def test_the_upstream_files_list_ready_replicas_or_one_server_marked_down():
+    files = ops_door.upstream_includes([SETTINGS.replica("10.0.0.2"), SETTINGS.replica("10.0.0.3")])
+    assert sorted(files) == ["grpc.conf", "ready.conf", "rest.conf"]
+    assert re.findall(r"server (\S+) max_fails", files["rest.conf"]) == ["10.0.0.2:8080", "10.0.0.3:8080"]
+    assert re.findall(r"server (\S+) max_fails", files["grpc.conf"]) == ["10.0.0.2:7070", "10.0.0.3:7070"]
+    assert re.findall(r"server (\S+) max_fails", files["ready.conf"]) == ["10.0.0.2:8083", "10.0.0.3:8083"]
+    for text in ops_door.upstream_includes([]).values():
+        assert text.strip() == f"server {ops_door.NO_SERVER} down;"
+
+
+def test_a_followed_door_hands_everything_to_its_layer_which_includes_the_ready_replicas(tmp_path):
+    conf = ops_door.render(None, ["palindrome"], [KEY], None, 65536, followed=tmp_path)[0]
+    layer = ops_door.render_follow(tmp_path, 65536)
+    for kind in ops_door.UPSTREAM_KINDS:
+        block = re.search(rf"upstream torchserve_{kind} \{{(.*?)\}}", conf, re.S).group(1)
+        assert re.findall(r"server (\S+);", block) == [f"unix:{tmp_path}/{ops_door.FOLLOWED_DIR}/{kind}.sock"]
+        assert f"listen unix:{tmp_path}/{ops_door.FOLLOWED_DIR}/{kind}.sock" in layer
+        block = re.search(rf"upstream replicas_{kind} \{{(.*?)\}}", layer, re.S).group(1)
+        assert block.split("\n")[1].strip() == f"include {ops_door.FOLLOWED_DIR}/{kind}.conf;"
+    # The door's keep-alive connections to the layer are retried when a reload closes one: only with `error`
+    # in its next-upstream conditions and non_idempotent (predictions are POSTs).
+    assert "proxy_next_upstream error http_404 http_502 http_503 http_504 non_idempotent;" in conf
+    assert "keepalive 32;" in re.search(r"upstream torchserve_rest \{(.*?)\}", conf, re.S).group(1)
+    with pytest.raises(ValueError):
+        ops_door.render([], ["palindrome"], [KEY], None, 65536)  # an empty list is a mistake, not "followed"
+    with pytest.raises(ValueError):
+        ops_door.render(None, ["palindrome"], [KEY], None, 65536)  # followed, but where are the sockets?
+
+
+@pytest.mark.skipif(ops_door.nginx_binary() is None, reason=ops_door.INSTALL_HINT)
+@pytest.mark.parametrize("ready", [[], ["10.0.0.2", "10.0.0.3"]], ids=["none-ready", "two-ready"])
+def test_nginx_accepts_a_followed_door_with_none_or_several_ready(tmp_path, ready):
+    for sub in ("logs", "tmp"):
+        (tmp_path / sub).mkdir()
+    conf, keys = ops_door.render(
+        None, ["palindrome"], [KEY], None, 65536, port=18090, grpc_port=17090, followed=tmp_path
+    )
+    ops_door.write_private(tmp_path / ops_door.CONFIG, conf)
+    ops_door.write_private(tmp_path / ops_door.KEYS_INCLUDE, keys)
+    (tmp_path / ops_door.FOLLOW_CONFIG).write_text(ops_door.render_follow(tmp_path, 65536))
+    follow.write_upstreams(tmp_path, [SETTINGS.replica(a) for a in ready])
+    for config in (ops_door.CONFIG, ops_door.FOLLOW_CONFIG):
+        nginx = ops_door.require_nginx()
+        check = subprocess.run(
+            [nginx, "-p", f"{tmp_path}/", "-c", config, "-e", "stderr", "-t", "-q"], capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stderr
+
+
+class Readiness(http.server.BaseHTTPRequestHandler):
+    """A port answering GET /ready with the status the test sets (the check's three outcomes need one)."""
+
+    status = 200
+
+    def do_GET(self):  # noqa: N802 (the standard library's name)
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_check_tells_ready_not_ready_and_refused():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Readiness)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/ready"
+    try:
+        assert follow.check(url) is True
+        Readiness.status = 503
+        assert follow.check(url) is False
+    finally:
+        server.shutdown()
+        server.server_close()
+        Readiness.status = 200
+    assert follow.check(url) is False  # nothing listens there now: refused, a definite no
+
+
+def test_resolve_gives_every_ipv4_address_of_a_name_and_nothing_for_an_unknown_one():
+    assert follow.resolve("localhost") == ["127.0.0.1"]
+    assert follow.resolve("no-such-replica.invalid") == []
