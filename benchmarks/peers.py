@@ -67,8 +67,9 @@ class Result:
 def ab_command(target: Target, seconds: float, clients: int, body: Path) -> list[str]:
     """`ab -k` posting the JSON file `body` to `target` for `seconds` over `clients` keep-alive connections."""
     headers = [arg for name, value in target.headers.items() for arg in ("-H", f"{name}: {value}")]
-    # -t before -n: -t alone caps a run at 50,000 requests, which this server passes in 10 s.
-    cmd = ["ab", "-k", "-q", "-c", str(clients), "-t", str(seconds), "-n", "10000000", "-s", "30"]
+    # -t before -n: -t alone caps a run at 50,000 requests, which this server passes in 10 s. -r: a reset
+    # connection is a failed request, not the end of the run (ab stops there otherwise, without its table).
+    cmd = ["ab", "-k", "-q", "-r", "-c", str(clients), "-t", str(seconds), "-n", "10000000", "-s", "30"]
     return cmd + ["-p", str(body), "-T", "application/json", *headers, target.url]
 
 
@@ -76,10 +77,10 @@ def requests_per_second(ab_output: str) -> float:
     return float(re.search(r"Requests per second:\s+([\d.]+)", ab_output)[1])
 
 
-def ab(target: Target, seconds: float, clients: int) -> Result:
-    """One `ab -k` run of `seconds` against `target` with `clients` concurrent keep-alive connections."""
+def ab(target: Target, seconds: float, clients: int, payload: str = BODY) -> Result:
+    """One `ab -k` run of `seconds` posting `payload` to `target` over `clients` concurrent keep-alive connections."""
     with tempfile.NamedTemporaryFile("w", suffix=".json") as body:
-        body.write(BODY)
+        body.write(payload)
         body.flush()
         cmd = ab_command(target, seconds, clients, Path(body.name))
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
@@ -116,12 +117,13 @@ def unlimited_door(server: ops_server.RunningServer, runtime: Path) -> Iterator[
         ops_door.stop(runtime)
 
 
-def noop_archive(store: Path) -> None:
+def noop_archive(store: Path, name: str = REFERENCE, like: str = "palindrome") -> None:
+    """The no-op handler as model `name`, with the model config (batching, workers) of the archive `like`."""
     subprocess.run(
         [
             str(Path(sys.executable).parent / "torch-model-archiver"),
-            *("--model-name", REFERENCE, "--version", "1.0", "--handler", str(NOOP_HANDLER)),
-            *("--config-file", str(ROOT / ARCHIVES["palindrome"].config), "--export-path", str(store), "--force"),
+            *("--model-name", name, "--version", "1.0", "--handler", str(NOOP_HANDLER)),
+            *("--config-file", str(ROOT / ARCHIVES[like].config), "--export-path", str(store), "--force"),
         ],
         check=True,
     )

@@ -46,7 +46,7 @@ def kustomization(directory: Path) -> dict:
 
 
 def patch_paths() -> set[Path]:
-    return {d / p["path"] for d in OVERLAYS for p in kustomization(d).get("patches", [])}
+    return {d / p for d in OVERLAYS for p in kustomization(d).get("patchesStrategicMerge", [])}
 
 
 def merge(base, patch):
