@@ -133,13 +133,13 @@ load: $(STAMP) $(STUBS)  ## locust against make serve (USERS, RATE, DURATION, SC
 		-u $(USERS) -r $(RATE) -t $(DURATION) --stop-timeout 10 \
 		--csv $(LOAD_OUT)/locust --html $(LOAD_OUT)/locust.html $(SCENARIO)
 
-# The peers' own packages (LitServe), pinned in requirements-peers.txt; Apache Bench from the distribution.
+# The peers' own packages (LitServe, Ray Serve), pinned in requirements-peers.txt; Apache Bench from the distribution.
 PEERS_STAMP := $(VENV)/.peers-installed
 $(PEERS_STAMP): $(STAMP) requirements-peers.txt
 	$(PY) -m pip install --quiet --requirement requirements-peers.txt
 	touch $@
 
-bench-peers: $(PEERS_STAMP) $(STUBS)  ## ab against TorchServe, its no-op ceiling, the door, LitServe, in-process (about 4 min) -> docs/bench/peers.md
+bench-peers: $(PEERS_STAMP) $(STUBS)  ## ab against TorchServe, its no-op ceiling, the door, LitServe, Ray Serve, in-process (about 6 min) -> docs/bench/peers.md
 	@command -v ab >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get install -y -qq apache2-utils >/dev/null; } \
 		|| { echo "ab not found: apt-get install apache2-utils"; exit 1; }
 	$(PY) -m benchmarks.peers

@@ -1,4 +1,4 @@
-"""Peers in one run: the shipped TorchServe against its own ceiling, the door, LitServe and the in-process limit.
+"""Peers in one run: the shipped TorchServe against its own ceiling, the door, LitServe, Ray Serve, in-process.
 
     python -m benchmarks.peers [--repeats 3] [--seconds 10] [--clients 32]     (make bench-peers)
 
@@ -12,6 +12,8 @@ meets the same machine state as often as the others:
 - door:        the door in front of that TorchServe, per-client limits off (DIGITLAB_LIMITS=off);
 - litserve:    the serving layer under LitServe, same batching, one worker (when `litserve` is installed:
                `make bench-peers` installs the pinned `peers` extra);
+- ray serve:   the serving layer under Ray Serve, one replica, `@serve.batch` with the same batching (the
+               same extra);
 - in-process:  the serving layer called in this process in batches of 16, no HTTP (benchmarks.inprocess).
 
 Prints a Markdown table (medians of req/s and p99, ratios to noop), writes runs/peers/peers.json and
@@ -25,13 +27,16 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +171,48 @@ def litserve(log: Path) -> Iterator[dict[str, Target]]:
         proc.wait(timeout=30)
 
 
+def wait_predicting(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Until `url` answers BODY with 200: Ray's proxy listens before the application is deployed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}'s server exited with {proc.returncode} during start-up")
+        request = urllib.request.Request(url, BODY.encode(), {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    raise TimeoutError(f"no answer from {url} after {timeout:.0f}s")
+
+
+@contextmanager
+def ray_serve(log: Path) -> Iterator[dict[str, Target]]:
+    """benchmarks/ray_server.py on a free port, when Ray Serve is installed; nothing otherwise."""
+    try:
+        from ray import serve  # noqa: F401
+    except ImportError:
+        print("ray[serve] not installed: `make bench-peers` installs the peers extra", file=sys.stderr)
+        yield {}
+        return
+    port = ops_server.free_ports(1)[0]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "benchmarks.ray_server", "--port", str(port)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/predict"
+    try:
+        wait_predicting(url, proc, 240)
+        yield {"ray serve": Target(url, {})}
+    finally:
+        proc.terminate()  # it shuts Ray down; its session (Ray's own processes) is killed if anything is left
+        try:
+            proc.wait(timeout=60)
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
 def in_process(seconds: float) -> Result:
     result = inprocess.timed_batches("palindrome", [BODY.encode()] * inprocess.POOL, seconds)
     return Result(result.rps, result.p99_ms, 0)
@@ -213,11 +260,13 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
             f"The door with per-client limits off carries {rps['door'] / rps['torchserve']:.2f}× what TorchServe "
             "does directly.",
         ]
-    lines += [
-        "",
-        "Ray Serve is not among the peers: it is on the package index, but its wheel and the processes its",
-        "controller starts were not tried on this 2-core machine.",
-    ]
+    if "ray serve" in rps:
+        lines += [
+            "",
+            "Ray Serve runs a local Ray cluster beside the others (its GCS, raylet and proxy processes stay up "
+            "while the other targets are measured); its replica is one process with one CPU, batched by "
+            "`@serve.batch` with the same size and delay.",
+        ]
     # A section of docs/BENCHMARKS.md (`make bench` includes it): the picture's path is from that page.
     return "\n".join(lines) + "\n\n![req/s and p99 per target](bench/peers.png)\n"
 
@@ -257,6 +306,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         targets = {
             **stack.enter_context(torchserve_and_door(Path(tmp))),
             **stack.enter_context(litserve(OUT / "litserve.log")),
+            **stack.enter_context(ray_serve(OUT / "ray_serve.log")),
         }
         order: dict[str, Callable[[], Result]] = {
             n: (lambda t=t: ab(t, args.seconds, args.clients)) for n, t in targets.items()

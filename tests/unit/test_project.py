@@ -28,10 +28,11 @@ SERVER_SIDE = {
 
 
 def pins(requirements: list[str]) -> dict[str, str]:
-    """["Name==1.0  # why", ...] -> {"name": "1.0"}, names normalised (PEP 503); every entry is pinned."""
+    """["Name==1.0  # why", "name[extra]==2.0", ...] -> {"name": "1.0", ...}, names normalised (PEP 503);
+    every entry is pinned."""
     out = {}
     for line in requirements:
-        name, version = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", line).groups()
+        name, version = re.match(r"([A-Za-z0-9_.-]+)(?:\[[\w,-]+\])?==(\S+)", line).groups()
         out[re.sub(r"[-_.]+", "-", name).lower()] = version
     return out
 
