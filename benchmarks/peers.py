@@ -149,6 +149,32 @@ def torchserve_and_door(workdir: Path) -> Iterator[dict[str, Target]]:
         }
 
 
+def start_peer(module: str, log: Path) -> tuple[str, subprocess.Popen]:
+    """`python -m module --port P` on a free port P, one thread per process, in a session of its own (so that
+    everything it starts can be stopped with it); returns its base URL and the process."""
+    port = ops_server.free_ports(1)[0]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return f"http://127.0.0.1:{port}", proc
+
+
+def stop_peer(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """SIGTERM, then whatever is left of its session (Ray's own processes, say) is killed."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @contextmanager
 def litserve(log: Path) -> Iterator[dict[str, Target]]:
     """benchmarks/litserve_server.py on a free port, when litserve is installed; nothing otherwise."""
@@ -158,17 +184,12 @@ def litserve(log: Path) -> Iterator[dict[str, Target]]:
         print("litserve not installed: `make bench-peers` installs the peers extra", file=sys.stderr)
         yield {}
         return
-    port = ops_server.free_ports(1)[0]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "benchmarks.litserve_server", "--port", str(port)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url, proc = start_peer("benchmarks.litserve_server", log)
     try:
-        wait_answering(f"http://127.0.0.1:{port}/health", proc, 240)
-        yield {"litserve": Target(f"http://127.0.0.1:{port}/predict", {})}
+        wait_answering(f"{url}/health", proc, 240)
+        yield {"litserve": Target(f"{url}/predict", {})}
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_peer(proc)
 
 
 def wait_predicting(url: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -195,22 +216,12 @@ def ray_serve(log: Path) -> Iterator[dict[str, Target]]:
         print("ray[serve] not installed: `make bench-peers` installs the peers extra", file=sys.stderr)
         yield {}
         return
-    port = ops_server.free_ports(1)[0]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "benchmarks.ray_server", "--port", str(port)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/predict"
+    url, proc = start_peer("benchmarks.ray_server", log)
     try:
-        wait_predicting(url, proc, 240)
-        yield {"ray serve": Target(url, {})}
+        wait_predicting(f"{url}/predict", proc, 240)
+        yield {"ray serve": Target(f"{url}/predict", {})}
     finally:
-        proc.terminate()  # it shuts Ray down; its session (Ray's own processes) is killed if anything is left
-        try:
-            proc.wait(timeout=60)
-        finally:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_peer(proc)  # it shuts Ray down itself; the session's kill takes what would be left
 
 
 def in_process(seconds: float) -> Result:
