@@ -23,6 +23,7 @@ docs/bench/peers.md + docs/bench/peers.png (the appendix of docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -36,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,16 @@ def ab(target: Target, seconds: float, clients: int, payload: str = BODY) -> Res
     return Result(requests_per_second(out), p99, failed)
 
 
+def start_load(
+    server: ops_server.RunningServer, model: str, seconds: float, clients: int, folder: Path
+) -> subprocess.Popen:
+    """`ab -k` posting BODY to `model` of `server` in the background (its output on stdout): a load to profile under."""
+    body = folder / "body.json"
+    body.write_text(BODY)
+    target = Target(f"{server.endpoints.inference}/predictions/{model}", {"Authorization": f"Bearer {server.key()}"})
+    return subprocess.Popen(ab_command(target, seconds, clients, body), stdout=subprocess.PIPE, text=True)
+
+
 @contextmanager
 def unlimited_door(server: ops_server.RunningServer, runtime: Path) -> Iterator[Target]:
     """A door in front of `server` for every model it serves, per-client limits off (the load is one client):
@@ -149,49 +160,6 @@ def torchserve_and_door(workdir: Path) -> Iterator[dict[str, Target]]:
         }
 
 
-def start_peer(module: str, log: Path) -> tuple[str, subprocess.Popen]:
-    """`python -m module --port P` on a free port P, one thread per process, in a session of its own (so that
-    everything it starts can be stopped with it); returns its base URL and the process."""
-    port = ops_server.free_ports(1)[0]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return f"http://127.0.0.1:{port}", proc
-
-
-def stop_peer(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
-    """SIGTERM, then whatever is left of its session (Ray's own processes, say) is killed."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace_s)
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-@contextmanager
-def litserve(log: Path) -> Iterator[dict[str, Target]]:
-    """benchmarks/litserve_server.py on a free port, when litserve is installed; nothing otherwise."""
-    try:
-        import litserve  # noqa: F401
-    except ImportError:
-        print("litserve not installed: `make bench-peers` installs the peers extra", file=sys.stderr)
-        yield {}
-        return
-    url, proc = start_peer("benchmarks.litserve_server", log)
-    try:
-        wait_answering(f"{url}/health", proc, 240)
-        yield {"litserve": Target(f"{url}/predict", {})}
-    finally:
-        stop_peer(proc)
-
-
 def wait_predicting(url: str, proc: subprocess.Popen, timeout: float) -> None:
     """Until `url` answers BODY with 200: Ray's proxy listens before the application is deployed."""
     deadline = time.monotonic() + timeout
@@ -208,20 +176,54 @@ def wait_predicting(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @contextmanager
-def ray_serve(log: Path) -> Iterator[dict[str, Target]]:
-    """benchmarks/ray_server.py on a free port, when Ray Serve is installed; nothing otherwise."""
-    try:
-        from ray import serve  # noqa: F401
-    except ImportError:
-        print("ray[serve] not installed: `make bench-peers` installs the peers extra", file=sys.stderr)
+def peer(
+    name: str, module: str, package: str, log: Path, wait: Callable[[str, subprocess.Popen], None]
+) -> Iterator[dict[str, Target]]:
+    """`python -m module --port P` on a free port, once `wait(base_url, process)` returns: {name: its /predict};
+    nothing when `package` is not installed. Its session is killed with it (Ray's own processes, say)."""
+    if importlib.util.find_spec(package.split(".")[0]) is None:
+        print(f"{package} not installed: `make bench-peers` installs the peers extra", file=sys.stderr)
         yield {}
         return
-    url, proc = start_peer("benchmarks.ray_server", log)
+    port = ops_server.free_ports(1)[0]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
     try:
-        wait_predicting(f"{url}/predict", proc, 240)
-        yield {"ray serve": Target(f"{url}/predict", {})}
+        wait(url, proc)
+        yield {name: Target(f"{url}/predict", {})}
     finally:
-        stop_peer(proc)  # it shuts Ray down itself; the session's kill takes what would be left
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def litserve(log: Path) -> AbstractContextManager[dict[str, Target]]:
+    """benchmarks/litserve_server.py, ready once its /health answers."""
+    return peer(
+        "litserve",
+        "benchmarks.litserve_server",
+        "litserve",
+        log,
+        lambda url, p: wait_answering(f"{url}/health", p, 240),
+    )
+
+
+def ray_serve(log: Path) -> AbstractContextManager[dict[str, Target]]:
+    """benchmarks/ray_server.py (it shuts Ray down on SIGTERM), ready once /predict answers."""
+    return peer(
+        "ray serve", "benchmarks.ray_server", "ray.serve", log, lambda url, p: wait_predicting(f"{url}/predict", p, 240)
+    )
 
 
 def in_process(seconds: float) -> Result:

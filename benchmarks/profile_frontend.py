@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.peers import BODY, Target, ab_command, requests_per_second
+from benchmarks.peers import requests_per_second, start_load
 from ops import server as ops_server
 from tools.build_archives import ARCHIVES, build
 
@@ -54,13 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         with ops_server.serving(Path(tmp) / "ts", store) as server:
             launcher = int((server.workdir / ops_server.TORCHSERVE_PID_FILE).read_text())
             [jvm] = [c for c in psutil.Process(launcher).children() if c.name() == "java"]
-            body = Path(tmp) / "body.json"
-            body.write_text(BODY)
-            target = Target(
-                f"{server.endpoints.inference}/predictions/palindrome", {"Authorization": f"Bearer {server.key()}"}
-            )
-            cmd = ab_command(target, args.seconds + 4, args.clients, body)  # outlasts the recording
-            load = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            load = start_load(server, "palindrome", args.seconds + 4, args.clients, Path(tmp))  # outlasts the recording
             time.sleep(1.5)
             recording = Path(tmp) / "frontend.jfr"
             cpu0, t0 = sum(jvm.cpu_times()[:2]), time.monotonic()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.peers import BODY, REFERENCE, Target, ab_command, noop_archive, requests_per_second
+from benchmarks.peers import REFERENCE, noop_archive, requests_per_second, start_load
 from ops import server as ops_server
 from tools.build_archives import ARCHIVES, build
 
@@ -62,13 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         noop_archive(store)
         with ops_server.serving(Path(tmp) / "ts", store) as server:
             [pid] = server.worker_pids(args.model)
-            body = Path(tmp) / "body.json"
-            body.write_text(BODY)
-            target = Target(
-                f"{server.endpoints.inference}/predictions/{args.model}", {"Authorization": f"Bearer {server.key()}"}
-            )
-            cmd = ab_command(target, args.seconds + 3, args.clients, body)  # outlasts the recording
-            load = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            load = start_load(server, args.model, args.seconds + 3, args.clients, Path(tmp))  # outlasts the recording
             time.sleep(1.5)  # past ab's start
             worker = psutil.Process(pid)
             cpu0, t0 = sum(worker.cpu_times()[:2]), time.monotonic()

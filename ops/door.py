@@ -375,15 +375,15 @@ def require_nginx() -> str:
     return binary
 
 
-def nginx(runtime: Path, *args: str) -> subprocess.CompletedProcess:
+def nginx_command(runtime: Path, config: str = CONFIG) -> list[str]:
+    """nginx with `runtime` as its prefix and `config` (under it) as its configuration."""
     # -e stderr: until it has read the config, nginx logs to its built-in path (/var/log/nginx/ on
     # some distributions), which a user who is not root cannot open.
-    return subprocess.run(
-        [require_nginx(), "-p", f"{runtime.resolve()}/", "-c", CONFIG, "-e", "stderr", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return [require_nginx(), "-p", f"{runtime.resolve()}/", "-c", config, "-e", "stderr"]
+
+
+def nginx(runtime: Path, *args: str, config: str = CONFIG) -> subprocess.CompletedProcess:
+    return subprocess.run([*nginx_command(runtime, config), *args], capture_output=True, text=True, timeout=30)
 
 
 def write_private(path: Path, text: str) -> None:

@@ -52,6 +52,7 @@ CHECK_TIMEOUT_S = 2.0  # one readiness check; /ready answers in ~1 ms on an idle
 MISSES_TO_DROP = 2  # checks in a row without an answer before a ready replica is dropped
 LOG_CHECK_POLLS = 20  # every 10 s: both nginx's logs are rolled past instance.LOG_CAP_BYTES
 STOP_GRACE_S = 30.0  # nginx's graceful stop: requests in flight finish (the door's read timeout is per read)
+FOREGROUND = ("-g", "daemon off;")  # both nginx are this process's children
 
 
 @dataclass(frozen=True)
@@ -144,22 +145,18 @@ def log(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} follow: {message}", file=sys.stderr, flush=True)
 
 
-def nginx_command(runtime: Path, config: str) -> list[str]:
-    return [door.require_nginx(), "-p", f"{runtime.resolve()}/", "-c", config, "-e", "stderr", "-g", "daemon off;"]
-
-
 def start_nginx(runtime: Path) -> tuple[subprocess.Popen, subprocess.Popen]:
     """The followed layer (follow.conf), then, once its sockets listen, the door itself (nginx.conf)."""
     sockets = door.followed_sockets(runtime).values()
     for sock in sockets:
         sock.unlink(missing_ok=True)  # left by a killed container: nginx would not bind over it
-    layer = subprocess.Popen(nginx_command(runtime, door.FOLLOW_CONFIG))
+    layer = subprocess.Popen([*door.nginx_command(runtime, door.FOLLOW_CONFIG), *FOREGROUND])
     deadline = time.monotonic() + STOP_GRACE_S
     while not all(sock.exists() for sock in sockets):
         if layer.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"the followed layer did not start (exit {layer.poll()}): see logs/follow-error.log")
         time.sleep(0.05)
-    return layer, subprocess.Popen(nginx_command(runtime, door.CONFIG))
+    return layer, subprocess.Popen([*door.nginx_command(runtime), *FOREGROUND])
 
 
 def run(runtime: Path, settings: Settings) -> int:

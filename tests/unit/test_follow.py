@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import re
-import subprocess
 import threading
 
 import pytest
@@ -83,10 +82,7 @@ def test_nginx_accepts_a_followed_door_with_none_or_several_ready(tmp_path, read
     (tmp_path / ops_door.FOLLOW_CONFIG).write_text(ops_door.render_follow(tmp_path, 65536))
     follow.write_upstreams(tmp_path, [SETTINGS.replica(a) for a in ready])
     for config in (ops_door.CONFIG, ops_door.FOLLOW_CONFIG):
-        nginx = ops_door.require_nginx()
-        check = subprocess.run(
-            [nginx, "-p", f"{tmp_path}/", "-c", config, "-e", "stderr", "-t", "-q"], capture_output=True, text=True
-        )
+        check = ops_door.nginx(tmp_path, "-t", "-q", config=config)
         assert check.returncode == 0, check.stderr
 
 
