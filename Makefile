@@ -14,7 +14,7 @@ ARCHIVES := model_store/.built
 DATA_DIR ?= data
 GAN_ARGS := --data-dir $(DATA_DIR) --seed 0 --betas 0.5 0.999 --sample-every 1000 --score-every 1000
 
-.PHONY: help install cli lock api client-wheel lint stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan gan-experiments load bench bench-peers rotate-keys soak test-recovery image door-image image-test up rollout down k8s-config FORCE
+.PHONY: help install cli lock api client-wheel lint stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan weights-digits gan-experiments load bench bench-peers rotate-keys soak test-recovery image door-image image-test up rollout down k8s-config FORCE
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -102,7 +102,7 @@ experiments: $(STAMP)  ## Part I grid, long memory to T = 200 (the LSTM's T = 20
 	$(PY) -m training.experiments --out-dir docs/palindrome --seeds 0 1 2 --steps 5000 --threads 1
 	$(PY) -m training.long_memory --lengths 20 30 50 100 200 --steps 6000 --threads 1 --per-length-every 10 \
 		--adopt weights/palindrome_lstm.pt
-	$(PY) -m benchmarks.train_speed --lengths 15 50 --steps 50 --repeats 5 --threads 1
+	$(PY) -m benchmarks.models.train_speed --lengths 15 50 --steps 50 --repeats 5 --threads 1
 
 weights-classifier: $(STAMP)  ## retrain the MNIST classifier that scores generators and finds digits (about 6 min)
 	$(PY) -m training.classifier --data-dir $(DATA_DIR) --epochs 6 --seed 0 --out weights/classifier.pt
@@ -114,6 +114,13 @@ weights-gan: $(STAMP)  ## retrain the shipped generator: 1:1, R1 penalty, weight
 	$(PY) -m training.score_gan weights/generator.pt --n 10000 --data-dir $(DATA_DIR) --record
 	$(PY) -m training.gan_figures --runs runs/gan-shipped --generator weights/generator.pt --out-dir docs/gan/shipped
 	$(PY) -m training.truncation weights/generator.pt --n 10000 --data-dir $(DATA_DIR) --out-dir docs/gan/truncation
+
+weights-digits: $(STAMP)  ## retrain the digit generator (AC-GAN, 60,000 iterations, about 25 min, 1 thread) and the judge that measures it -> docs/gan/digits/
+	$(PY) -m training.judge --data-dir $(DATA_DIR) --epochs 10 --seed 1 --threads 1 --out weights/judge.pt
+	$(PY) -m training.gan --conditional --schedule 1:1 --steps 60000 --ema 0.999 --r1 1 --score-n 5000 --keep-scored \
+		$(GAN_ARGS) --sample-every 3000 --score-every 3000 --threads 1 --out-dir runs/gan-conditional
+	cp runs/gan-conditional/best.pt weights/digit_generator.pt
+	$(PY) -m training.fidelity --per-digit 32 --seeds 1 2 3 4 --threads 1 --out-dir docs/gan/digits
 
 gan-experiments: $(STAMP)  ## the report's study: 1:1 and 5:2, 30k iterations each, plain -> docs/gan/ (about 60 min)
 	$(PY) -m training.gan --schedule 1:1 --steps 30000 $(GAN_ARGS) --out-dir runs/gan-1-1
@@ -142,14 +149,14 @@ $(PEERS_STAMP): $(STAMP) requirements-peers.txt
 bench-peers: $(PEERS_STAMP) $(STUBS)  ## ab against TorchServe, its no-op ceiling, the door, LitServe, Ray Serve, in-process (about 6 min) -> docs/bench/peers.md
 	@command -v ab >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get install -y -qq apache2-utils >/dev/null; } \
 		|| { echo "ab not found: apt-get install apache2-utils"; exit 1; }
-	$(PY) -m benchmarks.peers
+	$(PY) -m benchmarks.peers.run
 
 bench: $(STAMP) $(STUBS)  ## TorchServe vs naive vs FastAPI vs in-process, side by side (about 20 min) -> docs/BENCHMARKS.md
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.serving.run
 
 SOAK_MINUTES ?= 10
 soak: $(STAMP) $(STUBS)  ## 10 min of mixed good and hostile traffic against make serve -> docs/soak/ (SOAK_MINUTES)
-	$(PY) -m benchmarks.soak --minutes $(SOAK_MINUTES)
+	$(PY) -m benchmarks.resilience.soak --minutes $(SOAK_MINUTES)
 
 clean:  ## remove built files (archives, stubs, protos); keeps .venv and weights
 	rm -rf model_store/*.mar $(ARCHIVES) clients/ts_grpc protos/*.proto build dist
@@ -205,3 +212,17 @@ down:  ## stop and remove what make up started
 
 k8s-config: $(STAMP)  ## re-render deploy/k8s/base/door/nginx.conf from ops/nginx.conf.template
 	$(PY) -m deploy.manifests render
+
+# -- Monitoring (docs/OPERATIONS.md, "Metrics, alerts and the console"): Prometheus beside make up's replicas,
+# published on 127.0.0.1:PROMETHEUS_PORT (9090), console at /consoles/digitlab.html. PROMETHEUS_IMAGE=an official
+# image (quay.io/prometheus/prometheus:v2.53.3) instead of the one built here.
+.PHONY: prometheus-image monitoring-check k8s-monitoring
+
+prometheus-image: $(STAMP)  ## Prometheus's image for make up: Debian's prometheus on the same base (make up builds it when missing)
+	$(PY) -m deploy.image prometheus
+
+monitoring-check: $(STAMP)  ## promtool: both Prometheus configs, the rules and their tests (deploy/monitoring/; needs Debian's prometheus)
+	$(PY) -m deploy.monitoring check
+
+k8s-monitoring: $(STAMP)  ## re-render deploy/k8s/base/prometheus/ (the ConfigMap digitlab-prometheus) from deploy/monitoring/
+	$(PY) -m deploy.monitoring render

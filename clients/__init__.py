@@ -8,6 +8,10 @@
         for frame in client.interpolate_stream({"digit": 9}, {"digit": 3}, steps=24):
             print(frame.index, frame.digit)
 
+Over TLS the address says so, `https://host:port` (REST) or `grpcs://host:port` (gRPC), and `ca=` (else
+$DIGITLAB_CA, else the local door's .door/tls/ca.pem for a server on this machine) names the CA that
+signed the server's certificate; verification is never off (tls.py).
+
 Torch-free: it depends on `digitlab.schemas` (the shared request/response shapes, pydantic only), requests,
 grpcio and the generated stubs, never on handlers, training or torch. Modules here import each other
 relatively, because the same directory is `clients` in the repository and `digitlab.clients` when installed.

@@ -9,24 +9,42 @@ Only this module prints; the library raises.
     digitlab token                                   # the inference key, for curl
 
 Through the door (make door): --url http://127.0.0.1:8090 --target 127.0.0.1:7090 with the
-door's key from --key-file .door/api_keys or $DIGITLAB_API_KEY.
+door's key from --key-file .door/api_keys or $DIGITLAB_API_KEY. Over TLS (make door TLS=1):
+--url https://127.0.0.1:8090 --target grpcs://127.0.0.1:7090, verified against --ca PATH or $DIGITLAB_CA
+(for a door on this machine, .door/tls/ca.pem is found by itself).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from digitlab.catalog import MODELS
 
 from .auth import find_api_key, find_token
 from .base import DEFAULT_TARGET, DEFAULT_TIMEOUT, DEFAULT_URL, Client
 from .errors import ServerError
 from .images import frames_file
+from .tls import CA_ENV, DOOR_CA
+
+
+class UsageError(Exception):
+    """Options that cannot make a client (a CA for a plain address, a CA file that is not there)."""
+
+
+def ca_file(value: str) -> Path:
+    if not Path(value).is_file():
+        raise argparse.ArgumentTypeError(f"no CA file at {value}")
+    return Path(value)
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=DEFAULT_URL, help="REST inference address")
-    p.add_argument("--target", default=DEFAULT_TARGET, help="gRPC inference address")
+    p.add_argument("--url", default=DEFAULT_URL, help="REST inference address (https://... for TLS)")
+    p.add_argument(
+        "--target", default=DEFAULT_TARGET, help="gRPC inference address: host:port, or grpcs://host:port for TLS"
+    )
     p.add_argument("--grpc", action="store_true", help="call over gRPC instead of REST")
     p.add_argument(
         "--token",
@@ -38,6 +56,13 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="a key file: the door's (.door/api_keys, newest line) "
         "or TorchServe's key_file.json; re-read when a key is refused",
+    )
+    p.add_argument(
+        "--ca",
+        type=ca_file,
+        metavar="PATH",
+        help=f"CA certificate(s), PEM, to verify an https:// or grpcs:// server against (default: ${CA_ENV}, "
+        f"else {DOOR_CA} for a server on this machine, else the default trusted roots)",
     )
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per call")
 
@@ -53,16 +78,20 @@ def add_truncation_arg(p: argparse.ArgumentParser) -> None:
 
 def client(args: argparse.Namespace) -> Client:
     """The client the options describe. Key: --token, else --key-file (re-read after a refusal), else
-    $DIGITLAB_API_KEY, else TorchServe's ($TORCHSERVE_TOKEN, $TORCHSERVE_KEY_FILE, .ts/key_file.json)."""
+    $DIGITLAB_API_KEY, else TorchServe's ($TORCHSERVE_TOKEN, $TORCHSERVE_KEY_FILE, .ts/key_file.json).
+    TLS: the address's scheme (https://, grpcs://); the CA: --ca, else the SDK's search (clients/tls.py)."""
     token = args.token or (None if args.key_file else find_api_key())
-    options = {"token": token, "key_file": args.key_file, "timeout": args.timeout}
-    if args.grpc:
-        from .grpc import GrpcClient
+    options = {"token": token, "key_file": args.key_file, "timeout": args.timeout, "ca": args.ca}
+    try:
+        if args.grpc:
+            from .grpc import GrpcClient
 
-        return GrpcClient(args.target, **options)
-    from .rest import RestClient
+            return GrpcClient(args.target, **options)
+        from .rest import RestClient
 
-    return RestClient(args.url, **options)
+        return RestClient(args.url, **options)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from None
 
 
 class Progress:
@@ -150,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pal = sub.add_parser("palindrome", help="complete a palindrome", formatter_class=defaults)
     pal.add_argument("digits", nargs="+", help="the first T digits, as '1 2 3 2' or '1232'")
-    pal.add_argument("--model", default="palindrome", choices=["palindrome", "palindrome_rnn"])
+    pal.add_argument("--model", default="palindrome", choices=[m.name for m in MODELS if m.kind == "palindrome"])
     pal.set_defaults(run=cmd_palindrome)
 
     smp = sub.add_parser("sample", help="random digits from the GAN", formatter_class=defaults)
@@ -186,12 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # grpcio's own log lines (a refused TLS handshake is logged at INFO) would break the one-line errors.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
     except ServerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -5,9 +5,12 @@ its `with` block. Every call:
 - sends the key given, else reads it from a key file (TorchServe's `key_file.json` or the door's
   `api_keys`, newest line) or the environment ($TORCHSERVE_TOKEN, $TORCHSERVE_KEY_FILE);
 - follows ONE retry policy, `Client._call`: a call that reached no server (connection refused or reset)
-  is retried a bounded number of times with exponential backoff (every request is idempotent, seeded, so
-  sending it again is safe); a key the server refuses is read again and the call retried once, when the
-  key was read (not given) and has changed since (keys rotate);
+  is retried a bounded number of times with exponential backoff and jitter (every request is idempotent,
+  seeded, so sending it again is safe; the jitter keeps the clients of a restarted server from coming back
+  in lockstep); a key the server refuses is read again and the call retried once, when the
+  key was read (not given) and has changed since (keys rotate); a refusal that says the server behind a
+  door refused the door's key (gRPC PERMISSION_DENIED, `is_upstream_key_refusal`) is retried once after
+  KEY_REFUSAL_RETRY_S, whatever key the client holds (TorchServe renewed its key a moment before the door read it);
 - returns typed answers (the pydantic models of `digitlab.schemas`), or the raw JSON / bytes, or an
   iterator of frames for a streamed interpolation.
 """
@@ -15,12 +18,15 @@ its `with` block. Every call:
 from __future__ import annotations
 
 import json
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
+from digitlab.catalog import STREAMING
+from digitlab.errors import is_handler_error
 from digitlab.keyfiles import read_any_key
 from digitlab.schemas import Frame, InterpolateResponse, PalindromeResponse, SampleResponse
 
@@ -33,8 +39,7 @@ DEFAULT_TARGET = "127.0.0.1:7070"  # its gRPC inference API
 DEFAULT_TIMEOUT = 10.0  # seconds per call (a whole stream counts as one call)
 DEFAULT_RETRIES = 2  # extra attempts when no server answered at all
 DEFAULT_BACKOFF = 0.2  # seconds before the first retry, doubled each time
-ERROR_TYPES = {"InvalidRequest", "InternalError"}  # the `type` of a handler's error object
-STREAMING_MODELS = {"interpolate"}  # models whose handler sends one message per frame when asked
+KEY_REFUSAL_RETRY_S = 0.05  # before the one retry of a call whose key the server behind a door refused
 
 Point = dict[str, Any]  # {"digit": d[, "seed": s]}, {"seed": s, "index": i} or {"z": [100 floats]}
 
@@ -54,6 +59,7 @@ class Client(ABC):
         self.key_file = Path(key_file) if key_file is not None else None
         self.timeout = timeout
         self.retries = retries
+        self.rng = random.Random()  # this client's jitter, its own stream: no two clients wait alike
         self.backoff = backoff
 
     # -- connection ------------------------------------------------------------------------------
@@ -77,18 +83,30 @@ class Client(ABC):
     @abstractmethod
     def is_auth_error(err: Exception) -> bool: ...
 
+    @staticmethod
+    def is_upstream_key_refusal(err: Exception) -> bool:
+        """Whether `err` is TorchServe refusing a key (not a door refusing the client's): worth one retry even with
+        the same key, since a door reads TorchServe's renewed key per request. REST: never (the door itself
+        retries a refused key); gRPC: PERMISSION_DENIED (the door's own refusal is UNAUTHENTICATED)."""
+        return False
+
     def _call(self, attempt: Callable[[str | None], T]) -> T:
         """`attempt(key)` under the client's one retry policy.
 
-        - No server answered (`Unreachable`): up to `retries` more attempts, `backoff * 2**n` seconds apart.
+        - No server answered (`Unreachable`): up to `retries` more attempts, the n-th after `retry_delay`:
+          `backoff * 2**n` seconds, of which a random half ("equal jitter").
         - The server refused the key (`is_auth_error`) and the key was read, not given: read it again and,
           when it changed (TorchServe or the door rotated it and rewrote the file), retry once with the new
           one. An explicit key (`token`, "" included) is sent as given and never re-read.
+        - The refusal is TorchServe's behind a door (`is_upstream_key_refusal`: gRPC PERMISSION_DENIED) and the
+          client's key did not change: retry once, the same key, after KEY_REFUSAL_RETRY_S. TorchServe refuses
+          its old key the moment it renews it, and the door reads the new one per request: a call that met
+          that moment passes on its second try. One retry per call for a refused key, whichever rule applies.
         Any other refusal is raised at once: sending the same request again would get the same answer.
         """
         explicit = self.token is not None
         key = self.token if explicit else self.find_key()
-        reread = explicit  # at most one re-read per call, none for an explicit key
+        reread = False  # at most one retry per call for a refused key
         failures = 0
         while True:
             try:
@@ -96,7 +114,7 @@ class Client(ABC):
             except Unreachable:
                 if failures == self.retries:
                     raise
-                time.sleep(self.backoff * 2**failures)
+                time.sleep(retry_delay(self.backoff, failures, self.rng))
                 failures += 1
                 if not explicit:
                     key = self.find_key()  # a restarted server may have written new keys
@@ -104,10 +122,13 @@ class Client(ABC):
                 if reread or not self.is_auth_error(err):
                     raise
                 reread = True
-                fresh = self.find_key()
-                if fresh == key:
+                fresh = key if explicit else self.find_key()
+                if fresh != key:
+                    key = fresh  # rotated and rewritten: the new key at once
+                elif self.is_upstream_key_refusal(err):
+                    time.sleep(KEY_REFUSAL_RETRY_S)
+                else:
                     raise
-                key = fresh
 
     # -- one attempt, per transport ----------------------------------------------------------------
 
@@ -131,7 +152,7 @@ class Client(ABC):
 
     def stream(self, model: str, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Each decoded message as it arrives; adds `"stream": true` for models that take it (interpolate)."""
-        body = {**payload, "stream": True} if model in STREAMING_MODELS else payload
+        body = {**payload, "stream": True} if model in STREAMING else payload
         yield from self._call(lambda key: self._messages(model, body, key))
 
     # -- typed calls ---------------------------------------------------------------------------------
@@ -197,6 +218,15 @@ class Client(ABC):
             yield Frame.model_validate(message)
 
 
+def retry_delay(backoff: float, failures: int, rng: random.Random) -> float:
+    """Seconds before retry number `failures` + 1: half of `backoff * 2**failures` for sure, plus up to the
+    other half at random. Clients cut off together (a restart, a rollout) then spread their retries over the
+    second half of each window instead of arriving in lockstep, and none retries sooner than half the backoff.
+    """
+    window = backoff * 2**failures
+    return window / 2 + rng.uniform(0, window / 2)
+
+
 def decode_message(data: bytes | str) -> Any:
     """A JSON answer or message -> its value, raising a handler's error object as `ServerError`.
 
@@ -204,8 +234,8 @@ def decode_message(data: bytes | str) -> Any:
     message holding the error object; a stream that fails after it began ends with one, over REST too.
     """
     value = json.loads(data)
-    if isinstance(value, dict) and value.get("type") in ERROR_TYPES and set(value) == {"code", "type", "message"}:
-        raise ServerError(value["code"], value["message"])
+    if is_handler_error(value):
+        raise ServerError(value["code"], value["message"], value.get("request_id"))
     return value
 
 

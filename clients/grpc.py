@@ -16,6 +16,14 @@ arrives as an ordinary reply holding the error object (`{"code": 400, "type": "I
 the client turns it back into a `ServerError`, as the REST client does. Keys, retries and `"stream": true`
 (added for the models that take it) are `Client`'s, in base.py. `request_message` builds a request for
 callers that keep their own channel and stub.
+
+TLS: a target `grpcs://host:port` (or `https://host:port`, or `tls=True`) opens a `grpc.secure_channel`
+that verifies the server's certificate, host name included, against `ca=` (else $DIGITLAB_CA, else the
+local door's CA for a server on this machine, else grpcio's default roots: tls.py); a bare `host:port`
+stays plaintext. A certificate that cannot be verified raises `ServerError("tls", ...)`, not retried.
+
+    with GrpcClient("grpcs://127.0.0.1:7090", ca=".door/tls/ca.pem", key_file=".door/api_keys") as door:
+        door.palindrome("1232").digit
 """
 
 from __future__ import annotations
@@ -30,10 +38,14 @@ import grpc as grpcio
 
 from .base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TARGET, DEFAULT_TIMEOUT, Client, decode_message
 from .errors import ServerError, Unreachable
+from .tls import find_ca, grpc_target, grpc_tls_failure, host_of
 from .ts_grpc import inference_pb2, inference_pb2_grpc
 
 __all__ = ["DEFAULT_TARGET", "DEFAULT_TIMEOUT", "GrpcClient", "request_message"]
 AUTH_CODES = {"PERMISSION_DENIED", "UNAUTHENTICATED"}  # TorchServe's and the door's refusals of a key
+# grpcio's words for a plaintext call answered by something that does not speak HTTP/2 (an HTTP/1 server,
+# nginx's TLS port answering with a 400 page).
+NOT_HTTP2 = ("Failed parsing HTTP/2", "Trying to connect an http1.x server")
 
 
 def request_message(model: str, payload: dict[str, Any]) -> inference_pb2.PredictionsRequest:
@@ -42,7 +54,8 @@ def request_message(model: str, payload: dict[str, Any]) -> inference_pb2.Predic
 
 
 class GrpcClient(Client):
-    """`StreamPredictions` calls over one channel to `target` ("host:port")."""
+    """`StreamPredictions` calls over one channel to `target`: "host:port" (plaintext) or "grpcs://host:port"
+    (TLS, verified against `ca`: the CA file, PEM, that signed the server's certificate; tls.py)."""
 
     def __init__(
         self,
@@ -53,12 +66,24 @@ class GrpcClient(Client):
         retries: int = DEFAULT_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
         channel: grpcio.Channel | None = None,
+        ca: str | Path | None = None,
+        tls: bool | None = None,
     ) -> None:
         super().__init__(token, key_file, timeout, retries, backoff)
         self.target = target
-        self.channel = channel or grpcio.insecure_channel(target)
+        self.address, self.tls = grpc_target(target, tls)  # the address without its scheme, for grpcio
+        if not self.tls and ca is not None:
+            raise ValueError(f"a CA was given for {target}, a plaintext target: use grpcs://{self.address}")
+        self.ca = find_ca(host_of(self.address), ca) if self.tls else None  # None: grpcio's default roots
+        self.channel = channel or self._open()
         self._own_channel = channel is None
         self.stub = inference_pb2_grpc.InferenceAPIsServiceStub(self.channel)
+
+    def _open(self) -> grpcio.Channel:
+        if not self.tls:
+            return grpcio.insecure_channel(self.address)
+        roots = self.ca.read_bytes() if self.ca else None
+        return grpcio.secure_channel(self.address, grpcio.ssl_channel_credentials(root_certificates=roots))
 
     def close(self) -> None:
         if self._own_channel:
@@ -68,12 +93,17 @@ class GrpcClient(Client):
     def is_auth_error(err: Exception) -> bool:
         return isinstance(err, ServerError) and err.status in AUTH_CODES
 
+    @staticmethod
+    def is_upstream_key_refusal(err: Exception) -> bool:
+        """TorchServe's refusal of a key (the door's own is UNAUTHENTICATED): retried once (Client._call)."""
+        return isinstance(err, ServerError) and err.status == "PERMISSION_DENIED"
+
     def _replies(self, model: str, payload: dict[str, Any], key: str | None) -> Iterator[bytes]:
         """Each reply's raw bytes of one `StreamPredictions` call; the first is awaited before returning."""
         metadata = [("authorization", f"Bearer {key}")] if key else []
         replies = (
             reply.prediction
-            for reply in _translated(
+            for reply in self._translated(
                 self.stub.StreamPredictions(request_message(model, payload), metadata=metadata, timeout=self.timeout)
             )
         )
@@ -91,16 +121,26 @@ class GrpcClient(Client):
     def _messages(self, model: str, payload: dict[str, Any], key: str | None) -> Iterator[dict[str, Any]]:
         return (decode_message(reply) for reply in self._replies(model, payload, key))
 
-
-def _translated(call: Iterator[Any]) -> Iterator[Any]:
-    """The call's replies, its failure raised as `ServerError` (`Unreachable` when no server answered)."""
-    try:
-        yield from call
-    except grpcio.RpcError as err:
-        details = err.details() or ""
-        try:  # handler errors arrive as the JSON body in the details
-            details = json.loads(details)["message"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        kind = Unreachable if err.code() == grpcio.StatusCode.UNAVAILABLE else ServerError
-        raise kind(err.code().name, details) from None
+    def _translated(self, call: Iterator[Any]) -> Iterator[Any]:
+        """The call's replies, its failure raised as `ServerError` (`Unreachable` when no server answered;
+        `ServerError("tls", ...)` when there was no TLS session: a certificate refused, a plain port)."""
+        try:
+            yield from call
+        except grpcio.RpcError as err:
+            details = err.details() or ""
+            try:  # handler errors arrive as the JSON body in the details
+                details = json.loads(details)["message"]
+            except (ValueError, KeyError, TypeError):
+                pass
+            unavailable = err.code() == grpcio.StatusCode.UNAVAILABLE
+            if unavailable and self.tls and (failure := grpc_tls_failure(details, self.target, self.ca)):
+                raise failure from None
+            if unavailable and not self.tls and any(words in details for words in NOT_HTTP2):
+                raise ServerError(
+                    err.code().name,
+                    f"{self.target} is not a plaintext gRPC port (it did not answer in HTTP/2): "
+                    f"if it serves TLS, use grpcs://{self.address}",
+                ) from None
+            if unavailable and not self.tls and details.endswith("Socket closed"):  # a TLS port, or a restart
+                details += f" (if {self.target} serves TLS, use grpcs://{self.address})"
+            raise (Unreachable if unavailable else ServerError)(err.code().name, details) from None

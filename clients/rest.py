@@ -8,25 +8,40 @@
 
 Keys, retries and `"stream": true` (added for the models that take it) are `Client`'s, in base.py; this
 module only makes one attempt over HTTP. A refusal (any status but 2xx) raises `ServerError`.
+
+An `https://` URL is TLS, verified against `ca=` (else $DIGITLAB_CA, else the local door's CA for a server
+on this machine, else requests' default roots: tls.py); a certificate that cannot be verified raises
+`ServerError("tls", ...)` at once, never retried and never accepted anyway.
+
+    with RestClient("https://127.0.0.1:8090", ca=".door/tls/ca.pem", key_file=".door/api_keys") as door:
+        door.palindrome("1232").digit
 """
 
 from __future__ import annotations
 
 import json
+import re
+import ssl
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from digitlab.errors import REQUEST_ID_HEADER
+
 from .base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT, DEFAULT_URL, Client, decode_message
 from .errors import ServerError, Unreachable
+from .tls import find_ca, handshake_failed, host_of, rest_url, verify_failed
 
 __all__ = ["DEFAULT_TIMEOUT", "DEFAULT_URL", "RestClient"]
+PLAIN_TO_TLS = "plain HTTP request was sent to HTTPS port"  # nginx's 400 (its error 497)
 
 
 class RestClient(Client):
-    """POSTs JSON to `{url}/predictions/{model}` over one `requests.Session`."""
+    """POSTs JSON to `{url}/predictions/{model}` over one `requests.Session`; `ca`: the CA file (PEM) that
+    signed an `https://` server's certificate (tls.py says where it is looked for when not given)."""
 
     def __init__(
         self,
@@ -37,9 +52,14 @@ class RestClient(Client):
         retries: int = DEFAULT_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
         session: requests.Session | None = None,
+        ca: str | Path | None = None,
     ) -> None:
         super().__init__(token, key_file, timeout, retries, backoff)
-        self.url = url.rstrip("/")
+        self.last_request_id: str | None = None  # the id of the last answer (or refusal), as the server logged it
+        self.url, self.tls = rest_url(url)
+        if not self.tls and ca is not None:
+            raise ValueError(f"a CA was given for {self.url}, which is plain HTTP: use https://")
+        self.ca = find_ca(host_of(self.url), ca) if self.tls else None  # None: requests' default roots
         self.session = session or requests.Session()
         self._own_session = session is None
 
@@ -56,7 +76,9 @@ class RestClient(Client):
         self, model: str, payload: dict[str, Any], key: str | None, accept: str = "*/*", stream: bool = False
     ) -> requests.Response:
         """One POST; a refusal (any status but 2xx) raises `ServerError` with the server's message."""
-        headers = {"Content-Type": "application/json", "Accept": accept}
+        # A fresh id per attempt, which the door and the workers log the request by and the answer repeats.
+        sent_id = uuid.uuid4().hex
+        headers = {"Content-Type": "application/json", "Accept": accept, REQUEST_ID_HEADER: sent_id}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         try:
@@ -66,14 +88,21 @@ class RestClient(Client):
                 headers=headers,
                 timeout=self.timeout,
                 stream=stream,
+                verify=str(self.ca) if self.ca else None,  # None: the session's (True unless a caller set it)
             )
-        except requests.ConnectionError:  # refused, reset, no route (also a connect timeout)
-            raise Unreachable("unreachable", f"no server at {self.url}: start it with `make serve`") from None
+        except requests.exceptions.SSLError as err:  # before ConnectionError, its base: not worth a retry
+            raise tls_error(self.url, err, self.ca) from None
+        except requests.ConnectionError as err:  # refused, reset, no route (also a connect timeout)
+            raise Unreachable("unreachable", unreachable(self.url, self.tls, err)) from None
         except requests.Timeout:
             raise ServerError("timeout", f"no answer from {self.url} within {self.timeout} s") from None
+        self.last_request_id = resp.headers.get(REQUEST_ID_HEADER, sent_id)
         if not resp.ok:
             with resp:
-                raise ServerError(resp.status_code, _message(resp))
+                message, said_id = _message(resp)
+            if resp.status_code == 400 and PLAIN_TO_TLS in message:  # nginx's answer on a TLS port
+                message = f"{self.url} is a TLS port: use https://{self.url.partition('://')[2]}"
+            raise ServerError(resp.status_code, message, said_id or self.last_request_id)
         return resp
 
     def _bytes(self, model: str, payload: dict[str, Any], key: str | None, accept: str) -> bytes:
@@ -93,8 +122,47 @@ def _lines(resp: requests.Response) -> Iterator[Any]:
                 yield decode_message(line)
 
 
-def _message(resp: requests.Response) -> str:
+def _message(resp: requests.Response) -> tuple[str, str | None]:
+    """(the server's JSON `message`, its `request_id`); else the title of an HTML error page, else the text."""
     try:
-        return resp.json().get("message", resp.text)
+        body = resp.json()
+        return body.get("message", resp.text), body.get("request_id")
     except (ValueError, AttributeError):
-        return resp.text.strip() or resp.reason
+        title = re.search(r"<title>(.*?)</title>", resp.text, re.I | re.S)
+        return (title[1] if title else resp.text).strip() or resp.reason, None
+
+
+def unreachable(url: str, tls: bool, err: requests.ConnectionError) -> str:
+    """Why no answer came: nothing listens (or no route to it), or the server dropped the connection (a
+    plain request to a TLS port that does not answer one, or a server going down)."""
+    if _cause(err, (ConnectionResetError, BrokenPipeError)) is None:  # RemoteDisconnected is a reset
+        return f"no server at {url}: start it with `make serve`"
+    hint = "" if tls else f" (if it serves TLS, use https://{url.partition('://')[2]})"
+    return f"{url} closed the connection without an answer{hint}"
+
+
+def tls_error(url: str, err: requests.exceptions.SSLError, ca: Path | None) -> ServerError:
+    """A failed TLS handshake as one line: a certificate that could not be verified, or no TLS at all."""
+    cause = _cause(err, ssl.SSLError)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return verify_failed(url, cause.verify_message or "certificate verify failed", ca)
+    reason = getattr(cause, "reason", None) or (str(cause) if cause else str(err))
+    return handshake_failed(url, reason)
+
+
+def _cause(err: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of type `kind` among `err`'s causes and arguments (urllib3 wraps them deeply)."""
+    seen, todo = set(), [err]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind) and current is not err:
+            return current
+        todo += [
+            x
+            for x in (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
+            if isinstance(x, BaseException)
+        ]
+    return None

@@ -8,7 +8,9 @@
 and follow.json: the replicas' service name and ports), starts deploy/compose.yaml's door and N replicas
 of the one `replica` service (`--scale`), all on one bridge network, and returns once the door follows
 N ready replicas. Run again, it scales to the new N and gives the door any new client key (a reload, no
-restart). Only the door publishes ports, on --host (127.0.0.1 by default).
+restart). Only the door publishes ports, on --host (127.0.0.1 by default), and Prometheus (service
+`prometheus`, deploy/monitoring/), which scrapes the replicas and the door, on 127.0.0.1:$PROMETHEUS_PORT
+(9090); its image is built when missing (Debian's prometheus), or $PROMETHEUS_IMAGE names another.
 
 `rollout` replaces the running replicas one by one with --image: it starts one replica of the new image,
 waits until the door sends to it (it is ready), then stops one old replica (SIGTERM: it turns not ready,
@@ -24,15 +26,22 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from deploy.image import DOOR_IMAGE, IMAGE, apt_install, ensure_docker, image_config, image_exists
-from ops import door, follow
-from tools.build_archives import ARCHIVES
+from deploy.image import (
+    DOOR_IMAGE,
+    IMAGE,
+    PROMETHEUS_IMAGE,
+    apt_install,
+    build_prometheus,
+    ensure_docker,
+    image_config,
+    image_exists,
+)
+from digitlab import catalog
+from ops import door, follow, probe
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
@@ -44,6 +53,17 @@ PROJECT = "digitlab"
 SERVICE = "replica"  # deploy/compose.yaml's serving service: its name is what the door resolves
 READY_TIMEOUT_S = 600.0  # a replica loads in ~10 s on an idle machine; it took 4 min here on 2 busy cores
 STOP_GRACE_S = 45  # the replica's stop_grace_period in deploy/compose.yaml: drain (25 s) + TorchServe's stop
+PROMETHEUS_SERVICE = "prometheus"  # deploy/compose.yaml's Prometheus (deploy/monitoring/prometheus.compose.yml)
+PROMETHEUS_PORT = 9090  # its published port on 127.0.0.1, unless $PROMETHEUS_PORT says another
+PROMETHEUS_READY_TIMEOUT_S = 60.0
+
+
+def prometheus_image_default() -> str:
+    return os.environ.get("PROMETHEUS_IMAGE") or PROMETHEUS_IMAGE
+
+
+def prometheus_port_default() -> int:
+    return int(os.environ.get("PROMETHEUS_PORT") or PROMETHEUS_PORT)
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,9 @@ class Up:
     grpc_port: int = door.DEFAULT_GRPC_PORT
     image: str = IMAGE
     door_image: str = DOOR_IMAGE
+    # Prometheus: $PROMETHEUS_IMAGE (an official image) and $PROMETHEUS_PORT where set, when `up` was given none.
+    prometheus_image: str = field(default_factory=prometheus_image_default)
+    prometheus_port: int = field(default_factory=prometheus_port_default)
 
     def environment(self) -> dict[str, str]:
         # deploy/compose.yaml reads these. The door runs as the user who rendered its files, so its
@@ -65,6 +88,8 @@ class Up:
             "DOOR_GRPC_PORT": str(self.grpc_port),
             "DIGITLAB_IMAGE": self.image,
             "DIGITLAB_DOOR_IMAGE": self.door_image,
+            "PROMETHEUS_IMAGE": self.prometheus_image,
+            "PROMETHEUS_PORT": str(self.prometheus_port),
             "DOOR_USER": f"{os.getuid()}:{os.getgid()}",
         }
 
@@ -91,11 +116,11 @@ def render(key_file: Path) -> None:
     for sub in ("logs", "tmp"):
         (DOOR_DIR / sub).mkdir(parents=True, exist_ok=True)
     door.ensure_client_key(key_file)
-    conf, keys = door.render(
-        None,
-        list(ARCHIVES),
-        door.read_client_keys(key_file),
-        upstream_key=None,
+    settings = door.DoorSettings(
+        replicas=None,
+        models=catalog.NAMES,
+        client_keys=tuple(door.read_client_keys(key_file)),
+        upstream_key_file=None,
         host="0.0.0.0",
         port=door.DEFAULT_PORT,
         grpc_port=door.DEFAULT_GRPC_PORT,
@@ -104,10 +129,9 @@ def render(key_file: Path) -> None:
         web_root=door.CONTAINER_WEB_ROOT,
         followed=CONTAINER_PREFIX,
     )
+    conf, keys = door.render(settings)
     door.write_private(DOOR_DIR / door.CONFIG, conf)
-    (DOOR_DIR / door.FOLLOW_CONFIG).write_text(
-        door.render_follow(CONTAINER_PREFIX, int(props["max_request_size"]), limits)
-    )
+    (DOOR_DIR / door.FOLLOW_CONFIG).write_text(door.render_follow(settings))
     door.write_private(DOOR_DIR / door.KEYS_INCLUDE, keys)
     (DOOR_DIR / follow.SETTINGS).write_text(json.dumps(asdict(follow_settings(props))))
 
@@ -168,17 +192,21 @@ def wait_until(check, what: str, timeout: float = READY_TIMEOUT_S) -> float:
 
 
 def door_ready(host: str, port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=3) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    return probe.answers_ok(f"http://{host}:{port}/health", timeout=3)
 
 
 def check_images(settings: Up) -> None:
     for image, target in ((settings.image, "make image"), (settings.door_image, "make door-image")):
         if not image_exists(image):
             raise SystemExit(f"no image {image}: build it with `{target}`")
+    if not image_exists(settings.prometheus_image):
+        if settings.prometheus_image != PROMETHEUS_IMAGE:
+            raise SystemExit(f"no image {settings.prometheus_image} ($PROMETHEUS_IMAGE): docker pull it first")
+        build_prometheus(settings.prometheus_image)  # Debian's prometheus on the base image: about a minute
+
+
+def prometheus_url(settings: Up) -> str:
+    return f"http://127.0.0.1:{settings.prometheus_port}"
 
 
 def up(n: int, key_file: Path, settings: Up) -> float:
@@ -194,9 +222,12 @@ def up(n: int, key_file: Path, settings: Up) -> float:
     UP_SETTINGS.write_text(json.dumps(asdict(settings)))
     began = time.monotonic()
     door_was_up = bool(compose("ps", "-q", "door", settings=settings, capture=True).strip())
+    prometheus_was_up = bool(compose("ps", "-q", PROMETHEUS_SERVICE, settings=settings, capture=True).strip())
     compose("up", "--detach", "--scale", f"{SERVICE}={n}", settings=settings)
     if door_was_up and [f.read_text() for f in door_files] != before:
         compose("kill", "-s", "HUP", "door")  # the follower passes it to nginx: new keys or limits, no restart
+    if prometheus_was_up:
+        compose("kill", "-s", "HUP", PROMETHEUS_SERVICE)  # re-read deploy/monitoring/ (config, rules, console)
     since = time.time()  # a status from before this call (a door since stopped) says nothing about now
 
     def all_ready() -> bool:
@@ -205,6 +236,11 @@ def up(n: int, key_file: Path, settings: Up) -> float:
 
     wait_until(all_ready, f"{n} replica(s)")
     wait_until(lambda: door_ready(settings.host, settings.port), "the door")
+    wait_until(
+        lambda: probe.answers_ok(f"{prometheus_url(settings)}/-/ready", timeout=3),
+        "Prometheus",
+        timeout=PROMETHEUS_READY_TIMEOUT_S,
+    )
     return time.monotonic() - began
 
 
@@ -260,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.replicas} replica(s) and the door ready in {seconds:.1f}s")
     print(f"  REST  http://{args.host}:{args.port}/predictions/<model>   health: http://{args.host}:{args.port}/health")
     print(f"  gRPC  {args.host}:{args.grpc_port} (StreamPredictions)")
+    print(f"  metrics {prometheus_url(settings)}   console: {prometheus_url(settings)}/consoles/digitlab.html")
     print(f"  key   Authorization: Bearer $(.venv/bin/python -m ops.door key --key-file {args.key_file})")
     print("  scale make up REPLICAS=N   roll out: make rollout IMAGE=...   stop: make down")
 

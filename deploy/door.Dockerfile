@@ -7,9 +7,12 @@
 #   make door-image     (built on the same bootstrapped Debian base as the serving image)
 ARG BASE=digitlab-base:bookworm
 FROM ${BASE}
-# nginx-light: HTTP/2 and gRPC proxying are all the door needs. python3: the follower (stdlib only).
+# nginx-light: HTTP/2 and gRPC proxying. libnginx-mod-stream: the layer in front of them that caps connections
+# per address before a request is read (ops/nginx.conf.template loads it). python3: the follower (stdlib only).
+# No libnginx-mod-http-js: njs reads TorchServe's key per request, and the replicas behind this image run without
+# token authorization (deploy/config.image.properties), so the rendered config loads no njs.
 RUN apt-get update \
- && apt-get install --yes --no-install-recommends nginx-light python3 \
+ && apt-get install --yes --no-install-recommends nginx-light libnginx-mod-stream python3 \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /door/logs /door/tmp \
  && chown -R www-data:www-data /door
@@ -23,5 +26,8 @@ ENV PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1
 USER www-data
 EXPOSE 8090 7090
-# The template's paths are relative to the prefix; errors go to the container's log.
-ENTRYPOINT ["nginx", "-p", "/door/", "-c", "nginx.conf", "-e", "stderr", "-g", "daemon off;"]
+# The template's paths are relative to the prefix; errors go to the container's log. The prefix outlives a
+# container that was killed (a pod's emptyDir, compose's mount), and so would the unix sockets between the
+# door's two layers, over which nginx will not bind: they are removed first. (Compose runs ops.follow instead,
+# which does the same.)
+ENTRYPOINT ["sh", "-c", "rm -f /door/door-*.sock && exec nginx -p /door/ -c nginx.conf -e stderr -g 'daemon off;'"]

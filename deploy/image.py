@@ -5,6 +5,7 @@
     python -m deploy.image wheelhouse   # build/wheelhouse: every wheel the image installs
     python -m deploy.image build [--variant cpu|cuda] [--tag digitlab:latest]   # all of the above, then the image
     python -m deploy.image door         # digitlab-door:latest, the door's nginx (same base)
+    python -m deploy.image prometheus   # digitlab-prometheus:latest, Debian's Prometheus for make up (same base)
 
 No image registry is assumed: the base is Debian bookworm bootstrapped here and imported, and the
 image installs its Python packages from a wheelhouse pip made on this host (honouring its pip
@@ -30,12 +31,14 @@ WHEELHOUSE = BUILD / "wheelhouse"
 IMAGE_CONFIG = BUILD / "image" / "config.properties"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOOR_DOCKERFILE = ROOT / "deploy" / "door.Dockerfile"
+PROMETHEUS_DOCKERFILE = ROOT / "deploy" / "prometheus.Dockerfile"
 IMAGE_PACKAGES = ROOT / "deploy" / "image-requirements.in"
 CONFIG_OVERRIDES = ROOT / "deploy" / "config.image.properties"
 LOCK = ROOT / "requirements.txt"
 
 IMAGE = "digitlab:latest"
 DOOR_IMAGE = "digitlab-door:latest"
+PROMETHEUS_IMAGE = "digitlab-prometheus:latest"  # make up's Prometheus; $PROMETHEUS_IMAGE names another (official)
 BASE_IMAGE = "digitlab-base:bookworm"
 SUITE = "bookworm"  # Python 3.11 and Java 17 in its main archive: what TorchServe 0.12 and our lock need
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -193,10 +196,23 @@ def build_door(tag: str = DOOR_IMAGE, base: str = BASE_IMAGE) -> None:
     docker_build(DOOR_DOCKERFILE, tag, door_context(), BASE=base)
 
 
+def build_prometheus(tag: str = PROMETHEUS_IMAGE, base: str = BASE_IMAGE) -> None:
+    """Prometheus for make up: Debian's package on the same base. Its config is mounted by compose (deploy/monitoring/),
+    so its build context is an empty folder."""
+    ensure_docker()
+    base_image(base)
+    context = BUILD / "prometheus-context"
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir(parents=True)
+    docker_build(PROMETHEUS_DOCKERFILE, tag, context, BASE=base)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["docker", "base", "wheelhouse", "build", "door"])
-    p.add_argument("--tag", help=f"the image's name (default {IMAGE}; door: {DOOR_IMAGE})")
+    p.add_argument("step", choices=["docker", "base", "wheelhouse", "build", "door", "prometheus"])
+    p.add_argument(
+        "--tag", help=f"the image's name (default {IMAGE}; door: {DOOR_IMAGE}; prometheus: {PROMETHEUS_IMAGE})"
+    )
     p.add_argument("--variant", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--base", default=BASE_IMAGE, help="the base image's name (bootstrapped when missing)")
     args = p.parse_args(argv)
@@ -210,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
             wheelhouse()
         elif args.step == "door":
             build_door(args.tag or DOOR_IMAGE, args.base)
+        elif args.step == "prometheus":
+            build_prometheus(args.tag or PROMETHEUS_IMAGE, args.base)
         else:
             tag = args.tag or IMAGE
             print(f"built {tag} ({args.variant}) in {build(tag, args.variant, args.base):.0f}s")

@@ -19,9 +19,9 @@ from pathlib import Path
 import yaml
 
 from deploy.image import image_config
+from digitlab import catalog
 from digitlab.keyfiles import API_KEY_ENV
 from ops import door
-from tools.build_archives import ARCHIVES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOOR_CONFIG = ROOT / "deploy" / "k8s" / "base" / "door" / "nginx.conf"
@@ -31,6 +31,10 @@ LISTEN_HOST = "0.0.0.0"  # inside the door's pod; its Service is what clients re
 # render() wants a client key, but only its second output (keys.conf, a Secret) holds keys: the
 # ConfigMap's nginx.conf is the same for every key, so it is rendered with this one and no other.
 NO_CLIENT_KEY = "configmap-holds-no-client-key"
+# A pod sees every core of its node: nginx's `auto` would start one worker per node core, each with its
+# connections preallocated, against the pod's 256 Mi. Two workers, as on the 2-core machine the door was
+# measured on (docs/OPERATIONS.md, "Capacity"); scale the Deployment's replicas for more.
+POD_CAPACITY = door.Capacity(workers="2")
 
 
 def service_replica() -> door.Replica:
@@ -47,14 +51,20 @@ def service_replica() -> door.Replica:
 def render(client_keys: list[str]) -> tuple[str, str]:
     """(nginx.conf, keys.conf) of the door in the cluster; TorchServe there runs without token auth."""
     return door.render(
-        [service_replica()],
-        list(ARCHIVES),
-        client_keys,
-        upstream_key=None,
-        host=LISTEN_HOST,
-        max_body_bytes=int(image_config()["max_request_size"]),
-        limits=door.Limits.from_env(),
-        web_root=door.CONTAINER_WEB_ROOT,
+        door.DoorSettings(
+            replicas=(service_replica(),),
+            models=catalog.NAMES,
+            client_keys=tuple(client_keys),
+            upstream_key_file=None,
+            host=LISTEN_HOST,
+            max_body_bytes=int(image_config()["max_request_size"]),
+            limits=door.Limits.from_env(),
+            web_root=door.CONTAINER_WEB_ROOT,
+            # The image's prefix (an emptyDir): the layers' sockets and /health's cache; Debian's stream module.
+            shared_folder=door.CONTAINER_PREFIX,
+            stream_module=door.DEBIAN_STREAM_MODULE,
+            capacity=POD_CAPACITY,
+        )
     )
 
 

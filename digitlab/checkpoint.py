@@ -19,6 +19,8 @@ from digitlab.networks import (
     DiscriminatorConfig,
     Generator,
     GeneratorConfig,
+    JudgeConfig,
+    JudgeNet,
     MnistClassifier,
     PalindromeConfig,
     PalindromeNet,
@@ -29,6 +31,7 @@ KINDS: dict[str, tuple[type, type[nn.Module]]] = {
     "generator": (GeneratorConfig, Generator),
     "discriminator": (DiscriminatorConfig, Discriminator),
     "classifier": (ClassifierConfig, MnistClassifier),
+    "judge": (JudgeConfig, JudgeNet),
 }
 
 

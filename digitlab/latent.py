@@ -7,6 +7,7 @@ serving handler all draw the same latent for the same `(seed, index)`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -116,55 +117,69 @@ class LatentHit(NamedTuple):
     seed: int
     index: int
     z: torch.Tensor  # (LATENT_DIM,)
-    confidence: float  # classifier's p(digit | generator(z))
-    image: torch.Tensor  # generator(z): (1, 28, 28) on the CPU, as sampling the id (seed, index) draws it
+    confidence: float  # classifier's p(digit | draw(z))
+    image: torch.Tensor  # draw(z): (1, 28, 28) on the CPU, as drawing the id (seed, index) again gives it
+
+
+def device_of(module: Callable[..., torch.Tensor]) -> torch.device:
+    """Where a network's weights are (CPU for a callable without any)."""
+    parameters = module.parameters() if isinstance(module, nn.Module) else iter(())
+    return next((p.device for p in parameters), torch.device("cpu"))
 
 
 @torch.no_grad()
 def find_latents_for_digit(
-    generator: nn.Module,
+    draw: Callable[[torch.Tensor], torch.Tensor],
     classifier: nn.Module,
     digit: int,
     n: int,
-    seed: int = 0,
-    budget: int = 2048,
-    min_confidence: float = 0.95,
+    seed: int,
+    budget: int,
+    min_confidence: float,
     batch_size: int = 256,
     psi: float = TRUNCATION_OFF,
+    first_chunk: int | None = None,
 ) -> list[LatentHit]:
-    """The first n latent ids (seed, index < budget) whose samples the classifier reads as `digit`,
-    the latents truncated by `psi` (as `latent_for` draws them).
+    """The first n latent ids (seed, index < budget) whose drawings the classifier reads as `digit` with
+    p >= min_confidence, the latents truncated by `psi` (as `latent_for` draws them).
 
-    Ids are scanned in order, `batch_size` at a time with one generator and one classifier forward
-    per chunk, so the same models and seed always give the same hits and the work is bounded by
-    `budget`. Both models must be in eval mode (BatchNorm running stats), which keeps each sample
-    independent of the chunk it is generated in. Raises LookupError when fewer than n ids within
-    `budget` are confident enough.
+    `draw` turns latents (b, 100) into images (b, 1, 28, 28): the report's generator itself, or a conditional
+    generator told the digit. Ids are scanned in order, `first_chunk` (default `batch_size`) and then
+    `batch_size` at a time, one draw and one classifier forward per chunk, so the same models and seed give
+    the same hits whatever the chunking, and the work is bounded by `budget`. A drawer that is usually right
+    wants a first chunk just above n; a search among every digit, a large one. Both networks in eval mode
+    (BatchNorm running stats), which keeps each sample independent of its chunk. Raises LookupError when
+    fewer than n ids within `budget` are confident enough.
     """
-    device = next(generator.parameters()).device
+    device = device_of(draw)
     hits: list[LatentHit] = []
-    for start in range(0, budget, batch_size):
-        z = sample_latents(seed, min(batch_size, budget - start), start, psi).to(device)  # (b, D)
-        images = generator(z)  # (b, 1, 28, 28)
-        probs = classifier(images).softmax(dim=1)[:, digit]  # (b,)
+    start, size = 0, first_chunk or batch_size
+    while start < budget:
+        z = sample_latents(seed, min(size, budget - start), start, psi).to(device)  # (b, D)
+        images = draw(z)  # (b, 1, 28, 28)
+        probs = classifier(images.to(device_of(classifier))).softmax(dim=1)[:, digit]  # (b,)
         for k in (probs >= min_confidence).nonzero().flatten().tolist():
             hits.append(LatentHit(seed, start + k, z[k].cpu(), float(probs[k]), images[k].cpu()))
             if len(hits) == n:
                 return hits
+        start, size = start + len(z), batch_size
     raise LookupError(
         f"{len(hits)} of {n} latents in seed {seed}, indices < {budget}, are read as {digit} with p >= {min_confidence}"
     )
 
 
 def find_latent_for_digit(
-    generator: nn.Module,
+    draw: Callable[[torch.Tensor], torch.Tensor],
     classifier: nn.Module,
     digit: int,
-    seed: int = 0,
-    budget: int = 2048,
-    min_confidence: float = 0.95,
+    seed: int,
+    budget: int,
+    min_confidence: float,
     batch_size: int = 256,
     psi: float = TRUNCATION_OFF,
+    first_chunk: int | None = None,
 ) -> LatentHit:
-    """The first latent id (seed, index < budget) whose sample the classifier reads as `digit` (see above)."""
-    return find_latents_for_digit(generator, classifier, digit, 1, seed, budget, min_confidence, batch_size, psi)[0]
+    """The first latent id (seed, index < budget) whose drawing the classifier reads as `digit` (see above)."""
+    return find_latents_for_digit(
+        draw, classifier, digit, 1, seed, budget, min_confidence, batch_size, psi, first_chunk
+    )[0]

@@ -107,21 +107,24 @@ def reference_forward(net: PalindromeNet, digits: torch.Tensor) -> torch.Tensor:
 class GeneratorConfig:
     latent_dim: int = LATENT_DIM
     hidden: tuple[int, ...] = (128, 256, 512, 1024)
+    # 0: the report's generator, z alone. 10: class-conditional, the requested digit enters as a one-hot
+    # vector beside z (input 110), so the same MLP draws the digit it is asked for without a search.
+    classes: int = 0
 
 
 class Generator(nn.Module):
-    """z (B, 100) -> images (B, 1, 28, 28) in [-1, 1].
+    """z (B, 100) [, digit weights (B, classes)] -> images (B, 1, 28, 28) in [-1, 1].
 
-    Linear layers 100->128->256->512->1024->784; BatchNorm on every hidden layer but the first;
-    LeakyReLU(0.2); tanh output. Use `.eval()` when serving so BatchNorm uses its running stats and a
-    sample does not depend on the rest of its batch.
+    Linear layers 100->128->256->512->1024->784 (110->128 when conditional); BatchNorm on every hidden
+    layer but the first; LeakyReLU(0.2); tanh output. Use `.eval()` when serving so BatchNorm uses its
+    running stats and a sample does not depend on the rest of its batch.
     """
 
     def __init__(self, config: GeneratorConfig = GeneratorConfig()) -> None:
         super().__init__()
         self.config = config
         layers: list[nn.Module] = []
-        widths = (config.latent_dim, *config.hidden)
+        widths = (config.latent_dim + config.classes, *config.hidden)
         for k, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
             layers.append(nn.Linear(n_in, n_out))
             if k > 0:
@@ -130,7 +133,19 @@ class Generator(nn.Module):
         layers += [nn.Linear(widths[-1], IMAGE_PIXELS), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    @property
+    def conditional(self) -> bool:
+        return self.config.classes > 0
+
+    def forward(self, z: torch.Tensor, digits: torch.Tensor | None = None) -> torch.Tensor:
+        """z (B, 100); `digits` for a conditional generator: labels (B,) int64, or per-class weights
+        (B, classes) float (a one-hot row is a digit; a blend of two rows is a point between two digits)."""
+        if self.conditional:
+            if digits is None:
+                raise ValueError("a conditional generator needs the digits to draw")
+            if digits.dim() == 1:
+                digits = nn.functional.one_hot(digits, self.config.classes).to(z.dtype)  # (B, classes)
+            z = torch.cat([z, digits.to(z.dtype)], dim=1)  # (B, 100 + classes)
         return self.net(z).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
 
 
@@ -140,6 +155,9 @@ class DiscriminatorConfig:
     # Divide every weight matrix by its largest singular value (one power iteration per training
     # forward): D becomes 1-Lipschitz per layer, so it cannot win by sharpening its logits.
     spectral_norm: bool = False
+    # 0: the report's discriminator. 10: an AC-GAN head beside the real/fake logit, 10 class logits from the
+    # same 256 features, which teaches a conditional generator to draw the digit it is given.
+    classes: int = 0
 
 
 class Discriminator(nn.Module):
@@ -158,11 +176,17 @@ class Discriminator(nn.Module):
         widths = (IMAGE_PIXELS, *config.hidden)
         for n_in, n_out in zip(widths, widths[1:]):
             layers += [norm(nn.Linear(n_in, n_out)), nn.LeakyReLU(0.2)]
-        layers.append(norm(nn.Linear(widths[-1], 1)))
+        layers.append(norm(nn.Linear(widths[-1], 1 + config.classes)))
         self.net = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).squeeze(1)
+        """images (B, 1, 28, 28) -> real/fake logits (B,)."""
+        return self.net(images)[:, 0]
+
+    def logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images -> (real/fake logits (B,), class logits (B, classes)) from one forward (AC-GAN)."""
+        out = self.net(images)  # (B, 1 + classes)
+        return out[:, 0], out[:, 1:]
 
     def probability(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self(images))
@@ -207,3 +231,41 @@ class MnistClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(images)))
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    channels: tuple[int, int] = (20, 50)
+    hidden: int = 500
+
+
+class JudgeNet(nn.Module):
+    """An independent reader of MNIST digits: images (B, 1, 28, 28) in [-1, 1] -> logits (B, 10).
+
+    A measuring instrument only, never served and never packed into an archive: it judges whether digit
+    requests are answered with the digit asked for, so it must share nothing with `MnistClassifier`, the
+    classifier the serving path uses. A different architecture (LeNet-5's shape: 5x5 convolutions without
+    padding or BatchNorm, a 500-wide dense layer, dropout 0.5) and a different recipe (`training.judge`:
+    SGD with momentum on randomly shifted and rotated digits).
+    """
+
+    def __init__(self, config: JudgeConfig = JudgeConfig()) -> None:
+        super().__init__()
+        self.config = config
+        c1, c2 = config.channels
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c1, 5),  # (B, c1, 24, 24)
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, c1, 12, 12)
+            nn.Conv2d(c1, c2, 5),  # (B, c2, 8, 8)
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, c2, 4, 4)
+            nn.Flatten(),
+            nn.Linear(c2 * 4 * 4, config.hidden),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(config.hidden, NUM_CLASSES),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)

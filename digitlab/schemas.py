@@ -6,30 +6,18 @@ Every field a user sends is bounded here. `parse_request` turns any bad input in
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from digitlab.constants import LATENT_DIM, MAX_SEED, NUM_CLASSES, TRUNCATION_OFF
+from digitlab.constants import LATENT_DIM, MAX_SAMPLES, MAX_SEED, MAX_STEPS, NUM_CLASSES, TRUNCATION_OFF
 from digitlab.digits import is_palindrome_prefix
+from digitlab.errors import InvalidRequest
 
 # The served palindrome model answers T in [min_length, max_length] (from its checkpoint); this is
 # the hard ceiling any model may declare, so a request can never make the server loop for long.
 PALINDROME_MAX_LENGTH_CEILING = 1000
-
-
-class InvalidRequest(ValueError):
-    """A request the server refuses: `status` is the HTTP code (4xx), `message` says what to fix."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-    def to_json(self) -> dict[str, Any]:
-        return {"code": self.status, "type": "InvalidRequest", "message": self.message}
 
 
 class LengthRange(BaseModel):
@@ -108,77 +96,35 @@ class PalindromeResponse(BaseModel):
     model: Literal["lstm", "rnn"]
 
 
-# A request is a few KB of flat JSON. Anything nested deeper is hostile: refused before parsing, so
-# that Python's recursion limit (RecursionError at ~1,000 levels) is never what stops it.
-MAX_JSON_DEPTH = 32
 JSON_EXAMPLE = '{"digits": [1, 2, 3, 2]}'
 
 
-def _json_depth(text: str) -> int:
-    """Deepest nesting of [ and { outside strings: a linear scan, cheap against a 64 KiB body."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
-
-
-def decode_json(body: Any) -> Any:
-    """The request body as TorchServe hands it over (bytes, text, or JSON it already parsed) -> JSON value.
-
-    Every way a body can fail to parse is the client's 400: invalid UTF-8 or JSON, nesting over
-    MAX_JSON_DEPTH, or an integer literal over Python's 4,300-digit limit (a ValueError, not a JSONDecodeError).
-    """
-    if isinstance(body, (bytes, bytearray)):
-        try:
-            body = bytes(body).decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise InvalidRequest(
-                f"the body is not valid JSON: not UTF-8 text ({err.reason} at byte {err.start}); send JSON such as "
-                f"{JSON_EXAMPLE}"
-            ) from None
-    if not isinstance(body, str):
-        return body
-    if _json_depth(body) > MAX_JSON_DEPTH:
-        raise InvalidRequest(
-            f"the body nests arrays/objects more than {MAX_JSON_DEPTH} deep; requests are flat JSON "
-            f"such as {JSON_EXAMPLE}"
-        )
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError; so is a 5,000-digit int
-        raise InvalidRequest(f"the body is not valid JSON ({str(err)[:200]}); send e.g. {JSON_EXAMPLE}") from None
-
-
 def parse_request(schema: type[BaseModel], body: Any, context: dict[str, Any] | None = None) -> BaseModel:
-    """Raw request body -> validated `schema` instance, or `InvalidRequest` with a readable message."""
-    data = decode_json(body)
-    if not isinstance(data, dict):
-        fields = ", ".join(schema.model_fields)
-        raise InvalidRequest(f"the body must be a JSON object with the field(s) {fields}; got {type(data).__name__}")
+    """Raw request body -> validated `schema` instance, or `InvalidRequest` with a readable message.
+
+    A body of bytes or text is parsed and validated in one pass by pydantic's JSON parser, which refuses by
+    itself everything hostile a body can hold: invalid UTF-8, nesting deeper than 200 levels (so Python's
+    recursion limit is never what stops it), integer literals out of range, and anything that is not JSON.
+    A body TorchServe already decoded (a dict) is validated as it is.
+    """
     try:
-        return schema.model_validate(data, context=context)
+        if isinstance(body, (bytes, bytearray, str)):
+            return schema.model_validate_json(body, context=context)
+        return schema.model_validate(body, context=context)
     except ValidationError as err:
-        raise InvalidRequest(_describe(err)) from None
+        raise InvalidRequest(_describe(err, schema)) from None
 
 
-def _describe(err: ValidationError) -> str:
-    """pydantic's errors as one line: `field: what is wrong` for each."""
+def _describe(err: ValidationError, schema: type[BaseModel]) -> str:
+    """pydantic's errors as one line: `field: what is wrong` for each, or what is wrong with the body as a whole."""
     parts = []
     for e in err.errors(include_url=False):
+        if e["type"] == "json_invalid":
+            detail = e["msg"].removeprefix("Invalid JSON: ")
+            return f"the body is not valid JSON ({detail[:200]}); requests are flat JSON such as {JSON_EXAMPLE}"
+        if e["type"] == "model_type" and not e["loc"]:
+            fields = ", ".join(schema.model_fields)
+            return f"the body must be a JSON object with the field(s) {fields}; got {type(e['input']).__name__}"
         where = ".".join(str(p) for p in e["loc"]) or "body"
         msg = e["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {msg}")
@@ -188,7 +134,7 @@ def _describe(err: ValidationError) -> str:
 # --------------------------------------------------------------------------- generator
 
 MAX_LATENT_ABS = 10.0  # an explicit z beyond this is not a plausible standard-normal latent
-POINT_HELP = '{"seed": s, "index": i}, {"z": [100 floats]} or {"digit": 0-9, "seed": s (optional)}'
+POINT_HELP = '{"seed": s, "index": i (, "digit": d)}, {"z": [100 floats]} or {"digit": 0-9, "seed": s (optional)}'
 
 
 def truncation_field() -> Any:
@@ -206,8 +152,8 @@ def truncation_field() -> Any:
 class GeneratorLimits(BaseModel):
     """Per-model limits from the model config (`handler:` section); passed as validation context."""
 
-    max_samples: int = 64
-    max_steps: int = 64
+    max_samples: int = MAX_SAMPLES
+    max_steps: int = MAX_STEPS
 
 
 def _limits(info: ValidationInfo) -> GeneratorLimits:
@@ -215,11 +161,23 @@ def _limits(info: ValidationInfo) -> GeneratorLimits:
 
 
 class LatentId(BaseModel):
-    """A latent by id: the same id always names the same 100 numbers (see `digitlab.latent.latent_for`)."""
+    """A latent by id: the same id always names the same 100 numbers (see `digitlab.latent.latent_for`).
+
+    With `digit`, the id names what the digit generator draws from those numbers when asked for that digit: the
+    id a `sample` request with a `digit` answers with, so that its image can be drawn again (or interpolated).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     seed: int = Field(ge=0, le=MAX_SEED, strict=True)
     index: int = Field(ge=0, le=MAX_SEED, strict=True)
+    digit: int | None = Field(
+        default=None,
+        ge=0,
+        le=9,
+        strict=True,
+        exclude_if=lambda digit: digit is None,  # ids of the report's generator stay {"seed", "index"}
+        description="drawn by the digit generator, asked for this digit",
+    )
 
 
 class ExplicitLatent(BaseModel):
@@ -251,7 +209,7 @@ def _point(value: Any) -> Any:
     """Pick the point's kind by its keys, so an error talks about that kind and not all three."""
     if not isinstance(value, dict):
         raise ValueError(f"a point is an object: {POINT_HELP}")
-    for key, kind in (("z", ExplicitLatent), ("digit", DigitPoint), ("index", LatentId)):
+    for key, kind in (("z", ExplicitLatent), ("index", LatentId), ("digit", DigitPoint)):
         if key in value:
             return kind.model_validate(value)
     raise ValueError(f"unknown point {sorted(value)}: use {POINT_HELP}")
@@ -356,6 +314,11 @@ class ErrorResponse(BaseModel):
         description='"InvalidRequest" or "InternalError" from a handler; TorchServe and the door use their own names'
     )
     message: str = Field(description="what is wrong and what is allowed")
+    request_id: str | None = Field(
+        default=None,
+        description="the request's id (the client's X-Request-Id when it was 1-128 characters of A-Z a-z 0-9 . _ -, "
+        "else one the server made), as every log line about the request names it; also the X-Request-Id header",
+    )
 
 
 class ReadyResponse(BaseModel):

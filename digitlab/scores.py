@@ -34,6 +34,13 @@ def classify(classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000
     return torch.cat(probs), torch.cat(feats)
 
 
+@torch.no_grad()
+def classify_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Any classifier's logits (N, 10) for images (N, 1, 28, 28) in [-1, 1], chunk by chunk, on CPU."""
+    device = next(model.parameters()).device
+    return torch.cat([model(chunk.to(device)).cpu() for chunk in images.split(batch_size)])
+
+
 def feature_stats(features: torch.Tensor) -> FeatureStats:
     """Features (N, F) -> their mean (F,) and covariance (F, F), in float64 for the matrix square root."""
     x = features.double().numpy()
@@ -114,7 +121,29 @@ def sample_images(
     is the caller's."""
     device = next(generator.parameters()).device
     z = sample_latents(seed, n, psi=psi, method=method)  # (n, LATENT_DIM)
-    return torch.cat([generator(chunk.to(device)).cpu() for chunk in z.split(batch_size)])
+    digits = requested_digits(generator, n)  # (n,) or None
+    images = []
+    for k in range(0, n, batch_size):
+        asked = None if digits is None else digits[k : k + batch_size].to(device)
+        images.append(generator(z[k : k + batch_size].to(device), asked).cpu())
+    return torch.cat(images)
+
+
+def requested_digits(generator: nn.Module, n: int) -> torch.Tensor | None:
+    """What a scored sample of n asks a conditional generator for: 0..9 in turn (n,), so every digit gets
+    its share; None for the report's generator, which is asked for nothing."""
+    return torch.arange(n) % NUM_CLASSES if getattr(generator, "conditional", False) else None
+
+
+FIDELITY_CONFIDENCE = 0.99  # a digit is "read as asked" when the classifier gives the asked digit p >= this
+
+
+def fidelity(
+    classifier: nn.Module, images: torch.Tensor, digits: torch.Tensor, threshold: float = FIDELITY_CONFIDENCE
+) -> float:
+    """Fraction of images (N, 1, 28, 28) that `classifier` reads as their digit (N,) with p >= threshold."""
+    probs, _ = classify(classifier, images)
+    return float((probs[torch.arange(len(digits)), digits] >= threshold).double().mean())
 
 
 def score_generator(
@@ -130,6 +159,10 @@ def score_generator(
     was_training = generator.training
     generator.eval()
     try:
-        return score_images(classifier, sample_images(generator, n, seed, psi=psi, method=method), real)
+        images = sample_images(generator, n, seed, psi=psi, method=method)
+        scores = score_images(classifier, images, real)
+        if (digits := requested_digits(generator, n)) is not None:
+            scores["fidelity"] = fidelity(classifier, images, digits)
+        return scores
     finally:
         generator.train(was_training)

@@ -18,6 +18,7 @@ one request does, it cannot take its neighbours or the worker down:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -29,9 +30,19 @@ import torch
 from pydantic import BaseModel
 from ts.handler_utils.utils import send_intermediate_predict_response
 
-from digitlab import serving
+from digitlab import catalog, serving
 from digitlab.device import serving_device
-from digitlab.schemas import Frame, InvalidRequest
+from digitlab.errors import (
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    InternalError,
+    InvalidRequest,
+    error_body,
+    safe_request_id,
+)
+from digitlab.jsonlog import json_handler
+from digitlab.options import parse_options
+from digitlab.schemas import Frame
 from digitlab.serving import Answer, Binary
 
 log = logging.getLogger(__name__)
@@ -42,6 +53,17 @@ REST_MARK = "url_path"  # a request-level header the frontend sets on every REST
 DESCRIBE = "describe"  # the header of the frontend's describe request
 VERSION_HEADER = "X-Model-Version"  # on REST answers: the archive's model version (gRPC carries no headers)
 WORKER_METRICS_LOGGER = "ts.metrics.caching_metric"  # the worker's metric lines, which feed the frontend's /metrics
+# log4j2.xml's appender "cancelled_streams" writes this file in TorchServe's log directory ($LOG_LOCATION): one
+# line, "<time> <request id>", per reply the frontend could not deliver because the gRPC client had cancelled.
+CANCELLED_STREAMS_LOG = "cancelled_streams.log"
+CANCELLED_READ_MAX = 1 << 20  # bytes read at once: the file rolls at 1 MB (log4j2.xml)
+CLIENT_CLOSED = 499  # the status of the (undelivered) last message of a cancelled stream, as nginx names it
+
+
+def model_config_source(name: str) -> str:
+    """How an options error names the model config: the shipped file of a catalog model, else the model's name."""
+    served = catalog.BY_NAME.get(name)
+    return served.config if served else f"the model config of {name!r}"
 
 
 def is_grpc(headers: dict[str, Any]) -> bool:
@@ -85,22 +107,65 @@ def request_headers(context, idx: int) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in context.get_all_request_header(idx).items()}
 
 
-class InternalError(Exception):
-    """An unexpected failure while answering one request: its 500, the details stay in the log."""
+class CancelledStreams:
+    """Which streams' clients went away, read from the one place TorchServe 0.12 says so: its log.
 
-    status = 500
+    The frontend tells a worker nothing when a gRPC client cancels a call: the worker keeps sending frames,
+    and for each one the frontend cannot deliver, GRPCJob logs a WARN line with the request id. log4j2.xml
+    routes those lines, and only those, to CANCELLED_STREAMS_LOG (time and request id). A stream checks it
+    after each frame it sends, before generating the next: one stat() while the file has not grown (a few
+    microseconds, against milliseconds per frame), and a read of what other requests added when it has.
+    The first undelivered frame is logged while the next is generated, so a cancelled stream stops one or
+    two frames after the first frame the frontend could not deliver.
 
-    def __init__(self, request_id: str) -> None:
-        super().__init__(request_id)
-        self.request_id = request_id
+    Without the file (a log config without the appender, no LOG_LOCATION) nothing is ever cancelled: streams
+    run to their end, as before. A roll-over (a new file, or a shorter one) is read from its start; a line
+    missed across one only costs a frame, since every undelivered frame writes another.
+    """
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "code": 500,
-            "type": "InternalError",
-            "message": f"the server failed to answer this request (id {self.request_id}); it is logged. "
-            "Retrying the same request will fail the same way.",
-        }
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.inode: int | None = None
+        self.offset = 0
+
+    @classmethod
+    def from_environment(cls) -> CancelledStreams:
+        """The file in TorchServe's log directory: $LOG_LOCATION, which the frontend hands its workers (and
+        log4j2.xml uses), else TorchServe's default "logs" (relative to the frontend's directory, which a
+        worker's is not: then nothing is found and nothing is cancelled)."""
+        return cls(Path(os.environ.get("LOG_LOCATION", "logs")) / CANCELLED_STREAMS_LOG)
+
+    def _stat(self) -> os.stat_result | None:
+        if self.path is None:
+            return None
+        try:
+            return os.stat(self.path)
+        except OSError:
+            return None
+
+    def skip(self) -> None:
+        """Start watching from the file's end: what it holds now concerns requests sent before."""
+        st = self._stat()
+        self.inode, self.offset = (st.st_ino, st.st_size) if st else (None, 0)
+
+    def cancelled(self, request_id: str) -> bool:
+        """Has the frontend logged, since the last look, a reply to `request_id` it could not deliver?"""
+        st = self._stat()
+        if st is None:
+            return False
+        if st.st_ino != self.inode or st.st_size < self.offset:  # rolled over: a new file
+            self.inode, self.offset = st.st_ino, 0
+        if st.st_size == self.offset:
+            return False
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                added = f.read(min(st.st_size - self.offset, CANCELLED_READ_MAX))
+        except OSError:
+            return False
+        whole = added[: added.rfind(b"\n") + 1]  # a line being written is read whole next time
+        self.offset += len(whole)
+        return request_id.encode() in whole
 
 
 class ServingHandler:
@@ -119,16 +184,20 @@ class ServingHandler:
 
     def initialize(self, context) -> None:
         # The worker reads this per request: "false" hands us the raw bytes, so that JSON is parsed once,
-        # by `decode_json`, with its depth limit, instead of by TorchServe with none.
+        # by pydantic in one pass with the validation (digitlab.schemas.parse_request), instead of by TorchServe.
         os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
 
         props = context.system_properties
         self.device = serving_device(props.get("gpu_id"))
-        self.options: dict[str, Any] = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
-        self.version = str(context.manifest["model"].get("modelVersion", ""))
+        model = context.manifest["model"]
+        self.version = str(model.get("modelVersion", ""))
+        # The model config's `handler:` section, typed: an unknown or ill-typed option fails the load with a
+        # message naming it and the file (the archive builder refuses the same config before it ships).
+        section = (getattr(context, "model_yaml_config", None) or {}).get("handler")
+        self.options = parse_options(self.kind, section, model_config_source(model.get("modelName", "")))
         # Intra-op threads per worker (model config `handler.threads`): workers x threads <= cores.
-        torch.set_num_threads(int(self.options.get("threads", 1)))
-        checkpoint = Path(props["model_dir"]) / context.manifest["model"]["serializedFile"]
+        torch.set_num_threads(self.options.threads)
+        checkpoint = Path(props["model_dir"]) / model["serializedFile"]
         self.service = serving.load(self.kind, checkpoint, self.options, self.device)
         log.info("%s ready on %s with options %s", type(self).__name__, self.device, self.options)
         # From here on the worker writes no INFO line of its own: TorchServe's worker announces every batch on
@@ -136,10 +205,19 @@ class ServingHandler:
         # stdout only to drop it (log4j2.xml). Its metric lines stay: the frontend builds /metrics from them.
         logging.getLogger().setLevel(logging.WARNING)
         logging.getLogger(WORKER_METRICS_LOGGER).setLevel(logging.INFO)
+        # This template's own lines (a refused body it could not read, a failed request) are JSON objects with
+        # their `request_id`, on the worker's stdout, which TorchServe files in model_log.log.
+        log.handlers[:], log.propagate = [json_handler()], False
         self.initialized = True
 
     def handle(self, batch: list[dict[str, Any]], context) -> list[Any]:
         headers = [request_headers(context, idx) for idx in range(len(batch))]  # read once per request
+        # Each request's id, as its error bodies, log lines and REST answer carry it: the client's (through the
+        # door, which makes one when the client sent none) when it is safe, else TorchServe's own.
+        self.ids = [
+            safe_request_id(h.get(REQUEST_ID_HEADER.lower())) or request_id(context, idx)
+            for idx, h in enumerate(headers)
+        ]
         responses, valid = self.decode_batch(batch, headers, context)
         if valid:
             outputs = self.guarded(self.predict, valid, responses, context)
@@ -149,6 +227,7 @@ class ServingHandler:
         self.mark_final(headers, context)
         for idx in range(len(batch)):  # which model version answered: a rolling update's switch is visible
             context.set_response_header(idx, VERSION_HEADER, self.version)
+            context.set_response_header(idx, REQUEST_ID_HEADER, self.ids[idx])
         return responses
 
     def describe_handle(self) -> str:
@@ -189,21 +268,53 @@ class ServingHandler:
         """Send each frame but the last as soon as it is generated; return the last, which TorchServe sends
         as the final message (gRPC StreamPredictions, or chunked HTTP).
 
-        An unexpected error ends the stream with the error object as its last message (the status line
-        of a stream that has begun cannot change).
+        Before each next frame is generated, a stream whose client has cancelled it ends (`CancelledStreams`):
+        its last message, which nobody receives, says so. An unexpected error ends the stream with the error
+        object as its last message (the status line of a stream that has begun cannot change).
         """
         context.set_response_content_type(idx, "application/json")
+        request_id = str(context.request_ids[idx])
+        watch = self.cancelled_streams
+        watch.skip()  # this request has no line there before its first frame is sent
+        sent = 0
         try:
             for frame in frames:
                 message = frame.model_dump_json() + "\n"  # NDJSON over HTTP: a client splits on newlines
                 if frame.index == frame.of - 1:
                     return message
                 send_intermediate_predict_response(
-                    {idx: message}, {idx: context.request_ids[idx]}, "Intermediate Prediction success", 200, context
+                    {idx: message}, {idx: request_id}, "Intermediate Prediction success", 200, context
                 )
+                sent += 1
+                if watch.cancelled(request_id):
+                    close = getattr(frames, "close", None)
+                    if close is not None:
+                        close()
+                    return self.cancelled(sent, idx, context)
             raise RuntimeError("the stream ended before its last frame")
         except Exception:  # noqa: BLE001 - one stream's failure is its own
             return self.fail(idx, context) + "\n"
+
+    @functools.cached_property
+    def cancelled_streams(self) -> CancelledStreams:
+        """This worker's view of the frontend's cancelled-streams log (created at the first stream)."""
+        return CancelledStreams.from_environment()
+
+    @staticmethod
+    def cancelled(sent: int, idx: int, context) -> str:
+        """The last message of a stream its client cancelled: TorchServe drops it (the call is gone), but the
+        frontend needs an answer to finish the request. No log line: the frontend has logged the cancel."""
+        context.set_response_status(CLIENT_CLOSED, "Client Closed Request", idx)
+        return (
+            json.dumps(
+                error_body(
+                    CLIENT_CLOSED,
+                    "Cancelled",
+                    f"the client cancelled the stream after {sent} frame(s); no more were generated",
+                )
+            )
+            + "\n"
+        )
 
     # -- shared plumbing -----------------------------------------------------------------------
 
@@ -222,7 +333,7 @@ class ServingHandler:
             except InvalidRequest as err:
                 responses[idx] = self.refuse(err, idx, context)
             except Exception:  # noqa: BLE001 - whatever a body does to the parser, it is still the client's 400
-                log.warning("request %s: unreadable body", request_id(context, idx), exc_info=True)
+                log.warning("unreadable body", exc_info=True, extra={REQUEST_ID: self.ids[idx]})
                 responses[idx] = self.refuse(
                     InvalidRequest("the body could not be read as a request; send JSON as shown in docs/API.md"),
                     idx,
@@ -249,20 +360,18 @@ class ServingHandler:
             )
             return [None]
 
-    @staticmethod
-    def refuse(err: InvalidRequest, idx: int, context) -> str:
+    def refuse(self, err: InvalidRequest, idx: int, context) -> str:
         context.set_response_status(err.status, "Bad Request" if err.status == 400 else "Unprocessable Entity", idx)
         context.set_response_content_type(idx, "application/json")
-        return json.dumps(err.to_json())
+        return json.dumps(err.to_json(self.ids[idx]))
 
-    @staticmethod
-    def fail(idx: int, context) -> str:
+    def fail(self, idx: int, context) -> str:
         """The answer to a request whose prediction raised unexpectedly; the traceback goes to the log."""
-        err = InternalError(request_id(context, idx))
-        log.exception("request %s failed", err.request_id)
+        err = InternalError(self.ids[idx])
+        log.exception("request failed", extra={REQUEST_ID: err.request_id})
         context.set_response_status(500, "Internal Server Error", idx)
         context.set_response_content_type(idx, "application/json")
-        return json.dumps(err.to_json())
+        return json.dumps(err.to_json(err.request_id))
 
     @staticmethod
     def mark_final(headers: list[dict[str, Any]], context) -> None:

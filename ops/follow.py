@@ -37,13 +37,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops import door, instance
+from ops import door, instance, probe
 
 SETTINGS = "follow.json"  # written by deploy/compose.py next to the door's nginx.conf
 STATUS = "upstreams.json"  # what this process last gave nginx: read by deploy/compose.py
@@ -112,17 +110,7 @@ def resolve(name: str) -> list[str]:
 
 def check(url: str) -> bool | None:
     """True: 200. False: any other answer, or a refused connection. None: no answer in CHECK_TIMEOUT_S."""
-    try:
-        with urllib.request.urlopen(url, timeout=CHECK_TIMEOUT_S) as resp:
-            return resp.status == 200
-    except urllib.error.HTTPError:
-        return False
-    except TimeoutError:
-        return None
-    except urllib.error.URLError as err:
-        return None if isinstance(err.reason, (TimeoutError, socket.timeout)) else False
-    except OSError:
-        return False
+    return probe.check(url, CHECK_TIMEOUT_S)
 
 
 def write_upstreams(runtime: Path, replicas: list[door.Replica]) -> None:
@@ -148,7 +136,7 @@ def log(message: str) -> None:
 def start_nginx(runtime: Path) -> tuple[subprocess.Popen, subprocess.Popen]:
     """The followed layer (follow.conf), then, once its sockets listen, the door itself (nginx.conf)."""
     sockets = door.followed_sockets(runtime).values()
-    for sock in sockets:
+    for sock in [*sockets, *door.internal_sockets(runtime).values()]:
         sock.unlink(missing_ok=True)  # left by a killed container: nginx would not bind over it
     layer = subprocess.Popen([*door.nginx_command(runtime, door.FOLLOW_CONFIG), *FOREGROUND])
     deadline = time.monotonic() + STOP_GRACE_S

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab.keyfiles import TORCHSERVE_KEY_FILE, torchserve_keys
+from ops import properties
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_STORE = ROOT / "model_store"
@@ -50,18 +51,14 @@ GRPC_PORT_KEYS = ("grpc_inference_port", "grpc_management_port")
 
 
 def read_properties(path: Path) -> dict[str, str]:
-    props = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
+    """A config.properties as TorchServe reads it (ops/properties.py)."""
+    return properties.loads(path.read_text(encoding="utf-8"))
 
 
 def write_properties(path: Path, props: dict[str, str]) -> None:
-    # java.util.Properties reads a backslash as an escape: regexes (allowed_urls) need theirs doubled.
-    path.write_text("".join(f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in props.items()))
+    """`props` as a config.properties that TorchServe, and `read_properties`, read back as `props`: a regex's
+    backslashes (allowed_urls) are doubled for Java, and undone on reading."""
+    path.write_text(properties.dumps(props), encoding="utf-8")
 
 
 BACKEND_THREADS = 32  # idle netty threads cost a little memory each; see instance_properties
@@ -76,7 +73,7 @@ def instance_properties(base: dict[str, str], workdir: Path, model_store: Path) 
     - enable_model_api=false: no model registration over the API.
     - netty_client_threads (at least BACKEND_THREADS): TorchServe's backend channels share these netty
       threads, one per channel, round robin. A unary gRPC call that streamed blocks one of them for
-      minutes (ops/supervisor.py, `judge_unready`); with TorchServe's default (one per CPU, 2 here)
+      minutes (ops/watch.py, `judge_unready`); with TorchServe's default (one per CPU, 2 here)
       that took half the models down with it. With many, it is one model's channel, and a restart moves on.
     """
     workflows = workdir / "workflows"

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from ops import probe
 from ops.instance import DEFAULT_CONFIG, DEFAULT_READY_ADDRESS, READY_PATH, read_properties
 
 PROBE_TIMEOUT_S = 4.0
@@ -25,11 +24,8 @@ def ready_url(props: dict[str, str]) -> str:
 
 
 def is_ready(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):  # 503 (not ready) arrives as HTTPError, a URLError
-        return False
+    """200 within `timeout`: ready; 503, nothing listening or silence: not."""
+    return probe.answers_ok(url, timeout)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,13 +20,14 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
+from ops import probe
 from ops.instance import (
     ADDRESS_KEYS,
     DEFAULT_CONFIG,
@@ -49,9 +50,12 @@ from ops.instance import (
     with_ports,
     write_properties,
 )
-from ops.supervisor import DRAIN_TIMEOUT_S, Supervisor
-from ops.supervisor import STOP_GRACE_S as TORCHSERVE_STOP_GRACE_S
+from ops.launcher import STOP_GRACE_S as TORCHSERVE_STOP_GRACE_S
+from ops.renewal import renew_keys
+from ops.watch import DRAIN_TIMEOUT_S, Settings
 
+CONSOLE_LOG = "console.log"  # the supervisor's JSON lines and TorchServe's console, rolled by size
+CRASH_LOG = "supervisor.err"  # what Python prints outside the log (a crash at start-up)
 STOP_GRACE_S = DRAIN_TIMEOUT_S + TORCHSERVE_STOP_GRACE_S + 5  # the supervisor's drain and TorchServe's own stop
 
 SUPERVISOR_MODULE = "ops.supervisor"
@@ -59,7 +63,8 @@ SUPERVISOR_MODULE = "ops.supervisor"
 
 def start(workdir: Path, config: Path, model_store: Path = MODEL_STORE, env: dict[str, str] | None = None) -> int:
     """Launch the supervisor (and so TorchServe) in a session of its own, serving every archive in
-    `model_store`; returns the supervisor's PID. Its output and TorchServe's console go to console.log."""
+    `model_store`; returns the supervisor's PID. Its log and TorchServe's console go to console.log (JSON lines,
+    rolled at 10 MB)."""
     workdir.mkdir(parents=True, exist_ok=True)
     if not archives(model_store):
         raise SystemExit(f"no .mar archives in {model_store}: run `make archives` first")
@@ -74,23 +79,27 @@ def start(workdir: Path, config: Path, model_store: Path = MODEL_STORE, env: dic
         "--model-store",
         str(model_store.resolve()),
     ]
-    with open(workdir / "console.log", "ab") as log:  # the child keeps its own copy of the descriptor
+    # Its log lines go to console.log, which it rolls by size; what Python itself prints outside them (a crash
+    # before logging is set up) goes to supervisor.err.
+    cmd += ["--log-file", str((workdir / CONSOLE_LOG).resolve())]
+    with open(workdir / CRASH_LOG, "ab") as crash:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
             env={**os.environ, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=crash,
             start_new_session=True,
         )
     (workdir / SUPERVISOR_PID_FILE).write_text(str(proc.pid))
     return proc.pid
 
 
-def _get_json(url: str, token: str, timeout: float = 5.0):
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read())
+def _get_json(url: str, token: str, timeout: float = probe.TIMEOUT_S):
+    status, body = probe.request("GET", url, token, timeout=timeout)
+    if status != 200:
+        raise OSError(f"GET {url}: {status} {body[:200]!r}")
+    return json.loads(body)
 
 
 def wait_ready(workdir: Path, props: dict[str, str], pid: int, timeout: float = 180.0) -> float:
@@ -102,28 +111,21 @@ def wait_ready(workdir: Path, props: dict[str, str], pid: int, timeout: float = 
     began = time.monotonic()
     while time.monotonic() - began < timeout:
         if not alive(pid):
-            raise RuntimeError(f"the supervisor exited during start-up; see {workdir / 'console.log'}")
-        try:
-            with urllib.request.urlopen(f"{props['ready_address']}{READY_PATH}", timeout=5) as resp:
-                if resp.status == 200:
-                    return time.monotonic() - began
-        except (urllib.error.URLError, OSError):
-            pass  # not listening yet, or 503: not ready
+            raise RuntimeError(
+                f"the supervisor exited during start-up; see {workdir / CONSOLE_LOG} and {workdir / CRASH_LOG}"
+            )
+        if probe.answers_ok(f"{props['ready_address']}{READY_PATH}"):  # else not listening yet, or 503
+            return time.monotonic() - began
         time.sleep(0.25)
-    raise TimeoutError(f"not ready after {timeout:.0f}s; see {workdir / 'logs'} and {workdir / 'console.log'}")
+    raise TimeoutError(f"not ready after {timeout:.0f}s; see {workdir / 'logs'} and {workdir / CONSOLE_LOG}")
 
 
 def owned(pid: int, workdir: Path) -> bool:
     """Is `pid` this workdir's supervisor? A PID file can outlive its process and the PID be reused."""
     try:
-        # -ww: unlimited width. Without it ps cuts the line at 80 columns whenever it cannot find a
-        # terminal (under pytest), the workdir falls off, and a test server is never stopped.
-        args = subprocess.run(
-            ["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=False
-        ).stdout
-    except FileNotFoundError:  # no ps: fall back to Linux's /proc
-        path = Path(f"/proc/{pid}/cmdline")
-        args = path.read_text().replace("\0", " ") if path.exists() else ""
+        args = " ".join(psutil.Process(pid).cmdline())  # the whole command line, however long
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
     return SUPERVISOR_MODULE in args and str(workdir.resolve()) in args
 
 
@@ -162,7 +164,8 @@ def stop(workdir: Path, grace: float = STOP_GRACE_S) -> bool:
 
 def rotate_keys(workdir: Path) -> list[str]:
     """Replace TorchServe's inference and management keys now (clients re-read the key file)."""
-    return Supervisor(workdir, read_properties(workdir / INSTANCE_CONFIG)).renew_keys(force=True)
+    settings = Settings.from_properties(workdir, read_properties(workdir / INSTANCE_CONFIG))
+    return renew_keys(settings.api, settings.key_lifetime_s, force=True)
 
 
 def free_ports(n: int = len(ADDRESS_KEYS) + len(GRPC_PORT_KEYS)) -> list[int]:

@@ -3,8 +3,10 @@
     python -m tools.openapi            # make api: (re)write docs/api/openapi.json
     python -m tools.openapi --check    # exit 1 when the file is out of date
 
-Every schema comes from `digitlab.schemas` (requests in validation mode, answers in serialization mode);
-this module only says which endpoint takes and returns which, with which media types and statuses.
+Every schema comes from `digitlab.schemas` (requests in validation mode, answers in serialization mode), every
+path from the catalog (digitlab/catalog.py), and every limit a path states from where a worker reads it: the
+palindrome lengths from the shipped checkpoint, the generator's from the model config's typed options. This
+module only says which endpoint takes and returns which, with which media types and statuses.
 tests/unit/test_api_contract.py fails when the file differs from what this module generates.
 """
 
@@ -20,6 +22,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from digitlab import catalog
+from digitlab.catalog import ServedModel
+from digitlab.checkpoint import read_checkpoint
 from digitlab.schemas import (
     ErrorResponse,
     Frame,
@@ -97,14 +102,67 @@ def prediction(
     }
 
 
-def palindrome(model: str, cell: str, lengths: str) -> dict[str, Any]:
+def served_limits(served: ServedModel) -> dict[str, int]:
+    """The limits `served` is served with, read where a worker reads them: the palindrome lengths from its
+    checkpoint's meta, the generator's from its model config's typed options."""
+    if served.kind == "palindrome":
+        meta = read_checkpoint(ROOT / served.weights)["meta"]
+        return {"min_length": meta["min_length"], "max_length": meta["max_length"]}
+    options = served.handler_options(ROOT)
+    return {"max_samples": options.max_samples, "max_steps": options.max_steps}
+
+
+def palindrome(served: ServedModel, limits: dict[str, int]) -> dict[str, Any]:
     return prediction(
-        f"The missing last digit of a palindrome ({cell})",
-        f"The first T digits of a palindrome of T + 1 digits, T = {lengths}; the answer is the missing digit "
-        "(the mirror of the first) with the probability of each of the ten.",
+        served.summary,
+        f"The first T digits of a palindrome of T + 1 digits, T = {limits['min_length']} to {limits['max_length']} "
+        "(the lengths its checkpoint was trained and measured on); the answer is the missing digit (the mirror of "
+        "the first) with the probability of each of the ten.",
         PalindromeRequest,
         json_body(PalindromeResponse, "the missing digit"),
     )
+
+
+def sample(served: ServedModel, limits: dict[str, int]) -> dict[str, Any]:
+    answers = {
+        "description": 'images with their latent ids (JSON), or one PNG grid with `"format": "grid"` or the header '
+        "`Accept: image/png` (its seed in the `X-Seed` header)",
+        "headers": {"X-Seed": {"description": "the seed of a PNG grid", "schema": {"type": "integer"}}},
+        "content": {"application/json": {"schema": ref(SampleResponse)}, **binary("image/png")},
+    }
+    return prediction(
+        served.summary,
+        f"n images (1 to {limits['max_samples']}), the same seed giving the same images. With `digit`, each image is "
+        "drawn as that digit and its id carries the digit, so that the same id draws the same image again.",
+        SampleRequest,
+        answers,
+        extra_errors=(422,),
+    )
+
+
+def interpolate(served: ServedModel, limits: dict[str, int]) -> dict[str, Any]:
+    answers = {
+        "description": 'every frame at once (JSON); an animated GIF with `"format": "gif"`; or, with `"stream": true`, '
+        "a chunked answer of one JSON `Frame` per line, each sent as it is rendered (newline-delimited "
+        "JSON, `application/x-ndjson` here; the server labels it `application/json`). A stream that "
+        "fails after it began ends with an `ErrorResponse` line.",
+        "content": {
+            "application/json": {"schema": ref(InterpolateResponse)},
+            "application/x-ndjson": {"schema": ref(Frame)},
+            **binary("image/gif"),
+        },
+    }
+    return prediction(
+        served.summary,
+        f"2 to {limits['max_steps']} frames from `start` to `end`, each with the digit the MNIST classifier reads "
+        "in it; between two digits the frames turn from one into the other.",
+        InterpolateRequest,
+        answers,
+        extra_errors=(422,),
+    )
+
+
+PATHS = {"palindrome": palindrome, "sample": sample, "interpolate": interpolate}  # by the served model's kind
 
 
 def health(summary: str, description: str, server: dict[str, str], model: type[BaseModel]) -> dict[str, Any]:
@@ -125,51 +183,20 @@ def document() -> dict[str, Any]:
         ref_template="#/components/schemas/{model}",
     )
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    sample_answers = {
-        "description": 'images with their latent ids (JSON), or one PNG grid with `"format": "grid"` or the header '
-        "`Accept: image/png` (its seed in the `X-Seed` header)",
-        "headers": {"X-Seed": {"description": "the seed of a PNG grid", "schema": {"type": "integer"}}},
-        "content": {"application/json": {"schema": ref(SampleResponse)}, **binary("image/png")},
-    }
-    interpolate_answers = {
-        "description": 'every frame at once (JSON); an animated GIF with `"format": "gif"`; or, with `"stream": true`, '
-        "a chunked answer of one JSON `Frame` per line, each sent as it is rendered (newline-delimited "
-        "JSON, `application/x-ndjson` here; the server labels it `application/json`). A stream that "
-        "fails after it began ends with an `ErrorResponse` line.",
-        "content": {
-            "application/json": {"schema": ref(InterpolateResponse)},
-            "application/x-ndjson": {"schema": ref(Frame)},
-            **binary("image/gif"),
-        },
-    }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "digitlab",
             "version": version,
             "summary": "Palindrome digit predictor and MNIST GAN, served by TorchServe",
-            "description": "Generated from digitlab/schemas.py by `make api` (tools/openapi.py): do not edit. "
+            "description": "Generated from digitlab/schemas.py, digitlab/catalog.py and the shipped checkpoints by "
+            "`make api` (tools/openapi.py): do not edit. "
             "gRPC carries the same JSON: see docs/api/grpc.md.",
         },
         "servers": [TORCHSERVE, DOOR],
         "security": [{"bearer": []}],
         "paths": {
-            "/predictions/palindrome": palindrome("palindrome", "LSTM", "3 to 100"),
-            "/predictions/palindrome_rnn": palindrome("palindrome_rnn", "RNN", "3 to 15"),
-            "/predictions/sample": prediction(
-                "Random digits from the GAN",
-                "n images (at most 64), the same seed giving the same images.",
-                SampleRequest,
-                sample_answers,
-                extra_errors=(422,),
-            ),
-            "/predictions/interpolate": prediction(
-                "Frames between two latents or two digits",
-                "2 to 64 frames from `start` to `end`, each with the digit the MNIST classifier reads in it.",
-                InterpolateRequest,
-                interpolate_answers,
-                extra_errors=(422,),
-            ),
+            **{f"/predictions/{m.name}": PATHS[m.kind](m, served_limits(m)) for m in catalog.MODELS},
             "/ready": health(
                 "Readiness (supervisor)",
                 "200 only when every worker of every model is READY and has answered a canary request; no key.",

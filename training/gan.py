@@ -17,26 +17,25 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import math
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure  # Agg canvas, no pyplot state, no display needed
 from torch import nn
 from tqdm import tqdm
 
 from digitlab.checkpoint import load_model, save_checkpoint
+from digitlab.constants import NUM_CLASSES
 from digitlab.device import pick_device
 from digitlab.imaging import grid_png, write_bytes
 from digitlab.latent import sample_latents
 from digitlab.mnist import DEFAULT_DATA_DIR, load_mnist
 from digitlab.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from digitlab.scores import real_stats, score_generator
-
-SCORE_FIELDS = ("iteration", "epoch", "wall_s", "fid", "inception_score", "kl_uniform")
+from training.gan_data import RealBatches
+from training.gan_logs import SCORE_FIELDS, write_logs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,6 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--spectral-norm", action="store_true", help="spectrally normalise the discriminator's weights")
     p.add_argument(
+        "--conditional",
+        action="store_true",
+        help="AC-GAN: the generator is given the digit to draw (one-hot beside z), the discriminator also "
+        "classifies real images, and the generator is also trained to make its digits classified as asked",
+    )
+    p.add_argument(
+        "--aux-weight", type=float, default=1.0, help="--conditional: weight of the class cross-entropy terms"
+    )
+    p.add_argument(
         "--select-max-kl",
         type=float,
         default=0.008,
@@ -104,6 +112,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@dataclass(frozen=True)
+class GanConfig:
+    """One run's recipe, as `parse_args` reads it (see there for each field); what `GanRun` is built from."""
+
+    schedule: str = "5:2"
+    steps: int | None = None
+    epochs: float = 200
+    data_dir: str = DEFAULT_DATA_DIR
+    limit: int | None = None
+    batch_size: int = 64
+    lr: float = 2e-4
+    lr_d: float | None = None
+    r1: float = 0.0
+    betas: tuple[float, float] = (0.5, 0.999)
+    lr_decay: float = 0.0
+    spectral_norm: bool = False
+    conditional: bool = False
+    aux_weight: float = 1.0
+    select_max_kl: float = 0.008
+    ema: float = 0.0
+    seed: int = 0
+    out_dir: str = "runs/gan-5-2"
+    sample_every: int = 1000
+    score_every: int = 2000
+    score_n: int = 2000
+    keep_scored: bool = False
+    classifier: str = "weights/classifier.pt"
+    dry_run: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> GanConfig:
+        """The recipe among the command's options (the rest, --device, --threads, --resume, say how to run it)."""
+        given = vars(args)
+        return cls(**{f.name: tuple(given[f.name]) if f.name == "betas" else given[f.name] for f in fields(cls)})
+
+
 def learning_rate(base: float, iteration: int, total: int, decay: float) -> float:
     """Constant `base` until the last `decay` fraction of `total` iterations, then linear to 0 at `total`."""
     start = total * (1 - decay)
@@ -130,28 +174,6 @@ def parse_schedule(text: str) -> tuple[int, int]:
     return d, g
 
 
-class RealBatches:
-    """Real images (N, 1, 28, 28) served as (batch, 1, 28, 28) batches in a reproducible order.
-
-    Epoch e's order is a permutation seeded by (seed, e) and the incomplete last batch is dropped,
-    so the k-th batch is a function of k alone and a resumed run sees the same data as an unbroken one.
-    """
-
-    def __init__(self, images: torch.Tensor, batch_size: int, seed: int) -> None:
-        self.images, self.batch_size, self.seed = images, batch_size, seed
-        self.per_epoch = len(images) // batch_size
-        if self.per_epoch == 0:
-            raise ValueError(f"{len(images)} images are fewer than one batch of {batch_size}")
-        self.epoch, self.order = -1, torch.empty(0, dtype=torch.long)
-
-    def __call__(self, k: int) -> torch.Tensor:
-        epoch, offset = divmod(k, self.per_epoch)
-        if epoch != self.epoch:  # one permutation per epoch, drawn from its own generator
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self.epoch, self.order = epoch, torch.randperm(len(self.images), generator=g)
-        return self.images[self.order[offset * self.batch_size : (offset + 1) * self.batch_size]]
-
-
 class GanRun:
     """One training run: networks, optimisers, real batches, and the history that --resume restores.
 
@@ -159,26 +181,32 @@ class GanRun:
     weights_only=True. Per iteration it logs (G loss, mean D loss of the round); per score, SCORE_FIELDS.
     """
 
-    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
-        self.args, self.device, self.out = args, device, Path(args.out_dir)
-        self.d_steps, self.g_steps = parse_schedule(args.schedule)
-        limit = 2 * args.batch_size if args.dry_run else args.limit
+    def __init__(self, config: GanConfig, device: torch.device) -> None:
+
+        self.config, self.device, self.out = config, device, Path(config.out_dir)
+        self.d_steps, self.g_steps = parse_schedule(config.schedule)
+        limit = 2 * config.batch_size if config.dry_run else config.limit
         self.batches = RealBatches(
-            load_mnist(args.data_dir, train=True, limit=limit).tensors[0], args.batch_size, args.seed
+            *load_mnist(config.data_dir, train=True, limit=limit).tensors, config.batch_size, config.seed
         )
         # Before seeding: building the classifier draws initial weights from the global RNG.
         self.classifier, self.real = None, None
-        if args.classifier:
-            self.classifier = load_model(args.classifier, device, expect="classifier")
-            self.real = real_stats(self.classifier, load_mnist(args.data_dir, train=False, limit=args.limit).tensors[0])
-        torch.manual_seed(args.seed)
-        self.generator = Generator(GeneratorConfig()).to(device)
-        self.discriminator = Discriminator(DiscriminatorConfig(spectral_norm=args.spectral_norm)).to(device)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=args.lr, betas=tuple(args.betas))
-        self.lr_d = args.lr if args.lr_d is None else args.lr_d
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=tuple(args.betas))
+        if config.classifier:
+            self.classifier = load_model(config.classifier, device, expect="classifier")
+            self.real = real_stats(
+                self.classifier, load_mnist(config.data_dir, train=False, limit=config.limit).tensors[0]
+            )
+        torch.manual_seed(config.seed)
+        self.classes = NUM_CLASSES if config.conditional else 0
+        self.generator = Generator(GeneratorConfig(classes=self.classes)).to(device)
+        self.discriminator = Discriminator(
+            DiscriminatorConfig(spectral_norm=config.spectral_norm, classes=self.classes)
+        ).to(device)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=tuple(config.betas))
+        self.lr_d = config.lr if config.lr_d is None else config.lr_d
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=tuple(config.betas))
         self.state = {
-            "schedule": args.schedule,
+            "schedule": config.schedule,
             "iteration": 0,
             "batches": 0,
             "wall_s": 0.0,
@@ -186,21 +214,23 @@ class GanRun:
             "scores": [],
             "best": {},
         }  # best: {"iteration", "fid", "kl_uniform"} of best.pt, empty until the first score
-        self.fixed_z = sample_latents(args.seed, 64).to(device)  # (64, 100): the same digits in every grid
-        self.average = copy.deepcopy(self.generator).requires_grad_(False) if args.ema else None
-        self.calibration_z = sample_latents(args.seed + 2, 4096).to(device) if args.ema else None  # (4096, 100)
+        self.fixed_z = sample_latents(config.seed, 64).to(device)  # (64, 100): the same digits in every grid
+        self.fixed_digits = self.balanced_digits(64)  # (64,) or None: 0..9 in turn when conditional
+        self.average = copy.deepcopy(self.generator).requires_grad_(False) if config.ema else None
+        self.calibration_z = sample_latents(config.seed + 2, 4096).to(device) if config.ema else None  # (4096, 100)
+        self.calibration_digits = self.balanced_digits(4096)
         self.bce = nn.BCEWithLogitsLoss()
 
     def total_iterations(self) -> int:
-        if self.args.dry_run:
+        if self.config.dry_run:
             return 2 * self.g_steps
-        epochs_as_iterations = self.args.epochs * self.batches.per_epoch * self.g_steps / self.d_steps
-        return self.args.steps or math.ceil(epochs_as_iterations)
+        epochs_as_iterations = self.config.epochs * self.batches.per_epoch * self.g_steps / self.d_steps
+        return self.config.steps or math.ceil(epochs_as_iterations)
 
     def resume(self) -> None:
         saved = torch.load(self.out / "state.pt", map_location="cpu", weights_only=True)
-        if saved["schedule"] != self.args.schedule:
-            raise ValueError(f"{self.out} was trained with schedule {saved['schedule']}, not {self.args.schedule}")
+        if saved["schedule"] != self.config.schedule:
+            raise ValueError(f"{self.out} was trained with schedule {saved['schedule']}, not {self.config.schedule}")
         self.generator.load_state_dict(saved.pop("generator"))
         self.discriminator.load_state_dict(saved.pop("discriminator"))
         self.opt_g.load_state_dict(saved.pop("opt_g"))
@@ -212,39 +242,59 @@ class GanRun:
             saved.setdefault("ema_from", saved["iteration"])
         self.state = saved
 
-    def noise(self) -> torch.Tensor:
-        return torch.randn(self.args.batch_size, self.generator.config.latent_dim, device=self.device)  # (B, 100)
+    def noise(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A fresh batch of latents (B, 100) and, when conditional, the digits (B,) to draw from them."""
+        z = torch.randn(self.config.batch_size, self.generator.config.latent_dim, device=self.device)
+        digits = torch.randint(self.classes, (len(z),), device=self.device) if self.classes else None
+        return z, digits
+
+    def balanced_digits(self, n: int) -> torch.Tensor | None:
+        return torch.arange(n, device=self.device) % self.classes if self.classes else None
+
+    def aux_loss(self, class_logits: torch.Tensor, digits: torch.Tensor | None) -> torch.Tensor | float:
+        """AC-GAN's class term: cross-entropy of the discriminator's class logits (B, 10) against digits (B,)."""
+        if digits is None:
+            return 0.0
+        return self.config.aux_weight * nn.functional.cross_entropy(class_logits, digits)
 
     def discriminator_step(self) -> float:
         """One D update on the next real batch and as many fresh fakes: BCE(D(x), 1) + BCE(D(G(z)), 0),
         plus with --r1 the penalty gamma/2 * mean ||dD(x)/dx||^2 on the real batch (Mescheder et al. 2018)."""
-        real = self.batches(self.state["batches"]).to(self.device)  # (B, 1, 28, 28)
+        real, labels = (t.to(self.device) for t in self.batches(self.state["batches"]))  # (B, 1, 28, 28), (B,)
         self.state["batches"] += 1
         with torch.no_grad():
-            fake = self.generator(self.noise())  # train-mode BatchNorm, as in the G step
+            fake = self.generator(*self.noise())  # train-mode BatchNorm, as in the G step
         ones, zeros = torch.ones(len(real), device=self.device), torch.zeros(len(fake), device=self.device)
-        real.requires_grad_(self.args.r1 > 0)
-        real_logits = self.discriminator(real)  # (B,)
-        loss = self.bce(real_logits, ones) + self.bce(self.discriminator(fake), zeros)
-        if self.args.r1 > 0:
+        real.requires_grad_(self.config.r1 > 0)
+        real_logits, class_logits = self.discriminator.logits(real)  # (B,), (B, classes)
+        # Conditional: the class head learns from real digits only, so the generator is pushed toward
+        # what real digits of its class look like, never toward what D learnt of its own fakes.
+        loss = (
+            self.bce(real_logits, ones)
+            + self.bce(self.discriminator(fake), zeros)
+            + self.aux_loss(class_logits, labels if self.classes else None)
+        )
+        if self.config.r1 > 0:
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)  # (B, 1, 28, 28)
-            loss = loss + self.args.r1 / 2 * grad.pow(2).flatten(1).sum(1).mean()
+            loss = loss + self.config.r1 / 2 * grad.pow(2).flatten(1).sum(1).mean()
         self.opt_d.zero_grad()
         loss.backward()
         self.opt_d.step()
         return loss.item()
 
     def generator_step(self) -> float:
-        """One G update, non-saturating: maximise log D(G(z)), i.e. BCE(D(G(z)), 1)."""
-        logits = self.discriminator(self.generator(self.noise()))  # (B,)
-        loss = self.bce(logits, torch.ones_like(logits))
+        """One G update, non-saturating: maximise log D(G(z)), i.e. BCE(D(G(z)), 1); conditional, plus the
+        cross-entropy of D's class head against the digits asked for."""
+        z, digits = self.noise()
+        logits, class_logits = self.discriminator.logits(self.generator(z, digits))  # (B,), (B, classes)
+        loss = self.bce(logits, torch.ones_like(logits)) + self.aux_loss(class_logits, digits)
         self.opt_g.zero_grad()
         loss.backward()
         self.opt_g.step()
         if self.average is not None:
             with torch.no_grad():
                 for avg, live in zip(self.average.parameters(), self.generator.parameters()):
-                    avg.lerp_(live, 1 - self.args.ema)  # avg = ema * avg + (1 - ema) * live
+                    avg.lerp_(live, 1 - self.config.ema)  # avg = ema * avg + (1 - ema) * live
         return loss.item()
 
     @torch.no_grad()
@@ -260,23 +310,23 @@ class GanRun:
             if isinstance(module, nn.BatchNorm1d):
                 module.reset_running_stats()
                 module.momentum = None
-        self.average.train()(self.calibration_z)
+        self.average.train()(self.calibration_z, self.calibration_digits)
         return self.average.eval()
 
     def train(self, total: int) -> None:
         """Rounds of D steps then G steps until `total` iterations, sampling and scoring on the way."""
-        args, state = self.args, self.state
+        config, state = self.config, self.state
         if self.average is not None:
             state.setdefault("ema_from", state["iteration"])
         if state["iteration"] == 0:
             self.sample_grid()
         self.generator.train()
-        bar = tqdm(total=total, initial=state["iteration"], desc=f"GAN {args.schedule}", unit="it")
+        bar = tqdm(total=total, initial=state["iteration"], desc=f"GAN {config.schedule}", unit="it")
         while state["iteration"] < total:
             started = time.perf_counter()
-            for opt, base in ((self.opt_g, args.lr), (self.opt_d, self.lr_d)):
+            for opt, base in ((self.opt_g, config.lr), (self.opt_d, self.lr_d)):
                 for group in opt.param_groups:
-                    group["lr"] = learning_rate(base, state["iteration"], total, args.lr_decay)
+                    group["lr"] = learning_rate(base, state["iteration"], total, config.lr_decay)
             loss_d = sum(self.discriminator_step() for _ in range(self.d_steps)) / self.d_steps
             for _ in range(min(self.g_steps, total - state["iteration"])):
                 loss_g = self.generator_step()
@@ -284,62 +334,67 @@ class GanRun:
                 state["losses"].append([loss_g, loss_d])
                 state["wall_s"] += time.perf_counter() - started  # training time only: sampling/scoring excluded
                 bar.update(1)
-                if state["iteration"] % args.sample_every == 0:
+                if state["iteration"] % config.sample_every == 0:
                     self.sample_grid()
-                if state["iteration"] % args.score_every == 0:
+                if state["iteration"] % config.score_every == 0:
                     self.checkpoint()
                 self.generator.train()  # sampling and scoring switch it to eval mode
                 started = time.perf_counter()
             bar.set_postfix(g=f"{loss_g:.3f}", d=f"{loss_d:.3f}")
         bar.close()
-        if state["iteration"] % args.sample_every:
+        if state["iteration"] % config.sample_every:
             self.sample_grid()
         if not state["scores"] or state["scores"][-1][0] != state["iteration"]:
             self.checkpoint()
 
     def sample_grid(self) -> None:
         """The fixed latent batch through the served generator (eval-mode BatchNorm, as served)."""
-        if self.args.dry_run:
+        if self.config.dry_run:
             return
         with torch.no_grad():
-            grid = grid_png(self.served_generator()(self.fixed_z), nrow=8)
+            grid = grid_png(self.served_generator()(self.fixed_z, self.fixed_digits), nrow=10 if self.classes else 8)
         write_bytes(self.out / "samples" / f"iter_{self.state['iteration']:06d}.png", grid)
 
     def checkpoint(self) -> None:
         """Score (when a classifier is given), then save generator.pt, state.pt and the logs."""
-        args, state = self.args, self.state
+        config, state = self.config, self.state
         meta = {
             "iteration": state["iteration"],
-            "schedule": args.schedule,
+            "schedule": config.schedule,
             "batches": state["batches"],
             "epochs": state["batches"] / self.batches.per_epoch,
             "wall_s": state["wall_s"],
-            "seed": args.seed,
-            "lr": args.lr,
+            "seed": config.seed,
+            "lr": config.lr,
             "lr_d": self.lr_d,
-            "r1": args.r1,
-            "betas": list(args.betas),
-            "batch_size": args.batch_size,
-            "ema": args.ema,
+            "r1": config.r1,
+            "betas": list(config.betas),
+            "batch_size": config.batch_size,
+            "ema": config.ema,
             "ema_from": state.get("ema_from"),
-            "lr_decay": args.lr_decay,
-            "spectral_norm": args.spectral_norm,
+            "lr_decay": config.lr_decay,
+            "spectral_norm": config.spectral_norm,
+            "aux_weight": config.aux_weight if self.classes else 0.0,
         }
         served = self.served_generator()
         if self.classifier is not None:
-            scores = score_generator(served, self.classifier, self.real, n=args.score_n, seed=args.seed + 1)
-            meta.update({k: scores[k] for k in (*SCORE_FIELDS[3:], "histogram")}, score_n=args.score_n)
+            scores = score_generator(served, self.classifier, self.real, n=config.score_n, seed=config.seed + 1)
+            meta.update(
+                {k: scores[k] for k in (*SCORE_FIELDS[3:], "histogram", "fidelity") if k in scores},
+                score_n=config.score_n,
+            )
             state["scores"].append([meta[k] for k in ("iteration", "epochs", "wall_s", *SCORE_FIELDS[3:])])
+            fidelity = f"  read as asked {scores['fidelity']:.2%}" if "fidelity" in scores else ""
             tqdm.write(
                 f"iteration {state['iteration']}: FID {scores['fid']:.2f}  IS {scores['inception_score']:.3f}  "
-                f"KL {scores['kl_uniform']:.4f}"
+                f"KL {scores['kl_uniform']:.4f}{fidelity}"
             )
-        if args.dry_run:
+        if config.dry_run:
             return
         save_checkpoint(self.out / "generator.pt", served, meta)
-        if args.keep_scored:
+        if config.keep_scored:
             save_checkpoint(self.out / "checkpoints" / f"iter_{state['iteration']:06d}.pt", served, meta)
-        if self.classifier is not None and is_better(meta, state.get("best") or None, args.select_max_kl):
+        if self.classifier is not None and is_better(meta, state.get("best") or None, config.select_max_kl):
             state["best"] = {"iteration": state["iteration"], "fid": meta["fid"], "kl_uniform": meta["kl_uniform"]}
             save_checkpoint(self.out / "best.pt", served, meta)
         average = {} if self.average is None else {"average": self.average.state_dict()}
@@ -362,7 +417,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = GanRun(args, pick_device(args.device))
+    run = GanRun(GanConfig.from_args(args), pick_device(args.device))
     if args.resume:
         run.resume()
     run.train(run.total_iterations())
@@ -372,34 +427,6 @@ def main(argv: list[str] | None = None) -> Path:
         f"({state['iteration'] / max(state['wall_s'], 1e-9):.1f} it/s)" + ("" if args.dry_run else f"; wrote {run.out}")
     )
     return run.out / "generator.pt"
-
-
-def write_logs(out: Path, state: dict) -> None:
-    """Rewrite losses.csv, losses.png and scores.csv from the history kept in the training state."""
-    with open(out / "losses.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["iteration", "loss_g", "loss_d"])
-        writer.writerows([i + 1, f"{g:.5f}", f"{d:.5f}"] for i, (g, d) in enumerate(state["losses"]))
-    with open(out / "scores.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(SCORE_FIELDS)
-        writer.writerows(state["scores"])
-    fig = Figure(figsize=(7, 3.5))
-    ax = fig.subplots()
-    plot_losses(ax, torch.tensor(state["losses"]))
-    fig.tight_layout()
-    fig.savefig(out / "losses.png", dpi=100)
-
-
-def plot_losses(ax: Axes, losses: torch.Tensor, title: str = "") -> None:
-    """Draw losses (iterations, 2) = (G, D) per iteration on `ax`, averaged over ~200 windows."""
-    window = max(1, len(losses) // 200)
-    smooth = losses[: len(losses) // window * window].view(-1, window, 2).mean(dim=1)  # (points, 2)
-    x = torch.arange(len(smooth)) * window + window
-    ax.plot(x, smooth[:, 0], label="generator")
-    ax.plot(x, smooth[:, 1], label="discriminator (real + fake)")
-    ax.set(xlabel="iteration (generator updates)", ylabel=f"BCE loss, mean of {window}", title=title)
-    ax.legend()
 
 
 if __name__ == "__main__":

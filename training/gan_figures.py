@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from digitlab.device import pick_device
 from digitlab.imaging import gif_bytes, grid_png, strip_png, to_uint8, write_bytes
 from digitlab.latent import METHODS, find_latent_for_digit, interpolate
 from digitlab.scores import sample_images
-from training.gan import plot_losses
+from training.gan_logs import plot_losses
 
 # The targets the shipped generator is held to (10,000 samples), drawn as dotted lines on the score curves.
 TARGETS = {"fid": 14.2, "inception_score": 9.2, "kl_uniform": 0.008}
@@ -124,24 +125,36 @@ def score_table(runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Interpolation:
+    """What the interpolation figures show: a path between two digits of `generator`, read by `classifier`."""
+
+    generator: Path
+    classifier: Path
+    digits: tuple[int, int]
+    frames: int
+    seed: int  # the latent seed searched for the two digits (and the samples' seed)
+    budget: int
+    min_confidence: float
+
+
 @torch.no_grad()
-def interpolation_figures(args: argparse.Namespace, out: Path) -> None:
-    device = pick_device(args.device)
-    generator = load_model(args.generator, device, expect="generator")
-    classifier = load_model(args.classifier, device, expect="classifier")
-    write_bytes(out / "generator_samples.png", grid_png(sample_images(generator, 100, args.seed), nrow=10))
+def interpolation_figures(spec: Interpolation, out: Path, device: torch.device) -> None:
+    generator = load_model(spec.generator, device, expect="generator")
+    classifier = load_model(spec.classifier, device, expect="classifier")
+    write_bytes(out / "generator_samples.png", grid_png(sample_images(generator, 100, spec.seed), nrow=10))
     start, end = (
-        find_latent_for_digit(generator, classifier, d, args.seed, args.budget, args.min_confidence)
-        for d in args.digits
+        find_latent_for_digit(generator, classifier, d, spec.seed, spec.budget, spec.min_confidence)
+        for d in spec.digits
     )
     print(
-        f"latent ids: {args.digits[0]} = (seed {start.seed}, index {start.index}, p {start.confidence:.3f}); "
-        f"{args.digits[1]} = (seed {end.seed}, index {end.index}, p {end.confidence:.3f})"
+        f"latent ids: {spec.digits[0]} = (seed {start.seed}, index {start.index}, p {start.confidence:.3f}); "
+        f"{spec.digits[1]} = (seed {end.seed}, index {end.index}, p {end.confidence:.3f})"
     )
-    fig = Figure(figsize=(1.2 * args.frames, 1.6 * len(METHODS)))
-    axes = fig.subplots(len(METHODS), args.frames, squeeze=False)
+    fig = Figure(figsize=(1.2 * spec.frames, 1.6 * len(METHODS)))
+    axes = fig.subplots(len(METHODS), spec.frames, squeeze=False)
     for row, method in enumerate(METHODS):
-        frames = generator(interpolate(start.z, end.z, args.frames, method).to(device)).cpu()  # (T, 1, 28, 28)
+        frames = generator(interpolate(start.z, end.z, spec.frames, method).to(device)).cpu()  # (T, 1, 28, 28)
         probs = classifier(frames.to(device)).softmax(dim=1).cpu()  # (T, 10)
         write_bytes(out / f"interpolation_{method}.png", strip_png(frames))
         write_bytes(out / f"interpolation_{method}.gif", gif_bytes(to_uint8(frames), duration_ms=150))
@@ -151,7 +164,7 @@ def interpolation_figures(args: argparse.Namespace, out: Path) -> None:
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_xlabel(f"{int(p.argmax())} ({float(p.max()):.2f})", fontsize=8)
         axes[row, 0].set_ylabel(method)
-    fig.suptitle(f"{args.digits[0]} -> {args.digits[1]}: classifier reading (probability) under each frame", fontsize=9)
+    fig.suptitle(f"{spec.digits[0]} -> {spec.digits[1]}: classifier reading (probability) under each frame", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "interpolation.png", dpi=100)
 
@@ -165,7 +178,16 @@ def main(argv: list[str] | None = None) -> Path:
     losses_figure(runs, out / "losses.png")
     scores_figure(runs, out / "scores.png")
     print(score_table(runs))
-    interpolation_figures(args, out)
+    spec = Interpolation(
+        Path(args.generator),
+        Path(args.classifier),
+        tuple(args.digits),
+        args.frames,
+        args.seed,
+        args.budget,
+        args.min_confidence,
+    )
+    interpolation_figures(spec, out, pick_device(args.device))
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab.checkpoint import read_checkpoint
@@ -33,18 +34,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def qualifies(meta: dict, args: argparse.Namespace) -> bool:
+@dataclass(frozen=True)
+class Targets:
+    """What a checkpoint must meet to ship (the command's --max-fid, --max-kl, --min-share, --max-share)."""
+
+    max_fid: float
+    max_kl: float
+    min_share: float
+    max_share: float
+
+
+def qualifies(meta: dict, targets: Targets) -> bool:
     shares = meta["histogram"]
     return (
-        meta["fid"] <= args.max_fid
-        and meta["kl_uniform"] <= args.max_kl
-        and args.min_share <= min(shares)
-        and max(shares) <= args.max_share
+        meta["fid"] <= targets.max_fid
+        and meta["kl_uniform"] <= targets.max_kl
+        and targets.min_share <= min(shares)
+        and max(shares) <= targets.max_share
     )
 
 
 def main(argv: list[str] | None = None) -> Path | None:
     args = parse_args(argv)
+    targets = Targets(args.max_fid, args.max_kl, args.min_share, args.max_share)
     scored = [(path, read_checkpoint(path)["meta"]) for path in sorted((args.run / "checkpoints").glob("iter_*.pt"))]
     if not scored:
         raise SystemExit(f"no scored checkpoints in {args.run / 'checkpoints'}: train with --keep-scored")
@@ -54,9 +66,9 @@ def main(argv: list[str] | None = None) -> Path | None:
         shares = meta["histogram"]
         print(
             f"| {meta['iteration']} | {meta['fid']:.2f} | {meta['inception_score']:.3f} | {meta['kl_uniform']:.4f} | "
-            f"{100 * min(shares):.1f} % | {100 * max(shares):.1f} % | {'yes' if qualifies(meta, args) else ''} |"
+            f"{100 * min(shares):.1f} % | {100 * max(shares):.1f} % | {'yes' if qualifies(meta, targets) else ''} |"
         )
-    candidates = [(meta["inception_score"], path) for path, meta in scored if qualifies(meta, args)]
+    candidates = [(meta["inception_score"], path) for path, meta in scored if qualifies(meta, targets)]
     if not candidates:
         print("no checkpoint meets every target", file=sys.stderr)
         sys.exit(1)

@@ -11,7 +11,7 @@ const byTestId = (id, root = document) => $(`[data-testid="${id}"]`, root);
 
 // -- the key ----------------------------------------------------------------------------------------
 
-// `make door` prints http://host:port/#key=...: the fragment never reaches a server. Keep it for
+// `make door` prints http(s)://host:port/#key=...: the fragment never reaches a server. Keep it for
 // the tab, then take it out of the address bar (and out of the history and of any copied link).
 function takeKeyFromFragment() {
   const pair = location.hash.slice(1).split("&").find((p) => p.startsWith("key="));
@@ -241,6 +241,9 @@ function interpolatePanel() {
   onSubmit(form, async () => {
     clearInterval(loop);
     strip.replaceChildren();
+    // No frame yet: no player (an <img> without one shows a broken image), and none of the last run's.
+    player.hidden = true;
+    player.removeAttribute("src");
     // What the browser tests read: times from the click to the first and the last frame drawn, and
     // the wall clock at the first (the server stamps each frame with its own, same machine).
     for (const name of ["firstFrameMs", "lastFrameMs", "firstDrawnAt", "lastGeneratedAt"]) delete strip.dataset[name];

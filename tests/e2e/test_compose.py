@@ -5,7 +5,10 @@ builds them first in the same run): replicas of one service on a bridge network,
 through Docker's DNS, only the door published. Then, under load from real clients checking every
 answer: one replica killed and started again (nothing failed, nothing wrong), a scale-up and back, a
 rolling update to an image whose archives carry another model version (nothing failed, answers switch
-from the old version to the new), and `make down` leaving nothing behind.
+from the old version to the new), and `make down` leaving nothing behind. Prometheus runs beside them
+(deploy/monitoring/): published on loopback only, it finds the replicas by name as they are scaled and
+rolled out, and its API shows the traffic sent through the door in both replicas' TorchServe counters,
+the door's own counters and the supervisors' readiness.
 """
 
 from __future__ import annotations
@@ -13,17 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import time
 
 import pytest
 import requests
 
-from benchmarks import replicas as load
+from benchmarks.resilience import replicas as load
 from clients.grpc import GrpcClient
 from clients.rest import RestClient
-from deploy import compose, image
+from deploy import compose, image, monitoring
+from digitlab import catalog
 from ops import door as ops_door
 from ops import server as ops_server
-from tools.build_archives import ARCHIVES, build
+from tools.build_archives import build
 
 pytestmark = pytest.mark.image
 CLIENT_KEY = "compose-test-client-key-0123456789"
@@ -31,6 +36,7 @@ NEW_VERSION = "2.0-compose-test"
 NEW_IMAGE = "digitlab:compose-test"
 CLIENTS = 8  # enough to keep both replicas busy on 2 cores; every answer is checked
 TIMEOUT = 30
+SCRAPE_WAIT_S = 60  # Prometheus scrapes and resolves every 5 s; slack for a busy 2-core machine
 
 
 def docker(*args: str) -> str:
@@ -50,17 +56,23 @@ def deployment(tmp_path_factory):
         image.build_door()
     key_file = tmp_path_factory.mktemp("compose-keys") / "api_keys"
     key_file.write_text(CLIENT_KEY + "\n")
-    port, grpc_port = ops_server.free_ports(2)
-    settings = compose.Up(port=port, grpc_port=grpc_port)
+    port, grpc_port, prometheus_port = ops_server.free_ports(3)
+    settings = compose.Up(port=port, grpc_port=grpc_port, prometheus_port=prometheus_port)
     with pytest.MonkeyPatch.context() as env:
         # Behind Docker's userland proxy (dockerd --iptables=false) every client is one address: the load
         # below would meet the per-client limits, which test_door.py tests on their own.
         env.setenv(ops_door.LIMITS_SWITCH_ENV, "off")
+        env.setenv("PROMETHEUS_PORT", str(prometheus_port))  # every compose.Up() below keeps this port
         seconds = compose.up(2, key_file, settings)
         print(f"\nmake up REPLICAS=2: door following 2 ready replicas after {seconds:.0f}s")
         try:
             yield argparse.Namespace(
-                host=settings.host, port=port, grpc_port=grpc_port, key_file=key_file, base_image=image.IMAGE
+                host=settings.host,
+                port=port,
+                grpc_port=grpc_port,
+                key_file=key_file,
+                base_image=image.IMAGE,
+                prometheus=compose.prometheus_url(settings),
             )
         finally:
             compose.compose("down", "--remove-orphans")
@@ -68,6 +80,42 @@ def deployment(tmp_path_factory):
 
 def url(d: argparse.Namespace) -> str:
     return f"http://{d.host}:{d.port}"
+
+
+def promql(d: argparse.Namespace, query: str) -> list[dict]:
+    """The result of an instant query through Prometheus's HTTP API."""
+    answer = requests.get(f"{d.prometheus}/api/v1/query", params={"query": query}, timeout=TIMEOUT).json()
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def by_label(result: list[dict], label: str) -> dict[str, float]:
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in result}
+
+
+def scraped(d: argparse.Namespace, job: str) -> list[str]:
+    """The addresses of `job`'s targets whose last scrape succeeded."""
+    answer = requests.get(f"{d.prometheus}/api/v1/targets", params={"state": "active"}, timeout=TIMEOUT).json()
+    return sorted(
+        t["labels"]["instance"]
+        for t in answer["data"]["activeTargets"]
+        if t["labels"]["job"] == job and t["health"] == "up"
+    )
+
+
+def eventually(check, what: str, timeout: float = SCRAPE_WAIT_S):
+    """Polls `check` until it returns something true; fails with its last value after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not seen by Prometheus within {timeout:.0f} s (last: {value!r})")
+        time.sleep(1)
+    return value
+
+
+def replica_targets(port: int) -> list[str]:
+    """Where Prometheus should scrape the running replicas: each one's address on the serving network."""
+    return sorted(f"{compose.address(c)}:{port}" for c in compose.replica_containers())
 
 
 def test_only_the_door_is_published_and_the_replicas_are_found_by_name(deployment):
@@ -84,6 +132,67 @@ def test_only_the_door_is_published_and_the_replicas_are_found_by_name(deploymen
         [f"7090/tcp -> 127.0.0.1:{deployment.grpc_port}", f"8090/tcp -> 127.0.0.1:{deployment.port}"]
     )
     assert sorted(compose.followed()["ready"]) == addresses  # the door found both through Docker's DNS
+
+
+def test_prometheus_is_published_on_loopback_only_and_scrapes_both_replicas_by_name(deployment):
+    container = compose.compose("ps", "-q", compose.PROMETHEUS_SERVICE, capture=True).strip()
+    port = deployment.prometheus.rsplit(":", 1)[1]
+    assert docker("port", container).splitlines() == [f"9090/tcp -> 127.0.0.1:{port}"]
+    for job, metrics_port in (("replica-torchserve", 8082), ("replica-supervisor", 8083)):
+        assert job in {j["job_name"] for j in monitoring.load(monitoring.COMPOSE_CONFIG)["scrape_configs"]}
+        if job == "replica-supervisor":
+            continue  # its /metrics is the supervisor's exporter: test_prometheus_counts_the_ready_replicas
+        eventually(lambda j=job, p=metrics_port: scraped(deployment, j) == replica_targets(p), f"both {job} targets up")
+    console = requests.get(f"{deployment.prometheus}/consoles/digitlab.html", timeout=TIMEOUT)
+    assert console.status_code == 200 and "Per model, at the door" in console.text
+    assert all(f"<td>{model}</td>" in console.text for model in catalog.NAMES)  # one row per budgeted model
+
+
+def traffic_seen_on_every_replica(d: argparse.Namespace, sent: int = 200) -> dict[str, float]:
+    """Sends `sent` palindromes through the door; returns how much each running replica's TorchServe counter grew,
+    as Prometheus's API says, once every replica's grew and together by at least `sent`."""
+    query = 'sum by (replica) (ts_inference_requests_total{job="replica-torchserve", model_name="palindrome"})'
+    replicas = {compose.address(c) for c in compose.replica_containers()}
+    before = by_label(eventually(lambda: promql(d, query), "TorchServe's palindrome counters"), "replica")
+    with RestClient(url(d), CLIENT_KEY, timeout=TIMEOUT) as client:
+        for i in range(sent):
+            assert client.predict("palindrome", {"digits": [i % 10, 2, 3, 2]})["digit"] == i % 10
+
+    def grown() -> dict[str, float]:
+        now = by_label(promql(d, query), "replica")
+        growth = {r: now.get(r, 0.0) - before.get(r, 0.0) for r in replicas}
+        return growth if all(g > 0 for g in growth.values()) and sum(growth.values()) >= sent else {}
+
+    return eventually(grown, f"{sent} palindrome requests spread over the replicas {sorted(replicas)}")
+
+
+def test_prometheus_sees_requests_through_the_door_on_both_replicas(deployment):
+    """The traffic sent through the door shows in each replica's TorchServe counter, through Prometheus's API."""
+    growth = traffic_seen_on_every_replica(deployment)
+    assert len(growth) == 2
+    print(f"\nTorchServe counters grew by {growth} after 200 requests through the door")
+
+
+def test_prometheus_sees_the_doors_own_counters(deployment):
+    """Depends on the door's exporter (port 9145, digitlab_door_requests_total{model, code})."""
+    query = 'sum(digitlab_door_requests_total{job="door", model="palindrome", code="200"}) or vector(0)'
+    before = float(promql(deployment, query)[0]["value"][1])
+    sent = 50
+    with RestClient(url(deployment), CLIENT_KEY, timeout=TIMEOUT) as client:
+        for _ in range(sent):
+            client.predict("palindrome", {"digits": [1, 2, 3, 2]})
+    refused = requests.post(f"{url(deployment)}/predictions/palindrome", json={"digits": [1, 2, 1]}, timeout=TIMEOUT)
+    assert refused.status_code == 401  # no key: the door's own answer, counted too
+    eventually(lambda: float(promql(deployment, query)[0]["value"][1]) - before >= sent, "the door's 200s")
+    eventually(lambda: promql(deployment, 'digitlab_door_requests_total{job="door", code="401"}'), "the door's 401s")
+    p99 = 'model:digitlab_door_request_duration_seconds:p99_1m{model="palindrome"}'
+    eventually(lambda: promql(deployment, p99), "the recorded p99 of palindrome (the door's histogram)")
+
+
+def test_prometheus_counts_the_ready_replicas(deployment):
+    """Depends on the supervisor's exporter (port 8083, /metrics: digitlab_ready)."""
+    eventually(lambda: scraped(deployment, "replica-supervisor") == replica_targets(8083), "both supervisors up")
+    eventually(lambda: promql(deployment, "digitlab:replicas_ready:sum == 2"), "2 ready replicas")
 
 
 def test_rest_and_a_grpc_stream_through_the_door(deployment):
@@ -116,8 +225,11 @@ def test_scaling_up_and_back(deployment):
     settings = compose.Up(port=deployment.port, grpc_port=deployment.grpc_port)
     compose.up(3, deployment.key_file, settings)
     assert len(compose.followed()["ready"]) == len(compose.replica_containers()) == 3
+    # Prometheus resolves the service name again: the new replica is scraped, without a restart of anything.
+    eventually(lambda: scraped(deployment, "replica-torchserve") == replica_targets(8082), "the third replica")
     compose.up(2, deployment.key_file, settings)
     assert len(compose.followed()["ready"]) == len(compose.replica_containers()) == 2
+    eventually(lambda: scraped(deployment, "replica-torchserve") == replica_targets(8082), "the scale-down")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +237,7 @@ def new_image(deployment, tmp_path_factory):
     """The serving image with its archives rebuilt as another model version (what `make image MODEL_VERSION=`
     gives), layered on the tested image so that it builds in seconds."""
     context = tmp_path_factory.mktemp("new-image")
-    for name, spec in ARCHIVES.items():
+    for name, spec in catalog.BY_NAME.items():
         build(name, spec, store=context, version=NEW_VERSION)
     (context / "Dockerfile").write_text(f"FROM {image.IMAGE}\nCOPY *.mar /app/model_store/\n")
     docker("build", "--network", "host", "--tag", NEW_IMAGE, str(context))
@@ -146,6 +258,9 @@ def test_a_rolling_update_fails_nothing_and_switches_versions(deployment, new_im
     assert len(compose.replica_containers()) == 2
     for c in compose.replica_containers():
         assert docker("inspect", "--format", "{{.Config.Image}}", c) == new_image
+    # Prometheus dropped the old replicas and scrapes the new ones, and their counters see new traffic.
+    eventually(lambda: scraped(deployment, "replica-torchserve") == replica_targets(8082), "the rolled-out replicas")
+    traffic_seen_on_every_replica(deployment)
 
 
 def test_down_leaves_nothing_behind(deployment):

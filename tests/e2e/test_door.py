@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -16,7 +17,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,19 +28,20 @@ import pytest
 import requests
 from google.protobuf import empty_pb2
 
-from benchmarks.door_overhead import CLIENT_A, CLIENT_B, client_session, flood, post
+from benchmarks.door.overhead import CLIENT_A, CLIENT_B, client_session, flood, post
 from clients.__main__ import main as cli
 from clients.errors import ServerError
 from clients.grpc import GrpcClient, request_message
 from clients.rest import RestClient
 from clients.ts_grpc import inference_pb2_grpc, management_pb2, management_pb2_grpc
+from digitlab import errors
 from ops import door as ops_door
-from ops import follow
+from ops import door_nginx, follow
 from ops import server as ops_server
 
 pytestmark = pytest.mark.server
-if ops_door.nginx_binary() is None:
-    pytest.skip(f"door tests skipped: {ops_door.INSTALL_HINT}", allow_module_level=True)
+if (missing := ops_door.missing_nginx()) is not None:
+    pytest.skip(f"door tests skipped: {missing}", allow_module_level=True)
 
 TIMEOUT = 30
 LOG_WAIT_S = 10.0
@@ -240,14 +244,72 @@ def test_keys_rotate_without_a_restart(door):
     assert ops_door.master_pid(door.runtime) == pid  # reloaded, never restarted
 
 
-def test_the_door_follows_torchserves_key_rotation(door, server):
-    """The door injects TorchServe's inference key: a rotation reloads it, and clients notice nothing."""
-    before = (door.runtime / ops_door.CONFIG).read_text()
+def test_the_door_follows_torchserves_key_rotation_without_a_reload(door, server):
+    """The door reads TorchServe's inference key per request: its config never holds the key, a rotation needs no
+    reload (the same workers serve on), and clients notice nothing."""
+    pid = ops_door.master_pid(door.runtime)
+    workers = door_nginx.workers(pid)
+    old = server.key()
     assert ops_server.rotate_keys(server.workdir) == ["inference", "management"]
-    assert server.key() not in before and server.key() in (door.runtime / ops_door.CONFIG).read_text()
+    for key in (old, server.key()):
+        assert key not in (door.runtime / ops_door.CONFIG).read_text()
     with RestClient(door.url, door.key, timeout=TIMEOUT) as client:
         answer = client.predict("palindrome", {"digits": [1, 2, 3, 2]})
     assert answer["digit"] == 1
+    assert door_nginx.workers(pid) == workers  # not reloaded: the supervisor's call only checked it runs
+
+
+ROTATION_REST_CLIENTS, ROTATION_GRPC_CLIENTS = 6, 2
+ROTATION_PAUSE_S = 2.0  # clients run this long before, between and after the two renewals
+
+
+def ask_until(stop: threading.Event, client, outcomes: Counter, seconds: float) -> None:
+    """Palindromes from one client until `stop` is set (or `seconds` pass); each answer counted "ok" or by its error."""
+    deadline = time.monotonic() + seconds
+    rng = random.Random()
+    while not stop.is_set() and time.monotonic() < deadline:
+        first = rng.randrange(1, 10)
+        try:
+            digit = client.predict("palindrome", {"digits": [first, 4, 4]})["digit"]
+            outcomes["ok" if digit == first else f"wrong digit {digit}"] += 1
+        except (ServerError, OSError) as err:
+            outcomes[f"{getattr(err, 'status', type(err).__name__)}: {str(err)[:80]}"] += 1
+
+
+def test_renewing_torchserves_key_fails_no_request_through_the_door(server, tmp_path):
+    """TorchServe 0.12 replaces its inference key in place: the old key is refused at once. The door reads the key
+    per request (ops/torchserve_key.js) and retries a REST refusal with the key read again; gRPC clients retry
+    a PERMISSION_DENIED once. 8 clients (6 REST, 2 gRPC) through the door during two renewals: none fails."""
+    running = open_door(server, tmp_path / "door", ops_door.Limits(per_client=False))
+    stop = threading.Event()
+    outcomes = [Counter() for _ in range(ROTATION_REST_CLIENTS + ROTATION_GRPC_CLIENTS)]
+    seconds = 3 * ROTATION_PAUSE_S + 60  # a bound for the loops, whatever happens to the renewals
+    clients = [RestClient(running.url, running.key, timeout=TIMEOUT) for _ in range(ROTATION_REST_CLIENTS)]
+    clients += [GrpcClient(running.target, running.key, timeout=TIMEOUT) for _ in range(ROTATION_GRPC_CLIENTS)]
+    threads = [
+        threading.Thread(target=ask_until, args=(stop, client, counts, seconds), daemon=True)
+        for client, counts in zip(clients, outcomes, strict=True)
+    ]
+    renewed = []
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(ROTATION_PAUSE_S)
+        for _ in range(2):
+            renewed.append(ops_server.rotate_keys(server.workdir))
+            time.sleep(ROTATION_PAUSE_S)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=TIMEOUT)
+        for client in clients:
+            client.close()
+        ops_door.stop(running.runtime)
+    assert renewed == [["inference", "management"]] * 2
+    total = sum(outcomes, Counter())
+    print(f"\nthrough two renewals of TorchServe's key: {dict(total)}")
+    assert all(counts["ok"] > 0 for counts in outcomes), outcomes  # every client was answered throughout
+    assert set(total) == {"ok"}, dict(total)
 
 
 def test_a_first_start_writes_one_private_random_key(tmp_path, monkeypatch):
@@ -302,6 +364,66 @@ def test_every_route_not_served_is_refused_at_the_door(door):
         assert resp.status_code == 404, (method, path, resp.text)
         assert resp.json()["type"] == "NotFound"
     assert upstreams(logged_with_status(door, before, 404, len(NOT_SERVED))) == ["-"] * len(NOT_SERVED)
+
+
+MALFORMED_CLIENT = "127.0.0.6"  # its own budget for answers the door gives itself (Limits.local_rate)
+FILLER = "a" * 9_000  # over one of nginx's 8 KB header buffers
+MALFORMED = {
+    "NUL in the path": (b"GET /predictions/palindrome%00 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "encoded traversal above /": (b"POST /predictions/%2e%2e/%2e%2e/models HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "a * request target": (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "duplicate Host": (b"GET /health HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+    "duplicate Content-Length": (
+        b"POST /predictions/palindrome HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+        400,
+    ),
+    "a folded header (obs-fold)": (b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400),
+    "Content-Length with chunked": (
+        b"POST /predictions/palindrome HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "no Host in HTTP/1.1": (b"GET /health HTTP/1.1\r\n\r\n", 400),
+    "a request line over 8 KB": (f"GET /{FILLER} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 414),
+    "a header over 8 KB": (f"GET /health HTTP/1.1\r\nHost: x\r\nX-A: {FILLER}\r\n\r\n".encode(), 431),
+    "an unknown HTTP version": (b"GET /health HTTP/9.1\r\nHost: x\r\n\r\n", 505),
+}
+
+
+def raw_answer(door: RunningDoor, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as it is on a fresh connection; -> the answer's status, headers and body (its
+    Content-Length's worth)."""
+    source = (MALFORMED_CLIENT, 0)
+    with socket.create_connection(("127.0.0.1", door.door.port), timeout=TIMEOUT, source_address=source) as s:
+        s.sendall(request)
+        data = b""
+        while True:
+            head, found, body = data.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *(\d+)", head) if found else None
+            if length and len(body) >= int(length.group(1)):
+                break
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_request_is_refused_by_the_door_with_the_one_error_body(door, case):
+    """nginx refuses these itself, before any route; the answer is the product's JSON error body (digitlab/errors.py),
+    never nginx's HTML page, and nothing reaches TorchServe."""
+    request, status = MALFORMED[case]
+    before = len(door.log_lines())
+    code, headers, body = raw_answer(door, request)
+    assert code == status, (case, code, body[:200])
+    assert headers["content-type"] == "application/json", (case, headers)
+    answer = json.loads(body)
+    assert tuple(answer) == errors.FIELDS and answer["code"] == status and answer["message"], answer
+    assert b"<html" not in body.lower()
+    assert upstreams(logged_with_status(door, before, status, 1)) == ["-"]
 
 
 def test_grpc_calls_other_than_stream_predictions_are_unimplemented_at_the_door(door, server):
@@ -388,11 +510,20 @@ def start_followed_door(server: ops_server.RunningServer, runtime: Path, ready_p
     for sub in ("logs", "tmp"):
         (runtime / sub).mkdir(parents=True)
     (runtime / ops_door.CLIENT_KEY_FILE).write_text("f" * 32 + "\n")
-    conf, keys = ops_door.render(
-        None, server.models, ["f" * 32], server.key(), 65536, port=port, grpc_port=grpc_port, followed=runtime
+    door_settings = ops_door.DoorSettings(
+        None,
+        server.models,
+        ["f" * 32],
+        str(server.key_file),
+        65536,
+        port=port,
+        grpc_port=grpc_port,
+        followed=runtime,
+        worker_user=ops_door.key_file_owner(server.key_file),
     )
+    conf, keys = ops_door.render(door_settings)
     ops_door.write_private(runtime / ops_door.CONFIG, conf)
-    (runtime / ops_door.FOLLOW_CONFIG).write_text(ops_door.render_follow(runtime, 65536))
+    (runtime / ops_door.FOLLOW_CONFIG).write_text(ops_door.render_follow(door_settings))
     ops_door.write_private(runtime / ops_door.KEYS_INCLUDE, keys)
     settings = follow.Settings(
         service="localhost",
@@ -580,8 +711,8 @@ def test_a_flood_of_interpolations_does_not_starve_another_clients_palindromes(d
     assert result.a_statuses[200] > 0 and set(result.a_statuses) <= {200, 429}, result.a_statuses
     figures = {
         "b_answers": len(result.b_latencies),
-        "b_p50_ms": round(result.b_percentile_ms(0.5), 1),
-        "b_p99_ms": round(result.b_percentile_ms(0.99), 1),
+        "b_p50_ms": round(result.b_percentile_ms(50), 1),
+        "b_p99_ms": round(result.b_percentile_ms(99), 1),
         "a_statuses": dict(result.a_statuses),
     }
     record_property("flood", figures)

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from clients.ts_grpc import inference_pb2, inference_pb2_grpc
 from digitlab.checkpoint import read_checkpoint
-from digitlab.schemas import InterpolateRequest, InvalidRequest, PalindromeRequest, SampleRequest, parse_request
+from digitlab.errors import InvalidRequest
+from digitlab.schemas import InterpolateRequest, PalindromeRequest, SampleRequest, parse_request
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[2]

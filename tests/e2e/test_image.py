@@ -22,10 +22,10 @@ import requests
 from clients.grpc import GrpcClient
 from clients.rest import RestClient
 from deploy import compose, image, manifests
+from digitlab import catalog
 from ops import door as ops_door
 from ops.instance import write_properties
 from ops.ready import is_ready, ready_url
-from tools.build_archives import ARCHIVES
 
 pytestmark = pytest.mark.image
 # The test's ports: 18900 + the default port's last two digits (REST 18980, gRPC 18970, readiness 18983, ...).
@@ -186,19 +186,21 @@ def test_door_image_wants_the_client_key(container, tmp_path):
     for sub in ("logs", "tmp"):
         (tmp_path / sub).mkdir()
     conf, keys = ops_door.render(
-        [
-            ops_door.Replica(
-                rest=ops_door.host_port(props["inference_address"]),
-                grpc=f"{props['grpc_inference_address']}:{props['grpc_inference_port']}",
-                ready=ops_door.host_port(props["ready_address"]),
-            )
-        ],
-        list(ARCHIVES),
-        [CLIENT_KEY],
-        upstream_key=None,
-        max_body_bytes=int(props["max_request_size"]),
-        port=door_port,
-        grpc_port=door_grpc_port,
+        ops_door.DoorSettings(
+            replicas=(
+                ops_door.Replica(
+                    rest=ops_door.host_port(props["inference_address"]),
+                    grpc=f"{props['grpc_inference_address']}:{props['grpc_inference_port']}",
+                    ready=ops_door.host_port(props["ready_address"]),
+                ),
+            ),
+            models=catalog.NAMES,
+            client_keys=(CLIENT_KEY,),
+            upstream_key=None,
+            max_body_bytes=int(props["max_request_size"]),
+            port=door_port,
+            grpc_port=door_grpc_port,
+        )
     )
     (tmp_path / ops_door.CONFIG).write_text(conf)
     (tmp_path / ops_door.KEYS_INCLUDE).write_text(keys)

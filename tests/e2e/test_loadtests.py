@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from benchmarks.locust_run import run_locust
-from benchmarks.report import LABELS
+from benchmarks.serving.report import LABELS
+from benchmarks.shared.locust_run import run_locust
 from digitlab.workload import FIRST_FRAME, GRPC_PALINDROME, LAST_FRAME
 from tools.build_archives import ROOT
 
@@ -48,7 +48,7 @@ def test_benchmark_harness_smoke_writes_its_report(tmp_path):
         [
             sys.executable,
             "-m",
-            "benchmarks.run",
+            "benchmarks.serving.run",
             "--smoke",
             "--doc",
             str(doc),

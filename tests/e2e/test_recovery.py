@@ -24,7 +24,8 @@ from clients.grpc import GrpcClient, request_message
 from clients.rest import RestClient
 from clients.ts_grpc import inference_pb2_grpc
 from ops import server as ops_server
-from ops.supervisor import ARRIVAL_METRIC, IDLE_PROBE_S, counter
+from ops.api import ARRIVAL_METRIC, counter
+from ops.state import IDLE_PROBE_S
 
 pytestmark = [pytest.mark.server, pytest.mark.recovery]
 KEY_LIFETIME_MIN = 0.5  # the supervisor renews at a quarter left: every ~22 s here

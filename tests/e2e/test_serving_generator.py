@@ -74,7 +74,7 @@ def test_sample_with_a_digit_over_rest_and_grpc(rest_client, grpc_client, digit)
     for image in a["images"][:4]:  # each id's sample is read as the digit: ask the interpolation labeller
         frames = rest_client.predict("interpolate", {"start": image["id"], "end": image["id"], "steps": 2})["frames"]
         assert np.array_equal(png(frames[0]["png"]), png(image["png"]))
-        assert frames[0]["digit"] == digit and frames[0]["confidence"] >= 0.9
+        assert frames[0]["digit"] == digit and frames[0]["confidence"] >= 0.99  # accepted at p >= 0.99
 
 
 def test_grpc_stream_delivers_the_first_frame_before_the_last_is_generated(server, grpc_client):

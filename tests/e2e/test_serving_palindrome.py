@@ -8,9 +8,9 @@ import torch
 
 from clients.errors import ServerError
 from clients.grpc import GrpcClient
+from digitlab import catalog
 from digitlab.checkpoint import read_checkpoint
 from digitlab.palindrome import palindrome_batch
-from ops.supervisor import CANARIES  # each model's smallest valid request
 
 pytestmark = pytest.mark.server
 TIMEOUT = 10
@@ -143,7 +143,7 @@ def test_the_management_api_describes_what_each_model_can_do(server, model):
         assert card["palindrome"]["meta"]["train"] == meta["train"]
     else:
         assert card["generator"]["meta"]["fid"] == read_checkpoint("weights/generator.pt")["meta"]["fid"]
-        assert card["classifier"]["meta"]["test_accuracy"] > 0.9 and card["digit_search"]["budget"] == 4096
+        assert card["classifier"]["meta"]["test_accuracy"] > 0.9 and card["digits"]["budget"] == 4096
 
 
 def test_grpc_stream_call_to_a_unary_model_gets_one_answer_and_no_worker_dies(server, grpc_client):
@@ -158,7 +158,7 @@ def test_every_rest_answer_names_its_model_version(server):
     for model in server.models:
         resp = requests.post(
             f"{server.endpoints.inference}/predictions/{model}",
-            json=CANARIES[model],
+            json=catalog.model(model).canary,  # its smallest valid request
             headers={"Authorization": f"Bearer {server.key()}"},
             timeout=TIMEOUT,
         )

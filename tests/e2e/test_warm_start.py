@@ -3,7 +3,7 @@
 Read from TorchServe's own access log, not from the supervisor's word: the lines written up to the moment
 the session's server became ready must hold a REST answer of each model and the gRPC calls the supervisor's
 warm-up makes (StreamPredictions for each model and for each streamed model again, unary Predictions for
-each). The latency this buys is measured by `python -m benchmarks.warm_start` (docs/BENCHMARKS.md).
+each). The latency this buys is measured by `python -m benchmarks.serving.warm_start` (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import datetime
 
 import pytest
 
-from ops.supervisor import STREAMING_MODELS
+from digitlab.catalog import STREAMING
 
 pytestmark = pytest.mark.server
 LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d,\d{3}) - \S+ \"(?P<request>[^\"]+)\" (?P<status>\d+)")
@@ -37,6 +37,6 @@ def test_every_path_of_every_model_answered_before_ready(server):
         for request, status in served
         if request.startswith("gRPC ") and status == "0"
     ]
-    streamed = [m for m in server.models if m in STREAMING_MODELS]
+    streamed = [m for m in server.models if m in STREAMING]
     assert grpc_calls.count("StreamPredictions") >= len(server.models) + len(streamed)
     assert grpc_calls.count("Predictions") >= len(server.models)

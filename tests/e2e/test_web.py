@@ -25,8 +25,8 @@ pytestmark = pytest.mark.server
 CHROMEDRIVER = "/usr/bin/chromedriver"  # the distribution's, matching its Chromium: Selenium never downloads one
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 INSTALL_HINT = "install them from the distribution (Debian/Ubuntu: apt-get install chromium chromium-driver)"
-if ops_door.nginx_binary() is None:
-    pytest.skip(f"browser tests skipped: {ops_door.INSTALL_HINT}", allow_module_level=True)
+if (missing := ops_door.missing_nginx()) is not None:  # nginx, or its stream module
+    pytest.skip(f"browser tests skipped: {missing}", allow_module_level=True)
 if CHROMIUM is None or not Path(CHROMEDRIVER).is_file():
     pytest.skip(f"browser tests skipped: Chromium or {CHROMEDRIVER} not found; {INSTALL_HINT}", allow_module_level=True)
 
@@ -104,6 +104,15 @@ def console_errors(driver, allowed: str | None = None) -> list[str]:
     its own; `allowed` (a regex) names the answers a test asked for, which the page shows in place."""
     errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     return [m for m in errors if not (allowed and re.search(allowed, m))]
+
+
+def broken_images(driver) -> list[str]:
+    """The <img>s on screen that show no picture (the browser draws its broken-image icon for those)."""
+    return driver.execute_script(
+        "return [...document.images]"
+        ".filter((im) => im.getClientRects().length > 0 && !(im.complete && im.naturalWidth > 0))"
+        ".map((im) => im.outerHTML)"
+    )
 
 
 def wait(driver, condition, timeout: float = TIMEOUT):
@@ -309,10 +318,15 @@ def test_interpolation_frames_appear_as_they_stream_then_the_gif_downloads(brows
     for field, value in (("interp-start-digit", "9"), ("interp-end-digit", "3"), ("interp-steps", str(STEPS))):
         by_id(browser, field).clear()
         by_id(browser, field).send_keys(value)
+    # Before the first frame the player takes no room and shows no broken-image icon.
+    player = by_id(browser, "interp-player")
+    assert not player.is_displayed() and player.size["height"] == 0 and broken_images(browser) == []
     by_id(browser, "interp-submit").click()
     frames = by_id(browser, "interp-frames")
     wait(browser, lambda d: frames.get_attribute("data-state") == "done" or shown_errors(d), STREAM_TIMEOUT)
     assert shown_errors(browser) == [] and frames.get_attribute("data-state") == "done"
+    assert player.is_displayed() and browser.execute_script("return arguments[0].naturalWidth", player) == 28
+    assert broken_images(browser) == []
     captions = [c.text for c in frames.find_elements(By.TAG_NAME, "figcaption")]
     assert len(frames.find_elements(By.TAG_NAME, "img")) == len(captions) == STEPS
     assert (captions[0], captions[-1]) == ("9", "3")  # the classifier's reading of the ends it was asked for

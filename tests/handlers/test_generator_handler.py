@@ -13,6 +13,7 @@ from digitlab.checkpoint import load_model, save_checkpoint
 from digitlab.imaging import to_uint8
 from digitlab.latent import latent_for, sample_latents
 from digitlab.networks import ClassifierConfig, Generator, GeneratorConfig, MnistClassifier
+from digitlab.options import OptionsError
 from handlers.interpolate_handler import InterpolateHandler
 from handlers.sample_handler import SampleHandler
 from tests.handlers.context import REST_HEADERS, make_context, start_batch, statuses
@@ -30,6 +31,9 @@ def model_dir(tmp_path_factory):
     generator.train()(torch.randn(64, 100))  # give BatchNorm running stats that are not the identity
     save_checkpoint(path / "generator.pt", generator.eval())
     save_checkpoint(path / "classifier.pt", MnistClassifier(ClassifierConfig(channels=(4, 8), feature_dim=16)))
+    digits = Generator(GeneratorConfig(hidden=(16, 32), classes=10))
+    digits.train()(torch.randn(64, 100), torch.arange(64) % 10)
+    save_checkpoint(path / "digit_generator.pt", digits.eval())
     return path
 
 
@@ -153,9 +157,9 @@ def test_sample_with_a_digit_serves_the_first_ids_the_classifier_reads_as_it(mod
 
 
 def test_sample_with_a_digit_needs_the_classifier(model_dir):
-    handler, context = make_handler(model_dir, "sample")  # no `classifier` in the model config
+    handler, context = make_handler(model_dir, "sample", classifier=None)  # no classifier in the model config
     (answer,), codes = run(handler, context, [{"n": 1, "digit": 3}])
-    assert codes == [400] and "does not search for digits" in json.loads(answer)["message"]
+    assert codes == [400] and "does not draw digits on request" in json.loads(answer)["message"]
 
 
 def test_interpolation_endpoints_are_the_endpoint_samples(model_dir):
@@ -214,12 +218,90 @@ def test_streamed_and_whole_requests_in_one_batch(model_dir, monkeypatch):
 
 
 def test_describe_says_what_each_generator_model_can_do(model_dir):
-    sampler, _ = make_handler(model_dir, "sample")
+    sampler, _ = make_handler(model_dir, "sample", classifier=None)
     card = json.loads(sampler.describe_handle())
     assert card["kind"] == "sample" and card["limits"]["max_samples"] == 8
-    assert card["generator"]["config"] == {"latent_dim": 100, "hidden": [16, 32]}
-    assert "classifier" not in card  # no digit search configured
+    assert card["generator"]["config"] == {"latent_dim": 100, "hidden": [16, 32], "classes": 0}
+    assert "classifier" not in card and "digits" not in card  # no digits on request
     interpolator, _ = make_handler(model_dir, "interpolate", digit_search_budget=64)
     card = json.loads(interpolator.describe_handle())
     assert card["kind"] == "interpolate" and card["limits"]["max_steps"] == 6
-    assert card["digit_search"]["budget"] == 64 and card["classifier"]["config"]["channels"] == [4, 8]
+    assert card["digits"] == {"drawn_by": "search", "budget": 64, "min_confidence": 0.99}
+    assert card["classifier"]["config"]["channels"] == [4, 8]
+
+
+DIGITS = {"digit_generator": "digit_generator.pt", "digit_min_confidence": 0.0}  # the tiny classifier accepts all
+
+
+def test_a_digit_is_drawn_by_the_digit_generator_and_its_ids_name_it(model_dir):
+    handler, context = make_handler(model_dir, "sample", **DIGITS)
+    (answer, plain), codes = run(handler, context, [{"n": 3, "seed": 4, "digit": 7}, {"n": 3, "seed": 4}])
+    assert codes == [200, 200]
+    images = json.loads(answer)["images"]
+    assert [im["id"] for im in images] == [{"seed": 4, "index": i, "digit": 7} for i in range(3)]
+    assert [im["id"] for im in json.loads(plain)["images"]] == [{"seed": 4, "index": i} for i in range(3)]
+    digits = load_model(model_dir / "digit_generator.pt")
+    expected = to_uint8(digits(sample_latents(4, 3), torch.full((3,), 7)))
+    for k in range(3):
+        assert np.array_equal(png(images[k]["png"]), expected[k])
+
+
+def test_an_id_with_its_digit_draws_the_same_image_again(model_dir):
+    sampler, context = make_handler(model_dir, "sample", **DIGITS)
+    (answer,), _ = run(sampler, context, [{"n": 2, "seed": 9, "digit": 3}])
+    second = json.loads(answer)["images"][1]
+    interpolator, context = make_handler(model_dir, "interpolate", **DIGITS)
+    path = {"start": second["id"], "end": {"digit": 5, "seed": 2}, "steps": 4}
+    (answer,), codes = run(interpolator, context, [path])
+    assert codes == [200]
+    frames = json.loads(answer)["frames"]
+    assert np.array_equal(png(frames[0]["png"]), png(second["png"]))  # the id names the image it was sent with
+    digits = load_model(model_dir / "digit_generator.pt")
+    end = to_uint8(digits(latent_for(2, 0).unsqueeze(0), torch.tensor([5])))[0]
+    assert np.array_equal(png(frames[-1]["png"]), end)  # the first id of seed 2 that reads as a 5
+
+
+def test_a_path_between_digits_blends_the_digit_generators_class_input(model_dir):
+    handler, context = make_handler(model_dir, "interpolate", **DIGITS)
+    (answer,), codes = run(
+        handler, context, [{"start": {"digit": 1}, "end": {"digit": 8}, "steps": 3, "method": "lerp"}]
+    )
+    assert codes == [200]
+    middle = png(json.loads(answer)["frames"][1]["png"])
+    digits = load_model(model_dir / "digit_generator.pt")
+    z = (latent_for(0, 0) + latent_for(0, 0)) / 2  # both ends are id (0, 0) of seed 0: lerp keeps it
+    halfway = torch.zeros(1, 10)
+    halfway[0, 1] = halfway[0, 8] = 0.5
+    assert np.array_equal(middle, to_uint8(digits(z.unsqueeze(0), halfway))[0])
+
+
+def test_an_id_with_a_digit_joins_only_another_digit_point(model_dir):
+    handler, context = make_handler(model_dir, "interpolate", **DIGITS)
+    mixed = {"start": {"seed": 1, "index": 0, "digit": 3}, "end": {"seed": 1, "index": 1}}
+    (answer,), codes = run(handler, context, [mixed])
+    assert codes == [400] and "only with another digit point" in json.loads(answer)["message"]
+    without, context = make_handler(model_dir, "interpolate")  # no digit generator configured
+    (answer,), codes = run(without, context, [mixed])
+    assert codes == [400] and "no digit generator" in json.loads(answer)["message"]
+
+
+def test_a_digit_point_beside_a_plain_id_is_found_among_the_reports_samples(model_dir):
+    handler, context = make_handler(model_dir, "interpolate", **DIGITS)
+    (answer,), codes = run(handler, context, [{"start": {"digit": 4}, "end": {"seed": 0, "index": 1}, "steps": 2}])
+    assert codes == [200]
+    generator = load_model(model_dir / "generator.pt")
+    first = to_uint8(generator(latent_for(0, 0).unsqueeze(0)))[0]  # min confidence 0: the first id of seed 0
+    assert np.array_equal(png(json.loads(answer)["frames"][0]["png"]), first)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"digit_serach_budget": 9}, "handler.digit_serach_budget: unknown option"),
+        ({"threads": "2"}, "handler.threads"),
+    ],
+)
+def test_a_misspelt_or_ill_typed_option_fails_the_load_and_names_it(model_dir, options, named):
+    with pytest.raises(OptionsError, match=named) as err:
+        make_handler(model_dir, "sample", **options)
+    assert "the model config of 'test'" in str(err.value)  # the test context's model is not in the catalog

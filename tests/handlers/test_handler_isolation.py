@@ -3,6 +3,7 @@
 Each case here was first found against a real TorchServe and failed before the fix.
 """
 
+import io
 import json
 import socket
 
@@ -18,6 +19,7 @@ from digitlab.networks import (
     PalindromeConfig,
     PalindromeNet,
 )
+from handlers import common
 from handlers.common import STREAM_NEXT, is_grpc
 from handlers.interpolate_handler import InterpolateHandler
 from handlers.palindrome_handler import PalindromeHandler
@@ -147,3 +149,33 @@ def test_an_interpolation_that_fails_unexpectedly_fails_alone(interpolate, monke
     answers, codes = handle(handler, context, rows)
     assert codes == [200, 500, 200]
     assert [len(json.loads(a)["frames"]) for a in (answers[0], answers[2])] == [3, 4]
+
+
+def test_the_clients_request_id_names_the_answer_and_its_errors(palindrome, monkeypatch):
+    """A safe X-Request-Id (the door passes the client's, or one it made) is the id of the request's answer
+    header, its error body and its log line; an unsafe one is replaced by TorchServe's own."""
+    handler, context = palindrome
+    real_predict = handler.predict
+
+    def predict(requests):  # [6, 6, 6] trips a bug
+        if any(r.digits == [6, 6, 6] for r in requests):
+            raise RuntimeError("boom")
+        return real_predict(requests)
+
+    monkeypatch.setattr(handler, "predict", predict)
+    logged = io.StringIO()
+    monkeypatch.setattr(common.log.handlers[0], "stream", logged)  # the worker's JSON lines
+    rows = [{"body": GOOD}, {"body": b'{"digits": [1, 2]}'}, {"body": b'{"digits": [6, 6, 6]}'}]
+    sent_ids = ["client-id.1_a", "bad id with spaces", "x" * 128]
+    start_batch(context, 3, [{**REST_HEADERS, "x-request-id": i} for i in sent_ids])
+    answers = handler.handle(rows, context)
+    assert [context.get_response_headers(idx)["X-Request-Id"] for idx in range(3)] == [
+        "client-id.1_a",
+        "req-1",
+        "x" * 128,
+    ]
+    assert json.loads(answers[1])["request_id"] == "req-1"  # a refusal names the id too
+    failed = json.loads(answers[2])
+    assert failed["type"] == "InternalError" and failed["request_id"] == "x" * 128
+    (line,) = [json.loads(line) for line in logged.getvalue().splitlines()]
+    assert line["request_id"] == "x" * 128 and line["level"] == "ERROR" and "boom" in line["exception"]

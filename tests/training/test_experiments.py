@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from benchmarks import train_speed
+from benchmarks.models import train_speed
 from digitlab.checkpoint import read_checkpoint
 from training import experiments, long_memory, palindrome
 from training.palindrome import TrainConfig, length_range

@@ -217,3 +217,48 @@ def test_score_and_figures_from_tiny_runs(data_dir, classifier_path, tmp_path):
         "interpolation_slerp.gif",
     }
     assert expected <= {p.name for p in out.iterdir()}
+
+
+def test_a_conditional_run_draws_the_digits_it_is_asked_for_and_resumes_exactly(data_dir, classifier_path, tmp_path):
+    """--conditional: an AC-GAN whose checkpoint is a class-conditional generator, scored for fidelity too."""
+    common = ["--data-dir", data_dir, "--classifier", str(classifier_path), "--conditional", "--r1", "1", *TINY_GAN]
+    whole = gan_cli.main([*common, "--ema", "0.9", "--steps", "4", "--out-dir", str(tmp_path / "whole")])
+    gan_cli.main([*common, "--ema", "0.9", "--steps", "2", "--out-dir", str(tmp_path / "split")])
+    split = gan_cli.main([*common, "--ema", "0.9", "--steps", "4", "--resume", "--out-dir", str(tmp_path / "split")])
+    payload = read_checkpoint(split)
+    assert payload["config"]["classes"] == 10 and 0 <= payload["meta"]["fidelity"] <= 1
+    assert payload["meta"]["aux_weight"] == 1.0
+    generator = load_model(split, expect="generator")
+    with torch.no_grad():
+        images = generator(torch.randn(3, 100), torch.tensor([0, 5, 9]))
+    assert images.shape == (3, 1, 28, 28)
+    with pytest.raises(ValueError, match="needs the digits"):
+        generator(torch.randn(1, 100))
+    a = load_model(whole, expect="generator")
+    for key, value in a.state_dict().items():
+        assert torch.allclose(value.float(), generator.state_dict()[key].float()), key
+
+
+def test_the_judge_trains_on_jittered_digits_and_records_its_own_ceiling(data_dir, tmp_path):
+    from training import judge
+
+    out = tmp_path / "judge.pt"
+    scores = judge.main(["--data-dir", data_dir, "--epochs", "2", "--batch-size", "16", "--out", str(out)])
+    meta = read_checkpoint(out)["meta"]
+    assert meta["test_accuracy"] == scores["test_accuracy"] and 0 <= meta["confident_share"] <= 1
+    assert load_model(out, expect="judge").config.channels == (20, 50)
+    images = torch.full((4, 1, 28, 28), -1.0)
+    images[:, :, 10:18, 10:18] = 1.0
+    moved = judge.jitter(images, shift=2, rotate=0, generator=torch.Generator().manual_seed(0))
+    assert moved.shape == images.shape and not torch.equal(moved, images)  # shifted, background stays -1
+    assert moved.min() >= -1 - 1e-6 and (moved == -1).float().mean() > 0.8
+
+
+def test_a_checkpoint_ships_only_when_it_meets_every_target():
+    from training.select_gan import Targets, qualifies
+
+    targets = Targets(max_fid=14.2, max_kl=0.008, min_share=0.085, max_share=0.115)
+    good = {"fid": 7.0, "kl_uniform": 0.004, "histogram": [0.1] * 10}
+    assert qualifies(good, targets)
+    assert not qualifies({**good, "fid": 15.0}, targets)
+    assert not qualifies({**good, "histogram": [0.08] + [0.1022] * 9}, targets)  # one digit too rare

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import pytest
 from PIL import Image
 
 from clients import base, rest
-from clients.base import Client, decode_message
+from clients.base import Client, decode_message, retry_delay
 from clients.errors import ServerError, Unreachable
 from clients.images import decode_png, frames_file
 from clients.rest import RestClient
@@ -62,11 +63,17 @@ def sleeps(monkeypatch) -> list[float]:
     return waited
 
 
-def test_an_unreachable_server_is_retried_with_exponential_backoff(sleeps):
+def test_an_unreachable_server_is_retried_with_exponential_backoff_and_jitter(sleeps):
     down = Unreachable("unreachable", "no server")
     client = Fake([down, down, json.dumps(ANSWER).encode()], token="k", retries=2, backoff=0.5)
     assert client.palindrome([1, 2, 3, 2]).digit == 1
-    assert sleeps == [0.5, 1.0] and client.keys == ["k", "k", "k"]
+    assert 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0 and client.keys == ["k", "k", "k"]
+
+
+def test_clients_cut_off_together_do_not_retry_in_lockstep():
+    delays = [retry_delay(0.2, 3, random.Random(seed)) for seed in range(50)]
+    assert all(0.8 <= d <= 1.6 for d in delays)  # within the window's second half
+    assert len({round(d, 6) for d in delays}) == 50 and max(delays) - min(delays) > 0.5  # spread over it
 
 
 def test_retries_are_bounded_and_refusals_are_not_retried(sleeps):
@@ -76,7 +83,7 @@ def test_retries_are_bounded_and_refusals_are_not_retried(sleeps):
     refused = Fake([ServerError(400, "bad digits")], token="k")
     with pytest.raises(ServerError, match="bad digits"):
         refused.predict("palindrome", {})
-    assert sleeps == [0.2, 0.4] and refused.script == []
+    assert len(sleeps) == 2 and 0.1 <= sleeps[0] <= 0.2 and 0.2 <= sleeps[1] <= 0.4 and refused.script == []
 
 
 def test_a_refused_key_from_a_key_file_is_read_again_and_retried_once(tmp_path):
@@ -293,3 +300,44 @@ def test_a_server_that_drops_every_connection_gets_retries_plus_one_attempts():
         listener.shutdown(socket.SHUT_RDWR)
     thread.join(timeout=5)
     assert len(accepted) == 4
+
+
+def test_the_rest_client_sends_a_request_id_and_says_which_the_server_logged():
+    """Each attempt carries a fresh X-Request-Id; the answer's (or the error body's) id is exposed."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            sent = self.headers["X-Request-Id"]
+            seen.append(sent)
+            refused = self.path.endswith("/palindrome_rnn")
+            body = json.dumps(
+                {"code": 400, "type": "InvalidRequest", "message": "no", "request_id": "server-made"}
+                if refused
+                else ANSWER
+            ).encode()
+            self.send_response(400 if refused else 200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-Request-Id", "server-made" if refused else sent)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with RestClient(f"http://127.0.0.1:{server.server_port}", token="k") as client:
+            assert client.palindrome([1, 2, 3, 2]).digit == 1
+            assert client.last_request_id == seen[-1] and len(seen[-1]) == 32
+            with pytest.raises(ServerError) as refused:
+                client.palindrome([1, 2, 3, 2], model="palindrome_rnn")
+            assert refused.value.request_id == "server-made" and "(request server-made)" in str(refused.value)
+            assert len(set(seen)) == 2  # a fresh id per call
+    finally:
+        server.shutdown()

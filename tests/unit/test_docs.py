@@ -13,6 +13,8 @@ from urllib.parse import unquote
 
 import pytest
 
+from digitlab import catalog
+
 # The repository root, wherever under tests/ this file lives.
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 README = ROOT / "README.md"
@@ -20,15 +22,12 @@ API = ROOT / "docs" / "API.md"
 README_MAX_LINES = 200
 
 
-# Sections that benchmarks write and `make bench` includes into docs/BENCHMARKS.md: their links are written
-# for that page (and checked there), not for the fragment's own folder.
-FRAGMENTS = "docs/bench"
-
-
 def documents(root: Path = ROOT) -> list[Path]:
-    """The Markdown this test keeps honest: README.md, SECURITY.md and everything under docs/ but fragments."""
-    pages = sorted(p for p in (root / "docs").rglob("*.md") if not p.relative_to(root).as_posix().startswith(FRAGMENTS))
-    return [root / "README.md", root / "SECURITY.md", *pages]
+    """The Markdown this test keeps honest: README.md, SECURITY.md and every page under docs/, at any depth.
+
+    The sections benchmarks write into docs/bench/ are pages like the others: their links are written for
+    their own folder, and `make bench` rebases them when it includes them in docs/BENCHMARKS.md."""
+    return [root / "README.md", root / "SECURITY.md", *sorted((root / "docs").rglob("*.md"))]
 
 
 # -- Markdown, read just enough ------------------------------------------------------------------------
@@ -142,6 +141,31 @@ def test_the_link_checker_finds_missing_files_and_anchors(tmp_path):
     ]
 
 
+def test_a_link_resolves_from_its_own_pages_folder(tmp_path):
+    """A page in docs/bench/ that names its picture as docs/ would (bench/p.png) points nowhere."""
+    (tmp_path / "docs" / "bench").mkdir(parents=True)
+    (tmp_path / "docs" / "bench" / "p.png").write_bytes(b"")
+    (tmp_path / "docs" / "bench" / "P.md").write_text("![from docs/](bench/p.png) ![from here](p.png)\n")
+    assert [b.split(": ", 1)[1] for b in broken_links(tmp_path / "docs" / "bench" / "P.md", tmp_path)] == [
+        "bench/p.png (no such file)"
+    ]
+
+
+def test_every_page_under_docs_is_checked(tmp_path):
+    """No folder of docs/ is left out, however deep: a new page is checked with the rest."""
+    for page in ("README.md", "SECURITY.md", "docs/A.md", "docs/bench/B.md", "docs/x/y/C.md", "docs/x/D.txt"):
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / page).write_text("# page\n")
+    assert [p.relative_to(tmp_path).as_posix() for p in documents(tmp_path)] == [
+        "README.md",
+        "SECURITY.md",
+        "docs/A.md",
+        "docs/bench/B.md",
+        "docs/x/y/C.md",
+    ]
+    assert set(documents()) == {README, ROOT / "SECURITY.md", *(ROOT / "docs").rglob("*.md")}
+
+
 def test_github_slugs():
     assert slug("Part I: the report's grid") == "part-i-the-reports-grid"
     assert slug("T = 200") == "t--200"
@@ -173,11 +197,10 @@ def served_ranges() -> dict[str, tuple[int, int]]:
     """{"LSTM": (min, max), "RNN": (min, max)}: the lengths the shipped checkpoints serve, derived as the
     serving layer derives them (`PalindromeService.limits`, from the checkpoint's meta)."""
     from digitlab.serving import PalindromeService
-    from tools.build_archives import ARCHIVES
 
     ranges = {}
     for model, cell in CELLS.items():
-        service = PalindromeService.load(ROOT / ARCHIVES[model].weights, {}, "cpu")
+        service = PalindromeService.load(ROOT / catalog.model(model).weights, {}, "cpu")
         assert service.model.config.cell.upper() == cell, f"{model} serves a {service.model.config.cell}"
         limits = service.limits()
         ranges[cell] = (limits["min_length"], limits["max_length"])
@@ -219,10 +242,9 @@ def test_the_range_check_fails_on_a_wrong_or_missing_range():
 
 def test_the_shipped_checkpoints_serve_what_their_meta_records():
     from digitlab.checkpoint import read_checkpoint
-    from tools.build_archives import ARCHIVES
 
     for model, cell in CELLS.items():
-        meta = read_checkpoint(ROOT / ARCHIVES[model].weights)["meta"]
+        meta = read_checkpoint(ROOT / catalog.model(model).weights)["meta"]
         assert served_ranges()[cell] == (meta["min_length"], meta["max_length"])
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import http.server
 import re
+import socket
+import subprocess
+import sys
 import threading
 
 import pytest
 
+from deploy.image import door_context
 from ops import door as ops_door
 from ops import follow
 
@@ -51,8 +55,9 @@ def test_the_upstream_files_list_ready_replicas_or_one_server_marked_down():
 
 
 def test_a_followed_door_hands_everything_to_its_layer_which_includes_the_ready_replicas(tmp_path):
-    conf = ops_door.render(None, ["palindrome"], [KEY], None, 65536, followed=tmp_path)[0]
-    layer = ops_door.render_follow(tmp_path, 65536)
+    followed = ops_door.DoorSettings(None, ("palindrome",), (KEY,), None, 65536, followed=tmp_path)
+    conf = ops_door.render(followed)[0]
+    layer = ops_door.render_follow(followed)
     for kind in ops_door.UPSTREAM_KINDS:
         block = re.search(rf"upstream torchserve_{kind} \{{(.*?)\}}", conf, re.S).group(1)
         assert re.findall(r"server (\S+);", block) == [f"unix:{tmp_path}/{ops_door.FOLLOWED_DIR}/{kind}.sock"]
@@ -64,22 +69,67 @@ def test_a_followed_door_hands_everything_to_its_layer_which_includes_the_ready_
     assert "proxy_next_upstream error http_404 http_502 http_503 http_504 non_idempotent;" in conf
     assert "keepalive 32;" in re.search(r"upstream torchserve_rest \{(.*?)\}", conf, re.S).group(1)
     with pytest.raises(ValueError):
-        ops_door.render([], ["palindrome"], [KEY], None, 65536)  # an empty list is a mistake, not "followed"
+        ops_door.DoorSettings((), ("palindrome",), (KEY,), None, 65536)  # no replica is a mistake, not "followed"
     with pytest.raises(ValueError):
-        ops_door.render(None, ["palindrome"], [KEY], None, 65536)  # followed, but where are the sockets?
+        ops_door.DoorSettings(None, ("palindrome",), (KEY,), None, 65536)  # followed, but where are the sockets?
+    with pytest.raises(ValueError, match="followed door"):  # a door with its replicas has no second layer
+        ops_door.render_follow(ops_door.DoorSettings((SETTINGS.replica("10.0.0.2"),), ("palindrome",), (KEY,), None, 1))
 
 
-@pytest.mark.skipif(ops_door.nginx_binary() is None, reason=ops_door.INSTALL_HINT)
+def test_a_followed_doors_two_layers_meet_in_its_prefix_and_the_layer_is_sized_like_the_door(tmp_path):
+    """compose's door: its stream layer hands connections to its HTTP layer in the prefix (/door in the container),
+    whose stale sockets the follower removes before starting nginx (ops.follow.start_nginx); the followed layer
+    has the door's capacity and answers with the door's own error bodies."""
+    followed = ops_door.DoorSettings(None, ("palindrome",), (KEY,), None, 65536, followed=tmp_path)
+    conf, layer = ops_door.render(followed)[0], ops_door.render_follow(followed)
+    for kind, sock in ops_door.internal_sockets(tmp_path).items():
+        assert sock.parent == tmp_path and sock.name == f"door-{kind}.sock"
+    assert f"proxy_pass unix:{tmp_path}/door-rest.sock;" in conf and f"listen unix:{tmp_path}/door-rest.sock" in conf
+    assert f"proxy_cache_path {tmp_path}/health-cache " in conf
+    capacity = ops_door.CAPACITY
+    assert f"worker_processes {capacity.workers};" in layer
+    assert f"worker_connections {capacity.worker_connections};" in layer
+    bodies = ops_door.answers(followed)
+    assert f"return 503 '{bodies['unavailable']}\\n';" in layer and f"return 504 '{bodies['timeout']}\\n';" in layer
+
+
+def test_the_follower_removes_the_sockets_a_killed_door_left_before_starting_nginx(tmp_path, monkeypatch):
+    """A killed container leaves its unix sockets in the mounted prefix; nginx would not bind over them."""
+    (tmp_path / ops_door.FOLLOWED_DIR).mkdir()
+    stale = [*ops_door.followed_sockets(tmp_path).values(), *ops_door.internal_sockets(tmp_path).values()]
+    for sock in stale:
+        sock.write_text("")
+    seen = []
+
+    class Started:
+        """nginx as Popen starts it: the followed layer binds its sockets at once."""
+
+        def __init__(self, command):
+            seen.append([sock.exists() for sock in stale])
+            for sock in ops_door.followed_sockets(tmp_path).values():
+                sock.write_text("")
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(follow.subprocess, "Popen", Started)
+    monkeypatch.setattr(follow.door, "nginx_command", lambda runtime, config=ops_door.CONFIG: ["nginx", config])
+    follow.start_nginx(tmp_path)
+    assert seen[0] == [False] * len(stale)  # all gone before the first nginx started
+
+
+@pytest.mark.skipif(ops_door.missing_nginx() is not None, reason=str(ops_door.missing_nginx()))
 @pytest.mark.parametrize("ready", [[], ["10.0.0.2", "10.0.0.3"]], ids=["none-ready", "two-ready"])
 def test_nginx_accepts_a_followed_door_with_none_or_several_ready(tmp_path, ready):
     for sub in ("logs", "tmp"):
         (tmp_path / sub).mkdir()
-    conf, keys = ops_door.render(
-        None, ["palindrome"], [KEY], None, 65536, port=18090, grpc_port=17090, followed=tmp_path
+    followed = ops_door.DoorSettings(
+        None, ("palindrome",), (KEY,), None, 65536, port=18090, grpc_port=17090, followed=tmp_path
     )
+    conf, keys = ops_door.render(followed)
     ops_door.write_private(tmp_path / ops_door.CONFIG, conf)
     ops_door.write_private(tmp_path / ops_door.KEYS_INCLUDE, keys)
-    (tmp_path / ops_door.FOLLOW_CONFIG).write_text(ops_door.render_follow(tmp_path, 65536))
+    (tmp_path / ops_door.FOLLOW_CONFIG).write_text(ops_door.render_follow(followed))
     follow.write_upstreams(tmp_path, [SETTINGS.replica(a) for a in ready])
     for config in (ops_door.CONFIG, ops_door.FOLLOW_CONFIG):
         check = ops_door.nginx(tmp_path, "-t", "-q", config=config)
@@ -117,3 +167,23 @@ def test_a_check_tells_ready_not_ready_and_refused():
 def test_resolve_gives_every_ipv4_address_of_a_name_and_nothing_for_an_unknown_one():
     assert follow.resolve("localhost") == ["127.0.0.1"]
     assert follow.resolve("no-such-replica.invalid") == []
+
+
+def test_a_check_without_an_answer_in_time_is_a_silence(monkeypatch):
+    """Silence (a replica too busy to answer) is None, not a no: it drops a replica only when repeated."""
+    listening = socket.create_server(("127.0.0.1", 0))  # accepts connections (the kernel does), never answers
+    monkeypatch.setattr(follow, "CHECK_TIMEOUT_S", 0.2)
+    try:
+        assert follow.check(f"http://127.0.0.1:{listening.getsockname()[1]}/ready") is None
+    finally:
+        listening.close()
+
+
+def test_the_follower_runs_in_the_door_image_on_the_standard_library_alone(tmp_path):
+    """The door's image has Debian's python3 and no package beside it, and only the files deploy/image.py
+    stages for it: the follower must import from exactly those (-S: no site-packages)."""
+    context = door_context(tmp_path / "door-context")
+    run = subprocess.run(
+        [sys.executable, "-S", "-c", "import ops.follow, ops.door"], cwd=context, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr

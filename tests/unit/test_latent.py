@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from digitlab.constants import LATENT_DIM
-from digitlab.generation import DigitSearch, digit_samples
 from digitlab.latent import (
     find_latent_for_digit,
     find_latents_for_digit,
@@ -19,8 +18,7 @@ from digitlab.latent import (
     slerp,
     truncation_bound,
 )
-from digitlab.networks import Generator
-from digitlab.schemas import InvalidRequest
+from digitlab.networks import Generator, GeneratorConfig
 
 
 def untruncated(seed: int, index: int) -> torch.Tensor:
@@ -146,7 +144,9 @@ def test_find_latent_for_digit_returns_the_first_confident_id():
     with torch.no_grad():
         brightness = generator(sample_latents(5, 64)).mean(dim=(1, 2, 3))  # (64,): eval mode, per-sample
     threshold = float(brightness.sort().values[-3])  # a few ids qualify
-    hit = find_latent_for_digit(generator, FixedReader(4, threshold - 1e-6), digit=4, seed=5, budget=64, batch_size=16)
+    hit = find_latent_for_digit(
+        generator, FixedReader(4, threshold - 1e-6), digit=4, seed=5, budget=64, min_confidence=0.95, batch_size=16
+    )
     expected = int((brightness >= threshold - 1e-6).nonzero()[0])
     assert (hit.seed, hit.index) == (5, expected)
     assert torch.equal(hit.z, latent_for(5, expected)) and hit.confidence > 0.99
@@ -155,7 +155,7 @@ def test_find_latent_for_digit_returns_the_first_confident_id():
 def test_find_latent_for_digit_raises_when_the_budget_is_spent():
     generator = Generator().eval()
     with pytest.raises(LookupError):
-        find_latent_for_digit(generator, FixedReader(4, 10.0), digit=4, budget=8)
+        find_latent_for_digit(generator, FixedReader(4, 10.0), digit=4, seed=0, budget=8, min_confidence=0.95)
 
 
 def test_find_latents_for_digit_returns_the_first_n_confident_ids_with_their_samples():
@@ -164,24 +164,45 @@ def test_find_latents_for_digit_returns_the_first_n_confident_ids_with_their_sam
     with torch.no_grad():
         brightness = generator(sample_latents(5, 64)).mean(dim=(1, 2, 3))  # (64,)
     threshold = float(brightness.sort().values[-10]) - 1e-6  # 10 of 64 ids qualify, spread over the chunks
-    hits = find_latents_for_digit(generator, FixedReader(4, threshold), digit=4, n=6, seed=5, budget=64, batch_size=16)
+    hits = find_latents_for_digit(
+        generator, FixedReader(4, threshold), digit=4, n=6, seed=5, budget=64, min_confidence=0.95, batch_size=16
+    )
     expected = (brightness >= threshold).nonzero().flatten().tolist()[:6]
     assert [h.index for h in hits] == expected and {h.seed for h in hits} == {5}
     with torch.no_grad():  # each hit's image is what sampling its id draws
         torch.testing.assert_close(torch.stack([h.image for h in hits]), generator(torch.stack([h.z for h in hits])))
-    again = find_latents_for_digit(generator, FixedReader(4, threshold), digit=4, n=6, seed=5, budget=64, batch_size=32)
+    again = find_latents_for_digit(
+        generator, FixedReader(4, threshold), digit=4, n=6, seed=5, budget=64, min_confidence=0.95, batch_size=32
+    )
     assert [h.index for h in again] == expected  # deterministic by seed, whatever the chunk size
     with pytest.raises(LookupError, match="10 of 11 latents"):
-        find_latents_for_digit(generator, FixedReader(4, threshold), digit=4, n=11, seed=5, budget=64, batch_size=16)
+        find_latents_for_digit(
+            generator, FixedReader(4, threshold), digit=4, n=11, seed=5, budget=64, min_confidence=0.95, batch_size=16
+        )
 
 
-def test_digit_samples_answer_422_when_the_budget_is_spent():
+def test_a_first_chunk_changes_the_work_not_the_hits():
+    """The digit generator's draw starts with a chunk just above n; the hits are the same ids as any chunking."""
+    torch.manual_seed(0)
     generator = Generator().eval()
-    indices, images = digit_samples(generator, FixedReader(4, -10.0), 4, n=3, seed=2, search=DigitSearch(budget=8))
-    assert indices == [0, 1, 2] and images.shape == (3, 1, 28, 28)  # every id qualifies: the first three
-    with pytest.raises(InvalidRequest) as err:
-        digit_samples(generator, FixedReader(4, 10.0), 4, n=3, seed=2, search=DigitSearch(budget=8, min_confidence=0.9))
-    assert err.value.status == 422
-    assert err.value.message.startswith(
-        "fewer than 3 of the 8 latents of seed 2 are read as a 4 with confidence >= 0.9"
+    with torch.no_grad():
+        brightness = generator(sample_latents(5, 64)).mean(dim=(1, 2, 3))  # (64,)
+    threshold = float(brightness.sort().values[-10]) - 1e-6
+    reader = FixedReader(4, threshold)
+    plain = find_latents_for_digit(generator, reader, 4, 6, 5, 64, 0.95, batch_size=16)
+    first = find_latents_for_digit(generator, reader, 4, 6, 5, 64, 0.95, batch_size=16, first_chunk=3)
+    assert [h.index for h in first] == [h.index for h in plain]
+
+
+def test_a_conditional_drawer_is_searched_like_a_generator():
+    """`draw` may be any callable z -> images: here a conditional generator told the digit."""
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(hidden=(16, 32), classes=10)).eval()
+    asked = torch.full((1,), 4, dtype=torch.long)
+    hits = find_latents_for_digit(
+        lambda z: generator(z, asked.expand(len(z))), FixedReader(4, -10.0), 4, 3, 2, 8, 0.9, first_chunk=5
     )
+    assert [h.index for h in hits] == [0, 1, 2]
+    with torch.no_grad():
+        expected = generator(sample_latents(2, 3), torch.full((3,), 4))
+    torch.testing.assert_close(torch.stack([h.image for h in hits]), expected)

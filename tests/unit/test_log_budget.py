@@ -4,7 +4,7 @@ import gzip
 import os
 import time
 
-from benchmarks.log_budget import bytes_written, sizes
+from benchmarks.door.log_budget import bytes_written, sizes
 
 
 def test_bytes_written_counts_the_content_of_logs_rolled_meanwhile(tmp_path):

@@ -1,10 +1,13 @@
 """Project hygiene that a fresh clone depends on."""
 
 import ast
+import json
+import os
 import re
 import subprocess
 import sys
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +80,14 @@ def test_only_the_digitlab_namespace_is_installed():
 def test_clients_import_each_other_relatively():
     """clients/ is `clients` in the checkout and `digitlab.clients` when installed: no absolute self-imports,
     and from the core only what is torch-free."""
-    torch_free_core = {"digitlab.schemas", "digitlab.digits", "digitlab.constants", "digitlab.keyfiles"}
+    torch_free_core = {
+        "digitlab.schemas",
+        "digitlab.digits",
+        "digitlab.constants",
+        "digitlab.keyfiles",
+        "digitlab.catalog",
+        "digitlab.errors",
+    }
     for path in (ROOT / "clients").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = (
@@ -113,10 +123,55 @@ def test_generated_and_built_files_are_not_tracked():
     ]
 
 
+# The supervisor: the command (`python -m ops.supervisor`) and the rooms it is built from.
+SUPERVISOR_MODULES = (
+    "ops.supervisor",
+    "ops.watch",
+    "ops.state",
+    "ops.api",
+    "ops.workers",
+    "ops.renewal",
+    "ops.readiness",
+    "ops.launcher",
+)
+# What the runtime's processes all stand on: the instance's facts, the one probe, metrics and JSON logs.
+RUNTIME_GROUND = {"ops.instance", "ops.probe", "ops.metrics", "ops.logs"}
+# Run by the image's venv Python in /app: which modules it loads, and from which files.
+LOADED = """
+import json, sys
+before = set(sys.modules)
+import ops.supervisor, ops.ready
+print(json.dumps({name: getattr(sys.modules[name], "__file__", None) for name in set(sys.modules) - before}))
+"""
+
+
+def normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def image_packages() -> set[str]:
+    """The distributions the serving image installs: deploy/image-requirements.in and everything they require
+    (read from this venv's metadata: the same lock), names normalised."""
+    lines = (ROOT / "deploy" / "image-requirements.in").read_text().splitlines()
+    todo = [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+    found: set[str] = set()
+    while todo:
+        name = normalised(re.match(r"[A-Za-z0-9_.-]+", todo.pop()).group())
+        if name in found:
+            continue
+        found.add(name)
+        try:
+            todo += [r for r in metadata.requires(name) or [] if "extra ==" not in r]
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
 def test_the_images_supervisor_runs_on_the_files_the_dockerfile_copies(tmp_path):
-    """The serving image holds the runtime (ops/) and the core's key-file reader beside TorchServe's venv, not
-    the checkout: the supervisor and the health check must import from exactly those, with the standard
-    library only (-S: no site-packages). A file the Dockerfile forgot broke the image once."""
+    """The serving image holds the runtime (ops/) and the core modules it needs beside TorchServe's venv, not
+    the checkout: the supervisor and the health check must import the project's modules from exactly the files
+    the Dockerfile copies, and anything else from the packages the image installs. A file the Dockerfile forgot
+    broke the image once."""
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     copies = [line.split()[1:] for line in dockerfile.splitlines() if re.match(r"COPY (ops|digitlab)/", line)]
     assert copies, "the Dockerfile copies the runtime"
@@ -132,10 +187,27 @@ def test_the_images_supervisor_runs_on_the_files_the_dockerfile_copies(tmp_path)
             copied = f"{ROOT / source}/." if source.endswith("/") else str(ROOT / source)
             subprocess.run(["cp", "-r", copied, str(destination)], check=True)
     assert not (app / "clients").exists(), "the serving image needs no client files"
-    run = subprocess.run(
-        [sys.executable, "-S", "-c", "import ops.supervisor, ops.ready"], cwd=app, capture_output=True, text=True
-    )
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, "-s", "-c", LOADED], cwd=app, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+    loaded = {name: f for name, f in json.loads(run.stdout).items() if f and name.split(".")[0] in PACKAGES}
+    # This venv has the checkout installed (editable): a module missing from /app would be found there.
+    outside = [f for f in loaded.values() if not Path(f).is_relative_to(app)]
+    assert outside == [], "the Dockerfile does not copy these"
+    # What those modules import themselves (a package's own optional imports are its business), beyond the
+    # standard library and the project, must be installed in the image.
+    imported = {
+        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+        for f in loaded.values()
+        if f.endswith(".py")
+        for node in ast.walk(ast.parse(Path(f).read_text()))
+        if isinstance(node, ast.Import) or (isinstance(node, ast.ImportFrom) and not node.level)
+        for alias in node.names
+    }
+    third_party = imported - set(sys.stdlib_module_names) - set(PACKAGES) - {"__future__"}
+    distributions, installed = metadata.packages_distributions(), image_packages()
+    missing = [m for m in third_party if not {normalised(d) for d in distributions.get(m, [])} & installed]
+    assert missing == [], "imported by the image's supervisor, not installed by deploy/image-requirements.in"
 
 
 # -- the house plan: who imports whom ------------------------------------------------------------------
@@ -258,5 +330,14 @@ def test_lower_floors_never_import_higher_ones():
 def test_the_supervisor_knows_no_door_and_no_server():
     """The supervisor reloads a door by the command the door registered; it imports the ground only."""
     graph = project_imports()
-    assert graph["ops.supervisor"] == {"ops.instance", "digitlab.keyfiles"}
-    assert graph["ops.door"] <= {"ops", "ops.instance", "digitlab.keyfiles"}
+    # The supervisor is the command (ops.supervisor) and its rooms; they stand on the ground and the catalog.
+    supervisor = set(SUPERVISOR_MODULES)
+    ground = RUNTIME_GROUND | {"digitlab.keyfiles", "digitlab.catalog"}
+    for module in supervisor:
+        assert graph[module] <= ground | supervisor, (module, graph[module] - ground - supervisor)
+    # The door (its face ops.door and its rooms ops.door_*) stands on the same ground, and no room imports the face.
+    door = {module for module in graph if module == "ops.door" or module.startswith("ops.door_")}
+    assert {"ops.door_settings", "ops.door_keys", "ops.door_render", "ops.door_nginx"} <= door
+    for module in door:
+        assert graph[module] <= {"ops", *RUNTIME_GROUND, "digitlab.keyfiles", "digitlab.errors", *door}, module
+        assert module == "ops.door" or "ops.door" not in graph[module], module

@@ -1,10 +1,11 @@
-"""tools.server / tools.config / tools.supervisor without a server: what they write and whom they signal."""
+"""ops.server, ops.instance and the supervisor's modules without a server: what they write and whom they signal."""
 
 import os
 import subprocess
 import sys
 
 from ops import server as ops_server
+from ops.api import ARRIVAL_METRIC, PROGRESS_METRICS, counter, expires_at
 from ops.instance import (
     BACKEND_THREADS,
     cap_logs,
@@ -13,16 +14,8 @@ from ops.instance import (
     with_ports,
     write_properties,
 )
-from ops.supervisor import (
-    ARRIVAL_METRIC,
-    PROGRESS_METRICS,
-    WORKER_THREAD_FAILED,
-    counter,
-    expires_at,
-    torchserve_environment,
-    worker_cpu,
-    worker_processes,
-)
+from ops.launcher import WORKER_THREAD_FAILED, torchserve_environment
+from ops.workers import worker_cpu, worker_processes
 
 
 def test_stop_never_signals_a_process_that_is_not_its_own_supervisor(tmp_path):

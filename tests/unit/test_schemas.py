@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from digitlab.schemas import PALINDROME_MAX_LENGTH_CEILING, InvalidRequest, PalindromeRequest, parse_request
+from digitlab.errors import InvalidRequest
+from digitlab.schemas import PALINDROME_MAX_LENGTH_CEILING, PalindromeRequest, parse_request
 
 LIMITS = {"min_length": 3, "max_length": 15}
 

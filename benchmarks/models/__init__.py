@@ -1,0 +1,1 @@
+"""The models themselves: latency of the costliest requests, training speed."""

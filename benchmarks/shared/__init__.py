@@ -1,0 +1,1 @@
+"""What several studies use: statistics, Markdown, load generators, the shipped services, servers to start."""
