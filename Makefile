@@ -168,13 +168,17 @@ clean:  ## remove built files (archives, stubs, protos); keeps .venv and weights
 DOOR_HOST      ?= $(or $(GATEWAY_HOST),127.0.0.1)
 DOOR_PORT      ?= $(or $(GATEWAY_PORT),8090)
 DOOR_GRPC_PORT ?= $(or $(GATEWAY_GRPC_PORT),7090)
+# TLS=1: both ports speak TLS (HTTPS, HTTP/1.1 and HTTP/2; gRPC over TLS), with $$DIGITLAB_TLS_CERT and
+# $$DIGITLAB_TLS_KEY, else a local CA made on first start (.door/tls/ca.pem; docs/OPERATIONS.md, "TLS").
+TLS ?=
+TLS_FLAG := $(if $(filter 1 yes true on,$(TLS)),--tls)
 
 .PHONY: door door-stop door-reload gateway gateway-stop gateway-reload
 
-door: $(STAMP)  ## start the door (nginx) on DOOR_HOST:DOOR_PORT (REST) and DOOR_GRPC_PORT (gRPC), after make serve; prints the try-it page's link
-	$(PY) -m ops.door start --host $(DOOR_HOST) --port $(DOOR_PORT) --grpc-port $(DOOR_GRPC_PORT)
+door: $(STAMP)  ## start the door (nginx) on DOOR_HOST:DOOR_PORT (REST) and DOOR_GRPC_PORT (gRPC), after make serve (TLS=1: over TLS); prints the try-it page's link
+	$(PY) -m ops.door start --host $(DOOR_HOST) --port $(DOOR_PORT) --grpc-port $(DOOR_GRPC_PORT) $(TLS_FLAG)
 
-door-reload: $(STAMP)  ## re-read the door's client keys and TorchServe's key, no restart (key rotation)
+door-reload: $(STAMP)  ## re-read the door's client keys and its TLS certificate, no restart (key or certificate rotation)
 	$(PY) -m ops.door reload
 
 door-stop: $(STAMP)  ## stop the door
@@ -201,8 +205,8 @@ door-image: $(STAMP)  ## the door's image (Debian's nginx), for make up and Kube
 image-test: $(ARCHIVES) $(STUBS) $(CLI)  ## both images from scratch, then make up's compose under kills, scaling and a rollout (needs Docker; about 10 min)
 	$(PY) -m pytest -m image -s tests/e2e/test_image.py tests/e2e/test_compose.py
 
-up: door-image  ## REPLICAS TorchServe containers on a bridge network behind the door, published on DOOR_HOST:DOOR_PORT/DOOR_GRPC_PORT (after make image)
-	$(PY) -m deploy.compose up --replicas $(REPLICAS) --image $(IMAGE) --host $(DOOR_HOST) --port $(DOOR_PORT) --grpc-port $(DOOR_GRPC_PORT)
+up: door-image  ## REPLICAS TorchServe containers on a bridge network behind the door, published on DOOR_HOST:DOOR_PORT/DOOR_GRPC_PORT (after make image; TLS=1: over TLS)
+	$(PY) -m deploy.compose up --replicas $(REPLICAS) --image $(IMAGE) --host $(DOOR_HOST) --port $(DOOR_PORT) --grpc-port $(DOOR_GRPC_PORT) $(TLS_FLAG)
 
 rollout: $(STAMP)  ## replace make up's replicas one at a time with IMAGE, each new one serving once ready
 	$(PY) -m deploy.compose rollout --image $(IMAGE)

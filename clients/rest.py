@@ -90,8 +90,10 @@ class RestClient(Client):
                 stream=stream,
                 verify=str(self.ca) if self.ca else None,  # None: the session's (True unless a caller set it)
             )
-        except requests.exceptions.SSLError as err:  # before ConnectionError, its base: not worth a retry
-            raise tls_error(self.url, err, self.ca) from None
+        except requests.exceptions.SSLError as err:  # before ConnectionError, its base
+            if _cause(err, ssl.SSLEOFError) is not None:  # a handshake cut off (a door reloading): worth a retry
+                raise Unreachable("unreachable", f"{self.url}: the TLS handshake was cut off") from None
+            raise tls_error(self.url, err, self.ca) from None  # a certificate refused: not worth a retry
         except requests.ConnectionError as err:  # refused, reset, no route (also a connect timeout)
             raise Unreachable("unreachable", unreachable(self.url, self.tls, err)) from None
         except requests.Timeout:

@@ -24,8 +24,10 @@ import argparse
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -41,7 +43,7 @@ from deploy.image import (
     image_exists,
 )
 from digitlab import catalog
-from ops import door, follow, probe
+from ops import door, door_tls, follow, probe
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
@@ -78,6 +80,11 @@ class Up:
     # Prometheus: $PROMETHEUS_IMAGE (an official image) and $PROMETHEUS_PORT where set, when `up` was given none.
     prometheus_image: str = field(default_factory=prometheus_image_default)
     prometheus_port: int = field(default_factory=prometheus_port_default)
+    tls: bool = False  # both of the door's ports over TLS (make up TLS=1)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     def environment(self) -> dict[str, str]:
         # deploy/compose.yaml reads these. The door runs as the user who rendered its files, so its
@@ -108,9 +115,33 @@ def follow_settings(props: dict[str, str]) -> follow.Settings:
     )
 
 
-def render(key_file: Path) -> None:
+def compose_tls(host: str) -> door.TlsFiles:
+    """build/compose/door/tls/: the certificate the door serves over TLS (`make up TLS=1`), where the container
+    sees it (/door/tls/). The user's ($DIGITLAB_TLS_CERT/KEY), copied in (the container sees only its prefix), or
+    one from the local CA there (ca.pem: what clients trust), for localhost, 127.0.0.1, this host's name, the
+    published address and $DIGITLAB_TLS_NAMES."""
+    folder = DOOR_DIR / door.TLS_DIR
+    given = door_tls.user_certificates()
+    if given is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        door_tls.remove_local_certificates(folder)
+        shutil.copyfile(given.cert, folder / door_tls.CERT)
+        shutil.copyfile(given.key, folder / door_tls.KEY)
+        (folder / door_tls.KEY).chmod(0o600)
+        inside = CONTAINER_PREFIX / door.TLS_DIR
+        return door.TlsFiles(cert=str(inside / door_tls.CERT), key=str(inside / door_tls.KEY))
+    published = [host] if host not in ("0.0.0.0", "::") else []
+    files, made = door_tls.local_certificates(folder, door_tls.server_names(published))
+    if made:
+        print(f"  TLS   made a local CA: clients trust {files.ca}")
+    server = str(CONTAINER_PREFIX / door.TLS_DIR / door_tls.SERVER)  # read at every new connection
+    return door.TlsFiles(cert=server, key=server, live=True)
+
+
+def render(key_file: Path, tls: bool = False, host: str = door.DEFAULT_HOST) -> None:
     """build/compose/door/: nginx.conf (listening on the container's every interface, on the ports the compose
-    file publishes, handing requests to the followed layer), follow.conf (that layer), keys.conf, follow.json."""
+    file publishes, handing requests to the followed layer), follow.conf (that layer), keys.conf, follow.json;
+    with `tls`, tls/ (compose_tls) and both ports over TLS."""
     props = image_config()
     limits = door.Limits.from_env()
     for sub in ("logs", "tmp"):
@@ -128,6 +159,9 @@ def render(key_file: Path) -> None:
         limits=limits,
         web_root=door.CONTAINER_WEB_ROOT,
         followed=CONTAINER_PREFIX,
+        tls=compose_tls(host) if tls else None,
+        dhparam=str(door.CONTAINER_DHPARAM),
+        metrics_socket=CONTAINER_PREFIX / door.METRICS_SOCKET,  # the follower counts every answer (port 9145)
     )
     conf, keys = door.render(settings)
     door.write_private(DOOR_DIR / door.CONFIG, conf)
@@ -191,8 +225,18 @@ def wait_until(check, what: str, timeout: float = READY_TIMEOUT_S) -> float:
     return time.monotonic() - began
 
 
-def door_ready(host: str, port: int) -> bool:
-    return probe.answers_ok(f"http://{host}:{port}/health", timeout=3)
+def door_ready(host: str, port: int, tls: bool = False) -> bool:
+    if not tls:
+        return probe.answers_ok(f"http://{host}:{port}/health", timeout=3)
+    # Over TLS: the door's own CA when it made one, else the system's roots (the user's certificate).
+    ca = DOOR_DIR / door.TLS_DIR / door_tls.CA_CERT
+    context = ssl.create_default_context(cafile=str(ca) if ca.is_file() else None)
+    address = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    try:
+        with urllib.request.urlopen(f"https://{address}:{port}/health", timeout=3, context=context) as answer:
+            return answer.status == 200
+    except (OSError, ValueError):
+        return False
 
 
 def check_images(settings: Up) -> None:
@@ -217,7 +261,7 @@ def up(n: int, key_file: Path, settings: Up) -> float:
     check_images(settings)
     door_files = [DOOR_DIR / name for name in (door.CONFIG, door.KEYS_INCLUDE)]
     before = [f.read_text() if f.exists() else None for f in door_files]
-    render(key_file)
+    render(key_file, settings.tls, settings.host)
     STATE.mkdir(parents=True, exist_ok=True)
     UP_SETTINGS.write_text(json.dumps(asdict(settings)))
     began = time.monotonic()
@@ -235,7 +279,7 @@ def up(n: int, key_file: Path, settings: Up) -> float:
         return len(status["ready"]) == n == len(status["resolved"])
 
     wait_until(all_ready, f"{n} replica(s)")
-    wait_until(lambda: door_ready(settings.host, settings.port), "the door")
+    wait_until(lambda: door_ready(settings.host, settings.port, settings.tls), "the door")
     wait_until(
         lambda: probe.answers_ok(f"{prometheus_url(settings)}/-/ready", timeout=3),
         "Prometheus",
@@ -281,6 +325,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=door.DEFAULT_PORT, help="the door's published REST port")
     p.add_argument("--grpc-port", type=int, default=door.DEFAULT_GRPC_PORT, help="the door's published gRPC port")
     p.add_argument("--image", default=os.environ.get("DIGITLAB_IMAGE", IMAGE), help="the serving image")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help=f"the door's ports over TLS: ${door.CERT_ENV} and ${door.KEY_ENV}, else a local CA's certificate",
+    )
     door.add_client_key_file_option(p)
     args = p.parse_args(argv)
     if args.action == "down":
@@ -291,11 +340,14 @@ def main(argv: list[str] | None = None) -> None:
         rollout(args.image)
         print(f"rolled out {args.image} in {time.monotonic() - began:.0f}s")
         return
-    settings = Up(host=args.host, port=args.port, grpc_port=args.grpc_port, image=args.image)
+    settings = Up(host=args.host, port=args.port, grpc_port=args.grpc_port, image=args.image, tls=args.tls)
     seconds = up(args.replicas, args.key_file, settings)
+    rest = f"{settings.scheme}://{args.host}:{args.port}"
     print(f"{args.replicas} replica(s) and the door ready in {seconds:.1f}s")
-    print(f"  REST  http://{args.host}:{args.port}/predictions/<model>   health: http://{args.host}:{args.port}/health")
-    print(f"  gRPC  {args.host}:{args.grpc_port} (StreamPredictions)")
+    print(f"  REST  {rest}/predictions/<model>   health: {rest}/health")
+    print(f"  gRPC  {'grpcs://' if args.tls else ''}{args.host}:{args.grpc_port} (StreamPredictions)")
+    if args.tls and (ca := DOOR_DIR / door.TLS_DIR / door_tls.CA_CERT).is_file():
+        print(f"  TLS   clients trust {ca.relative_to(ROOT)} (--ca, $DIGITLAB_CA, curl --cacert)")
     print(f"  metrics {prometheus_url(settings)}   console: {prometheus_url(settings)}/consoles/digitlab.html")
     print(f"  key   Authorization: Bearer $(.venv/bin/python -m ops.door key --key-file {args.key_file})")
     print("  scale make up REPLICAS=N   roll out: make rollout IMAGE=...   stop: make down")

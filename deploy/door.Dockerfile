@@ -17,7 +17,7 @@ RUN apt-get update \
  && mkdir -p /door/logs /door/tmp \
  && chown -R www-data:www-data /door
 # The build context is staged by deploy/image.py (build_door): web/, ops/ and the one core module the
-# runtime needs (digitlab/keyfiles.py); the wheelhouse and everything else stay out.
+# runtime needs (digitlab/keyfiles.py, digitlab/errors.py); the wheelhouse and everything else stay out.
 # The try-it page, served at / without a key (door.CONTAINER_WEB_ROOT); outside the mounted prefix.
 COPY web/ /srv/web/
 COPY ops/ /app/ops/

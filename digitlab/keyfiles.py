@@ -5,8 +5,9 @@ TorchServe's keys, the door accepts client keys and sends TorchServe's upstream)
 
 - `key_file.json` is TorchServe's: {"management": {"key", "expiration time"}, "inference": ..., "API": ...}.
   TorchServe rewrites it in place when a key is renewed, so a read can catch it empty or half-written.
-- `api_keys` is the door's: one client key per line, oldest first. During a rotation both the old and the
-  new key are accepted, and clients already send the newest (last) line.
+- `api_keys` is the door's: one client key per line, oldest first, each line `<key>` or `<id> <key>` (the
+  id names the client in the door's limits, logs and metrics; ops/door_keys.py checks and hashes ids). During
+  a rotation both the old and the new key are accepted, and clients already send the newest (last) key.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def torchserve_keys(path: str | Path) -> dict[str, str]:
         return {}
 
 
+def line_key(line: str) -> str:
+    """The key of a door key-file line, `<key>` or `<id> <key>`: its last field."""
+    return line.split()[-1]
+
+
 def read_client_keys(path: str | Path) -> list[str]:
     """Every non-empty line of a door key file, oldest first, without repeats; [] when it does not exist."""
     path = Path(path)
@@ -60,13 +66,13 @@ def accepted_client_keys(path: str | Path) -> list[str]:
 
 def newest_client_key(path: str | Path | None) -> str | None:
     """The key a client of the door sends: the last line of `path`, else $DIGITLAB_API_KEY, else None."""
-    keys = read_client_keys(path) if path is not None else []
-    return keys[-1] if keys else (os.environ.get(API_KEY_ENV) or None)
+    lines = read_client_keys(path) if path is not None else []
+    return line_key(lines[-1]) if lines else (os.environ.get(API_KEY_ENV) or None)
 
 
 def read_any_key(path: str | Path, kind: str = "inference") -> str | None:
     """A key from either kind of file: TorchServe's key_file.json (by its JSON) or the door's api_keys."""
     if Path(path).read_text().lstrip().startswith("{"):
         return read_key_file(path)[kind]["key"]
-    keys = read_client_keys(path)
-    return keys[-1] if keys else None
+    lines = read_client_keys(path)
+    return line_key(lines[-1]) if lines else None

@@ -29,9 +29,12 @@ from pathlib import Path
 from ops import instance
 from ops.door_keys import ensure_client_key, read_client_keys
 from ops.door_render import CONFIG, KEYS_INCLUDE, PID, internal_sockets, render
-from ops.door_settings import WEB_ROOT, Door, DoorSettings
+from ops.door_settings import METRICS_SOCKET, WEB_ROOT, Door, DoorSettings
+from ops.door_tls import local_certificates, server_names
 from ops.instance import ROOT
 
+EXPORTER_PID = "door_metrics.pid"  # the exporter started with nginx (ops/door_metrics.py)
+EXPORTER_START_S = 10.0
 RUNTIME = ROOT / ".door"
 SETTINGS = "settings.json"  # the Door as start was given it, beside its config: reload renders it again
 INSTALL_HINT = (
@@ -130,7 +133,11 @@ def key_file_owner(key_file: str | Path | None) -> str | None:
 
 
 def local_worker_user(door: Door) -> str | None:
-    return key_file_owner(door.torchserve_key_file)
+    """Who nginx's workers run as when started as root: the owner of TorchServe's key file, which they read per
+    request, else of the TLS key when they read it per connection (door_tls.TlsFiles.live); both 0600."""
+    if door.torchserve_key_file:
+        return key_file_owner(door.torchserve_key_file)
+    return key_file_owner(door.tls_key) if door.tls_live else None
 
 
 def require_nginx() -> str:
@@ -263,6 +270,8 @@ def start(runtime: Path, door: Door) -> int:
     install_config(runtime, door)
     for sock in internal_sockets(shared_folder(runtime)).values():
         sock.unlink(missing_ok=True)  # left by a killed nginx: it would not bind over them
+    if door.metrics:
+        start_exporter(runtime, door.metrics)
     started = nginx(runtime)
     if started.returncode != 0:
         raise RuntimeError(f"nginx did not start:\n{started.stderr.strip()}")
@@ -290,7 +299,9 @@ def reload(runtime: Path = RUNTIME, key_renewed: bool = False) -> int:
     """Re-render (re-reading the client keys) and reload nginx: no restart, no dropped call.
 
     Returns the number of accepted client keys once the old worker has finished its requests and
-    exited (at most STOP_GRACE_S), so that from then on every request meets the new keys.
+    exited (at most STOP_GRACE_S), so that from then on every request meets the new keys. nginx reads the TLS
+    certificate and key again (a replaced certificate is served from then on, no connection cut); a certificate
+    the door made itself is made anew first when it expires within door_tls.RENEW_BEFORE_DAYS.
     `key_renewed` (the supervisor renewed TorchServe's key): a door that reads that key per request is left
     alone, for a reload closes its clients' idle keep-alive connections; only a door that held the key in its
     config (an older door) is reloaded. Either way it fails when the door is not running.
@@ -301,6 +312,8 @@ def reload(runtime: Path = RUNTIME, key_renewed: bool = False) -> int:
     door = Door.from_json((runtime / SETTINGS).read_text())
     if key_renewed and reads_key_per_request(runtime):
         return len(read_client_keys(Path(door.client_key_file)))
+    if door.tls_ca:  # the door's own certificate: made anew when it expires soon or misses a name asked for
+        local_certificates(Path(door.tls_ca).parent, server_names())
     install_config(runtime, door)
     old = workers(pid)
     os.kill(pid, signal.SIGHUP)
@@ -310,8 +323,41 @@ def reload(runtime: Path = RUNTIME, key_renewed: bool = False) -> int:
     return len(read_client_keys(Path(door.client_key_file)))
 
 
+def start_exporter(runtime: Path, listen: str) -> int:
+    """ops/door_metrics.py for the door of `runtime`, in a session of its own: it binds the socket nginx sends each
+    answer to (before nginx starts, so that none is lost) and serves /metrics on `listen`. -> its PID."""
+    stop_exporter(runtime)
+    socket_path = shared_folder(runtime) / METRICS_SOCKET
+    with open(runtime / "logs" / "metrics.err", "ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ops.door_metrics", "--socket", str(socket_path), "--listen", listen],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    (runtime / EXPORTER_PID).write_text(str(proc.pid))
+    deadline = time.monotonic() + EXPORTER_START_S
+    while not socket_path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the door's exporter did not start; see {runtime / 'logs' / 'metrics.err'}")
+        time.sleep(0.05)
+    return proc.pid
+
+
+def stop_exporter(runtime: Path) -> None:
+    try:
+        pid = int((runtime / EXPORTER_PID).read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    if instance.alive(pid):
+        os.kill(pid, signal.SIGTERM)
+    (runtime / EXPORTER_PID).unlink(missing_ok=True)
+
+
 def stop(runtime: Path = RUNTIME) -> bool:
-    """Fast shutdown (SIGTERM) of the door's nginx; False when it was not running."""
+    """Fast shutdown (SIGTERM) of the door's nginx and its exporter; False when nginx was not running."""
+    stop_exporter(runtime)
     pid = master_pid(runtime)
     if pid is None:
         return False

@@ -6,11 +6,11 @@ the files and running nginx is door_nginx's.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from dataclasses import asdict
 from pathlib import Path
 
+from digitlab.errors import error_json
 from ops.door_settings import (
     LIMITS_SWITCH_ENV,
     TORCHSERVE_KEY_SCRIPT,
@@ -41,7 +41,8 @@ REST_LIMITS = """# nodelay: a burst within budget is served at once, not paced; 
             limit_conn in_flight {{ in_flight }};
             limit_conn heavy_in_flight {{ heavy_in_flight }};"""
 GRPC_LIMITS = """limit_req zone=requests burst={{ burst }} nodelay;
-            limit_conn grpc_in_flight {{ grpc_in_flight }};"""
+            limit_conn grpc_in_flight {{ grpc_in_flight }};
+            limit_conn heavy_in_flight {{ heavy_in_flight }};"""
 LIMITS_OFF = f"# no per-client limits: {LIMITS_SWITCH_ENV}=off (a limiter in front of the door does it)"
 # The budget for what the door answers itself. Its refusals are not an error line each: info is below the error
 # log's warn, and the access log keeps one in 256 of them.
@@ -53,27 +54,26 @@ STREAM_LIMITS_OFF = f"# no cap per address: {LIMITS_SWITCH_ENV}=off"
 # the plain ones, and for connections from a trusted proxy (whose X-Forwarded-For names the client) their own.
 INTERNAL_KINDS = ("rest", "grpc", "rest-proxied", "grpc-proxied")
 HEALTH_CACHE = "health-cache"  # /health's last answer, beside them
-# The body the door answers a refusal with is the product's one error body (digitlab/errors.py, error_json: the
-# same fields in the same order, compact JSON, one line; a unit test holds them equal). Its text is built here, not
-# typed in the template: {template field: (status, type, message)}. The door does not import digitlab.errors, so
-# that its image needs no module beyond digitlab/keyfiles.py (tests/unit/test_project.py keeps its imports).
-ERROR_FIELDS = ("code", "type", "message")
+# The body the door answers a refusal with is the product's one error body (digitlab.errors.error_json: the same
+# fields in the same order, compact JSON, one line), rendered into the config, never typed in the template.
 MALFORMED = (
     "malformed request: the door refuses NUL bytes and paths that climb above /, targets that are not a path, "
     "duplicate Host or Content-Length headers, folded header lines and whatever else HTTP/1.1 does not allow"
 )
 
 
-def error_json(status: int, kind: str, message: str) -> str:
-    """digitlab.errors.error_json's body: `{"code": status, "type": kind, "message": message}`, compact, one line."""
-    return json.dumps(dict(zip(ERROR_FIELDS, (status, kind, message))), separators=(", ", ": "))
+# The request's id as the door knows it ($door_request_id: the client's X-Request-Id when it is 1-128 characters
+# of A-Z a-z 0-9 . _ -, else nginx's own $request_id), which nginx fills into every body it answers itself.
+REQUEST_ID_VARIABLE = "$door_request_id"
 
 
 def quoted_body(status: int, kind: str, message: str) -> str:
-    """An error body as the inside of a single-quoted nginx string (`return 404 '...'`)."""
+    """An error body as the inside of a single-quoted nginx string (`return 404 '...'`), its request_id the
+    request's own (nginx fills the variable in; the id's characters need no JSON escaping)."""
     if "$" in message:  # nginx would read a variable there, and has no escape for it
         raise ValueError(f"a door message may not hold '$': {message!r}")
-    return error_json(status, kind, message).replace("\\", "\\\\").replace("'", "\\'")
+    body = error_json(status, kind, message, REQUEST_ID_VARIABLE)
+    return body.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def answers(door: DoorSettings) -> dict[str, str]:
@@ -93,8 +93,9 @@ def answers(door: DoorSettings) -> dict[str, str]:
         "too_many": (
             429,
             "TooManyRequests",
-            f"this client is over its limit of {limits.rate} predictions/s ({limits.heavy_rate}/s for sample and "
-            f"interpolate) or {limits.in_flight} at once ({limits.heavy_in_flight}); retry after a second",
+            f"this key is over its limit of {limits.rate} predictions/s ({limits.heavy_rate}/s for sample and "
+            f"interpolate) or {limits.in_flight} at once ({limits.heavy_in_flight} of sample, interpolate and gRPC "
+            "calls); retry after a second",
         ),
         "too_many_local": (
             429,
@@ -103,6 +104,11 @@ def answers(door: DoorSettings) -> dict[str, str]:
             "(no key, no such route, a malformed request, the try-it page); retry after a second",
         ),
         "headers_too_large": (431, "HeadersTooLarge", "a request header over 8 KB, or over 32 KB of headers"),
+        "use_https": (
+            400,
+            "BadRequest",
+            "plain HTTP sent to the door's TLS port: use https:// (gRPC: grpcs://, TLS) and the door's CA",
+        ),
         "unavailable": (503, "Unavailable", UNAVAILABLE_MESSAGE),
         "timeout": (504, "Timeout", TIMEOUT_MESSAGE),
         "version_not_supported": (
@@ -148,6 +154,18 @@ def stream_module(path: str | None) -> str:
     return f"load_module {path};"
 
 
+# A REST prediction TorchServe answers 400: asked again once, with its key read anew (ops/torchserve_key.js).
+KEY_RETRY = """# TorchServe refuses a key it has just renewed with 400 (InvalidKeyException), possibly before the
+            # door read the new one: a 400 is asked again once, with the key read anew, and whatever that second
+            # answer is (the handler's own 400 included) goes to the client unchanged. Only 400 is intercepted
+            # among TorchServe's answers.
+            proxy_intercept_errors on;
+            error_page 400 = @retry_current_key;"""
+RETRY_WAIT = """# TorchServe's own refusal while its key file still holds the refused key: wait for the file (a timer,
+            # 20 ms steps, at most 1 s), then ask again; a handler's 400 is asked again at once (torchserve_key.js).
+            js_content torchserve_key.retry;"""
+
+
 def js_module(door: DoorSettings) -> str:
     if door.upstream_key_file is None:
         return "# no njs: no TorchServe key to read (its replicas run without token authorization)"
@@ -169,18 +187,78 @@ def torchserve_key(door: DoorSettings) -> dict[str, str]:
         return {
             "torchserve_key": "# none: the replicas run without token authorization, no Authorization is sent upstream",
             "upstream_authorization": '""',
-            "upstream_authorization_now": '""',
+            "upstream_authorization_retry": '""',
+            "key_retry": "# no TorchServe key: every 400 is the handler's, passed on as it is",
+            "retry_wait": "# never reached without TorchServe's key (nothing is intercepted)\n            return 404;",
         }
     lines = (
         f'js_import torchserve_key from "{TORCHSERVE_KEY_SCRIPT}";\n'
         f'    js_var $torchserve_key_file "{door.upstream_key_file}";\n'
         "    js_set $torchserve_authorization torchserve_key.authorization;\n"
-        "    js_set $torchserve_authorization_now torchserve_key.authorization;"
+        "    js_var $torchserve_authorization_retry;"
     )
     return {
         "torchserve_key": lines,
         "upstream_authorization": "$torchserve_authorization",
-        "upstream_authorization_now": "$torchserve_authorization_now",
+        "upstream_authorization_retry": "$torchserve_authorization_retry",
+        "key_retry": KEY_RETRY,
+        "retry_wait": RETRY_WAIT,
+    }
+
+
+# Mozilla's "intermediate" server-side TLS profile for nginx (https://ssl-config.mozilla.org/#server=nginx&config=
+# intermediate, guidelines 5.7; https://wiki.mozilla.org/Security/Server_Side_TLS): TLS 1.2 and 1.3 only, forward-
+# secret AEAD ciphers, the client's choice among them, RFC 7919's ffdhe2048 for DHE, a shared session cache.
+MOZILLA_INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+)
+# A certificate read at every new TLS connection (TlsFiles.live): a variable in its path makes nginx load the file
+# per handshake instead of once at start; this one is always empty.
+LIVE_CERTIFICATE = """# The certificate and key are read at every new TLS connection (the empty variable in the path
+    # says so): one replaced on disk is served from the next handshake on, no reload (door_tls.TlsFiles.live).
+    map $ssl_server_name $door_tls_reread {
+        default "";
+    }
+    """
+TLS_SETTINGS = """# Both ports speak TLS, ended here in the HTTP layer (the stream layer in front counted the connection
+    # per address before its first byte, the handshake included, and passed the bytes on as they came). Mozilla's
+    # "intermediate" profile (https://ssl-config.mozilla.org/#server=nginx&config=intermediate, guidelines 5.7).
+    ssl_certificate "{cert}";
+    ssl_certificate_key "{key}";
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ecdh_curve X25519:prime256v1:secp384r1;
+    ssl_ciphers {ciphers};
+    ssl_prefer_server_ciphers off;
+    ssl_dhparam "{dhparam}";
+    # Session resumption: a returning client skips the full handshake (one cache for both ports and every worker,
+    # ~40,000 sessions, a day). Tickets off, as the profile says: their keys would live as long as nginx runs.
+    ssl_session_cache shared:door_tls:10m;
+    ssl_session_timeout 1d;
+    ssl_session_tickets off;"""
+NO_TLS = "# no TLS: plain HTTP/1.1 and h2c (make door TLS=1, or TLS in front of the door)"
+HSTS = 'add_header Strict-Transport-Security "max-age=63072000" always;'
+# The door's answer to plain HTTP on a TLS port (nginx's 497), REST and gRPC alike.
+TLS_PAGES = "error_page 497 /_door/use_https;"
+
+
+def tls_values(door: DoorSettings) -> dict[str, str]:
+    """The template's TLS fields: nginx's TLS settings, HSTS on every HTTPS answer (server-wide, and again in each
+    location that adds headers of its own, which would drop the server's), the refusal of plain HTTP."""
+    if door.tls is None:
+        return {"tls": NO_TLS, "server_hsts": "# no HSTS: plain HTTP", "hsts": "", "tls_pages": ""}
+    reread = "$door_tls_reread" if door.tls.live else ""
+    paths = {"cert": door.tls.cert + reread, "key": door.tls.key + reread, "dhparam": door.dhparam}
+    settings = (LIVE_CERTIFICATE if door.tls.live else "") + TLS_SETTINGS.format(
+        **paths, ciphers=MOZILLA_INTERMEDIATE_CIPHERS
+    )
+    hsts_comment = "# HSTS (two years, as the profile says) on every HTTPS answer"
+    return {
+        "tls": settings,
+        "server_hsts": f"{hsts_comment}\n        {HSTS}",
+        "hsts": f"\n            {HSTS}",
+        "tls_pages": f"\n        {TLS_PAGES}",
     }
 
 
@@ -210,11 +288,13 @@ def stream_clients(limits: Limits, sockets: dict[str, Path]) -> tuple[str, dict[
     return "\n    ".join(lines), {f"{kind}_target": f"$door_{kind}_socket" for kind in ("rest", "grpc")}
 
 
-def server_entries(limits: Limits, sockets: dict[str, Path], kind: str) -> list[str]:
+def server_entries(limits: Limits, sockets: dict[str, Path], kind: str, tls: bool = False) -> list[str]:
     """The first lines of the HTTP layer's server(s) of `kind`: the socket it listens on and where it takes the
     client's address from. With trusted proxies, a second server for their connections, which believes their
-    X-Forwarded-For (read from the right, trusted hops skipped); everyone else's is never read."""
-    http2 = " http2" if kind == "grpc" else ""
+    X-Forwarded-For (read from the right, trusted hops skipped); everyone else's is never read. With `tls` the
+    socket speaks TLS (the stream layer passes the client's bytes as they are): REST offers HTTP/2 and HTTP/1.1
+    (ALPN), gRPC HTTP/2."""
+    http2 = " ssl http2" if tls else " http2" if kind == "grpc" else ""
     entries = [
         f"listen unix:{sockets[kind]} proxy_protocol{http2};\n"
         "        # the client's address, from the stream layer\n"
@@ -299,6 +379,18 @@ def upstream_includes(replicas: list[Replica]) -> dict[str, str]:
     return {f"{kind}.conf": server_lines([getattr(r, kind) for r in replicas]) + "\n" for kind in UPSTREAM_KINDS}
 
 
+def key_pattern(key: str) -> str:
+    """The regex that matches exactly "Bearer <key>" in an Authorization header: the scheme's case is free (RFC 9110,
+    11.1: auth-scheme is case-insensitive), the key's never. nginx's map compares plain strings without regard to
+    case, so a key is a case-sensitive regex (`~`), its two regex characters (`.`, `+`) escaped."""
+    return "~^(?i:bearer) +" + key.replace(".", r"\.").replace("+", r"\+") + "$"
+
+
+def keys_include(door: DoorSettings) -> str:
+    """keys.conf: one map entry per accepted key, to the id that names its client."""
+    return "".join(f'    "{key_pattern(entry.key)}" {entry.id};\n' for entry in door.client_keys)
+
+
 def render(door: DoorSettings) -> tuple[str, str]:
     """(nginx.conf, keys.conf) of `door` (DoorSettings says what each of its fields is).
 
@@ -316,11 +408,17 @@ def render(door: DoorSettings) -> tuple[str, str]:
     sockets = internal_sockets(door.shared)
     clients, targets = stream_clients(limits, sockets)
     values = {
+        "metrics_log": (
+            f"access_log syslog:server=unix:{door.metrics_socket},nohostname,tag=door door_metrics;"
+            if door.metrics_socket
+            else "# (no exporter reads this door's answers: nothing is counted)"
+        ),
         **asdict(limits),
         **asdict(door.capacity),
         **answers(door),
         **targets,
         **torchserve_key(door),
+        **tls_values(door),
         "rest_proxy": REST_PROXY,
         "stream_module": stream_module(door.stream_module),
         "js_module": js_module(door),
@@ -345,6 +443,5 @@ def render(door: DoorSettings) -> tuple[str, str]:
         "unavailable_message": UNAVAILABLE_MESSAGE,
         "timeout_message": TIMEOUT_MESSAGE,
     }
-    entries = {kind: server_entries(limits, sockets, kind) for kind in ("rest", "grpc")}
-    keys = "".join(f'    "Bearer {k}" 1;\n' for k in door.client_keys)
-    return fill(one_server_per_entry(TEMPLATE.read_text(), entries), values), keys
+    entries = {kind: server_entries(limits, sockets, kind, door.tls is not None) for kind in ("rest", "grpc")}
+    return fill(one_server_per_entry(TEMPLATE.read_text(), entries), values), keys_include(door)

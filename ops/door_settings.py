@@ -15,12 +15,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ops import instance
-from ops.door_keys import checked_key, read_client_keys
+from ops.door_keys import ClientKey, checked_client_keys, read_client_keys
+from ops.door_tls import DHPARAM, TlsFiles
 from ops.instance import ROOT
 
+METRICS_SOCKET = "metrics.sock"  # in the shared folder: the datagrams ops/door_metrics.py counts
 WEB_ROOT = ROOT / "web"  # the try-it page, served at / without a key
 CONTAINER_WEB_ROOT = Path("/srv/web")  # where deploy/door.Dockerfile puts web/ in the door's image
 CONTAINER_PREFIX = Path("/door")  # the door's prefix in its image (compose and Kubernetes mount it there)
+CONTAINER_DHPARAM = Path("/app/ops/ffdhe2048.pem")  # ops/ffdhe2048.pem in the door's image (it copies ops/)
 # Debian's libnginx-mod-stream (the door image installs it): the layer that counts connections per address.
 DEBIAN_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 # Debian's libnginx-mod-http-js (njs): a door in front of a TorchServe with token authorization reads its key with it.
@@ -37,7 +40,8 @@ MAX_LIMIT = 1_000_000
 
 @dataclass(frozen=True)
 class Limits:
-    """What the door allows one client (one source address); the measurements are in docs/OPERATIONS.md.
+    """What the door allows one client (one key for predictions, one address for the rest); measured in
+    docs/OPERATIONS.md.
 
     The server answers ~1,600 palindromes/s on 2 cores, a person well under 2 requests/s, and one
     64-step interpolation costs ~0.2 s of a core.
@@ -48,8 +52,10 @@ class Limits:
     heavy_rate: int = 5  # REST sample + interpolate per second: 64-step interpolations fill at most one core
     heavy_burst: int = 10  # a page of thumbnails at once
     in_flight: int = 16  # REST requests at once: above a client's usual pool of 10 connections
-    heavy_in_flight: int = 4  # REST sample + interpolate at once: one interpolate batch (batchSize 4)
-    grpc_in_flight: int = 4  # gRPC calls at once: the model is inside the body, any call may be an interpolation
+    # REST sample + interpolate and gRPC calls at once: half of one interpolate batch (batchSize 4), so that no
+    # key holds a heavy model's whole batch and another key's call always finds room in the next one.
+    heavy_in_flight: int = 2
+    grpc_in_flight: int = 2  # gRPC calls at once: the model is inside the body, any call may be an interpolation
     read_timeout_s: int = 70  # upstream, per read: above every model's responseTimeout (at most 60 s)
     # Counted before a byte of a request is read (the stream layer): connections open at once from one address,
     # half-sent requests included. A client pool of 10, a browser's 6 and a few people behind one NAT fit; one
@@ -148,14 +154,18 @@ class DoorSettings:
     (compose); the door then sends every request to a second nginx on unix sockets under `followed` (the
     door's prefix as nginx sees it), which ops/follow.py keeps to the replicas that are ready.
     `models` are the served model names (the only /predictions/<model> routes). `client_keys` are the
-    accepted keys. `upstream_key_file` is TorchServe's key_file.json (an absolute path as nginx sees it), from
-    which the door reads TorchServe's inference key for every request it sends upstream, in place of the
-    client's key (ops/torchserve_key.js, with the njs module `js_module`: None when built in); the rendered
-    config never holds TorchServe's key. None sends no Authorization (replicas running with
+    accepted keys, each with the id that names its client (a line "<key>" or "<id> <key>"; a key alone is given
+    the id door_keys.key_id makes of it). `upstream_key_file` is TorchServe's key_file.json (an absolute path as
+    nginx sees it), from which the door reads TorchServe's inference key for every request it sends upstream, in
+    place of the client's key (ops/torchserve_key.js, with the njs module `js_module`: None when built in); the
+    rendered config never holds TorchServe's key. None sends no Authorization (replicas running with
     disable_token_authorization=true, in containers). `worker_user` ("user group") is who nginx's workers run
     as when nginx starts as root: the key file's owner, so that they can read it (None: nginx's default).
     (`upstream_key`, the key itself, is gone: a config holding it was stale the moment TorchServe renewed it;
     only None is still accepted, as the containers' callers pass it.)
+    `tls`: the certificate and key both ports serve TLS with (REST over HTTPS, HTTP/1.1 and HTTP/2; gRPC over
+    TLS), paths as nginx sees them; None: plain HTTP/1.1 and h2c. `dhparam`: the DH group file of the DHE
+    ciphers (RFC 7919 ffdhe2048, ops/ffdhe2048.pem; in the images /app/ops/ffdhe2048.pem).
     `max_body_bytes` is the replicas' max_request_size (config.properties), enforced at the door.
     The door listens on host:port (REST) and host:grpc_port (gRPC): its stream layer, which caps connections
     per address and hands each to the HTTP layer on a unix socket in `shared_folder`, a folder every nginx
@@ -167,7 +177,7 @@ class DoorSettings:
 
     replicas: tuple[Replica, ...] | None
     models: tuple[str, ...]
-    client_keys: tuple[str, ...]
+    client_keys: tuple[ClientKey, ...]
     upstream_key_file: str | None
     max_body_bytes: int
     host: str = DEFAULT_HOST
@@ -181,6 +191,11 @@ class DoorSettings:
     capacity: Capacity = CAPACITY
     js_module: str | None = DEBIAN_JS_MODULE
     worker_user: str | None = None
+    tls: TlsFiles | None = None
+    dhparam: str = str(DHPARAM)
+    # Where nginx sends one syslog datagram per answer for ops/door_metrics.py to count (a path as nginx sees it);
+    # None: no exporter reads them, and nothing is sent.
+    metrics_socket: Path | None = None
     upstream_key: InitVar[None] = None
 
     def __post_init__(self, upstream_key: None) -> None:
@@ -188,18 +203,19 @@ class DoorSettings:
             raise ValueError("the door no longer holds TorchServe's key: give its key file (upstream_key_file)")
         if self.upstream_key_file is not None and not CONFIG_PATH.fullmatch(str(self.upstream_key_file)):
             raise ValueError(f"TorchServe's key file is an absolute path without quotes or $: {self.upstream_key_file}")
+        tls_paths = [self.tls.cert, self.tls.key, self.dhparam] if self.tls else []
+        if any(not CONFIG_PATH.fullmatch(str(path)) for path in tls_paths):
+            raise ValueError(f"TLS files are absolute paths without quotes or $: {tls_paths}")
         if self.worker_user is not None and not re.fullmatch(r"[A-Za-z0-9._-]+ [A-Za-z0-9._-]+", self.worker_user):
             raise ValueError(f"worker_user is 'user group', got {self.worker_user!r}")
         if self.replicas is not None:
             object.__setattr__(self, "replicas", tuple(self.replicas))
         object.__setattr__(self, "models", tuple(self.models))
-        object.__setattr__(self, "client_keys", tuple(self.client_keys))
+        object.__setattr__(self, "client_keys", tuple(checked_client_keys(self.client_keys)))
         if self.replicas == () or not self.models or not self.client_keys:
             raise ValueError("a door needs at least one replica, one model and one client key")
         if self.replicas is None and self.followed is None:
             raise ValueError("a followed door (replicas=None) needs the prefix its sockets live under")
-        for key in self.client_keys:
-            checked_key(key)
 
     @property
     def shared(self) -> Path:
@@ -221,6 +237,20 @@ class Door:
     client_key_file: str
     max_body_bytes: int
     limits: Limits = LIMITS
+    # TLS on both ports: the certificate and key served, and the local CA's certificate when the door made them
+    # (ops/door_tls.py); None: plain.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_live: bool = False
+    # host:port where the door's exporter serves /metrics (ops/door_metrics.py, started with nginx); None: none.
+    metrics: str | None = None
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        if not (self.tls_cert and self.tls_key):
+            return None
+        return TlsFiles(self.tls_cert, self.tls_key, self.tls_ca, self.tls_live)
 
     def settings(
         self,
@@ -249,6 +279,8 @@ class Door:
             stream_module=stream_module,
             js_module=js_module,
             worker_user=worker_user,
+            tls=self.tls,
+            metrics_socket=shared_folder / METRICS_SOCKET if self.metrics and shared_folder else None,
         )
 
     def to_json(self) -> str:

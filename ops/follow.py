@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops import door, instance, probe
+from ops import door, door_metrics, instance, probe
 
 SETTINGS = "follow.json"  # written by deploy/compose.py next to the door's nginx.conf
 STATUS = "upstreams.json"  # what this process last gave nginx: read by deploy/compose.py
@@ -158,6 +158,11 @@ def run(runtime: Path, settings: Settings) -> int:
 
     ready, resolved = poll()
     write_upstreams(runtime, [settings.replica(a) for a in ready])
+    # The door's metrics, counted here from nginx's datagrams and served to Prometheus on the serving network:
+    # the socket is bound before nginx starts, so that no answer goes uncounted.
+    metrics = door_metrics.DoorMetrics()
+    door_metrics.receive(metrics, runtime / door.METRICS_SOCKET)
+    door_metrics.serve(metrics, "0.0.0.0", door_metrics.METRICS_PORT)
     layer, front = start_nginx(runtime)
     reloads = polls = 0
     write_status(runtime, ready, resolved, reloads)

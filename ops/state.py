@@ -68,6 +68,9 @@ class ModelState:
     warming: bool = False  # a warm-up is under way
     warm_at: float = 0.0  # monotonic time of the last warm-up attempt
     restarting: bool = False
+    # A worker thread failed again while the model was being restarted (TorchServe handed the new worker the
+    # job that stalled the old one): the restart must be done again once it is over.
+    failed_during_restart: bool = False
     restarts: int = 0
 
     @property

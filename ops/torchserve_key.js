@@ -15,8 +15,8 @@
 //
 // TorchServe rewrites the file in place (truncate, then write): a read can catch it empty or half written.
 // Such a read is tried again at once, a few times; then no key is sent (an empty header is left out), TorchServe
-// refuses, and the door's retry (REST: `@retry_current_key`) or the client's (gRPC, on PERMISSION_DENIED)
-// asks again with the key read anew.
+// refuses, and the door's retry (REST: `@retry_current_key`, `retry` below) or the client's (gRPC, on
+// PERMISSION_DENIED) asks again with the key read anew.
 
 const fs = require('fs');
 
@@ -48,4 +48,36 @@ function authorization(r) {
     return key ? 'Bearer ' + key : '';
 }
 
-export default {authorization};
+// The door's retry of a REST prediction TorchServe answered 400 (location @retry_current_key, js_content).
+//
+// TorchServe renews its key in memory first and rewrites key_file.json after (truncate, then write; the
+// management key's renewal right after rewrites it once more): a request can meet the new key in TorchServe
+// while the file still holds the old one, or nothing at all. Asking again at once could carry the old key again,
+// or none. So the retry waits, in steps of WAIT_STEP_MS (a timer: the worker serves everyone else meanwhile), at
+// most WAIT_MAX_MS, while the file holds no key, or holds the very key that was refused and the 400 was
+// TorchServe's own refusal (its frontend's answers lack the X-Model-Version header that every handler answer
+// carries). Then (at once for a handler's 400, whose body nginx dropped when it intercepted it) it asks TorchServe
+// again (@retry_with_current_key) with the key it read, handed over in $torchserve_authorization_retry (a js_var
+// keeps its value across the redirect), and passes that answer on whatever it is.
+const WAIT_STEP_MS = 20;
+const WAIT_MAX_MS = 1000;
+
+function retry(r) {
+    const refused = r.variables.torchserve_authorization; // nginx keeps the value the first try sent
+    const byHandler = r.variables.upstream_http_x_model_version;
+    let waited = 0;
+    function again() {
+        const current = authorization(r);
+        const stale = current === '' || (!byHandler && current === refused);
+        if (stale && waited < WAIT_MAX_MS) {
+            waited += WAIT_STEP_MS;
+            setTimeout(again, WAIT_STEP_MS);
+            return;
+        }
+        r.variables.torchserve_authorization_retry = current;
+        r.internalRedirect('@retry_with_current_key');
+    }
+    again();
+}
+
+export default {authorization, retry};

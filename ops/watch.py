@@ -176,6 +176,8 @@ class Supervisor:
             if described is None:
                 continue
             with self.lock:
+                if name not in self.models:  # its counter from 0, so that the first repair is an increase
+                    self.repaired.inc({"model": name}, by=0)
                 model = self.models.setdefault(
                     name, ModelState(name, max(1, described["minWorkers"]), progress_at=time.monotonic())
                 )
@@ -208,7 +210,10 @@ class Supervisor:
         """TorchServe's console said the model's worker thread failed (ops.launcher): restart it now."""
         with self.lock:
             model = self.models.get(name)
-            if model is None or model.restarting:
+            if model is None:
+                return
+            if model.restarting:  # the new worker failed too: the restart under way goes round again
+                model.failed_during_restart = True
                 return
             model.restarting = True
         self.pool.submit(self.restart, model, "its worker thread failed (a reply it could not deliver)")
@@ -248,10 +253,19 @@ class Supervisor:
         try:
             while attempts < RESTART_ATTEMPTS:
                 attempts += 1
+                with self.lock:
+                    model.failed_during_restart = False
                 scale(self.api, model.name, 0)
-                if scale(self.api, model.name, model.workers):
+                if scale(self.api, model.name, model.workers) and not model.failed_during_restart:
                     break
-                log.warning("%s: new workers idle and not READY, restarting again", model.name)
+                log.warning(
+                    "%s: %s, restarting again",
+                    model.name,
+                    "a new worker's thread failed too"
+                    if model.failed_during_restart
+                    else "new workers idle and not READY",
+                    extra={"model": model.name},
+                )
         finally:
             with self.lock:
                 model.restarted(progress_at=time.monotonic() - IDLE_PROBE_S)  # a canary at once tells readiness

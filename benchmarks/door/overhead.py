@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import statistics
 import tempfile
 import threading
@@ -111,17 +112,18 @@ def palindromes(url: str, key: str, seconds: float, result: FloodResult) -> None
             result.b_problems.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
 
 
-def flood(url: str, key: str, seconds: float, flood_threads: int = FLOOD_THREADS) -> FloodResult:
-    """B's palindromes for `seconds` while A floods interpolations from `flood_threads` threads (0: no flood)."""
+def flood(url: str, keys: tuple[str, str], seconds: float, flood_threads: int = FLOOD_THREADS) -> FloodResult:
+    """B's palindromes for `seconds` while A floods interpolations from `flood_threads` threads (0: no flood).
+    keys = (A's, B's): through the door, two clients are two keys (its limits count per key)."""
     result, stop = FloodResult(), threading.Event()
     flooders = [
-        threading.Thread(target=flood_interpolations, args=(url, key, stop, result), daemon=True)
+        threading.Thread(target=flood_interpolations, args=(url, keys[0], stop, result), daemon=True)
         for _ in range(flood_threads)
     ]
     for t in flooders:
         t.start()
     try:
-        palindromes(url, key, seconds, result)
+        palindromes(url, keys[1], seconds, result)
     finally:
         stop.set()
         for t in flooders:
@@ -217,8 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     direct_key = ops_server.read_keys(ops_server.ROOT / ".ts")["inference"]
     with tempfile.TemporaryDirectory() as tmp:
         key_file = Path(tmp) / "api_keys"
-        ops_door.ensure_client_key(key_file)
-        door_key = ops_door.client_key(key_file)
+        # Two clients, A and B, each with a key of its own: the door's limits count per key.
+        key_file.write_text("".join(f"client-{c} {secrets.token_urlsafe(32)}\n" for c in "ab"))
+        key_file.chmod(0o600)
+        keys = tuple(line.split()[1] for line in key_file.read_text().splitlines())
+        door_key = keys[1]
         open_door = door_for(props, UNLIMITED, key_file)
         shipped = door_for(props, ops_door.LIMITS, key_file)
         ops_door.start(Path(tmp) / "open", open_door)
@@ -247,11 +252,13 @@ def main(argv: list[str] | None = None) -> None:
                 print_flood(
                     {
                         "no flood, straight to TorchServe": flood(
-                            endpoints.inference, direct_key, args.flood_seconds, 0
+                            endpoints.inference, (direct_key, direct_key), args.flood_seconds, 0
                         ),
-                        "no flood, through the door": flood(shipped_url, door_key, args.flood_seconds, 0),
-                        "flood, through the door (shipped limits)": flood(shipped_url, door_key, args.flood_seconds),
-                        "flood, straight to TorchServe": flood(endpoints.inference, direct_key, args.flood_seconds),
+                        "no flood, through the door": flood(shipped_url, keys, args.flood_seconds, 0),
+                        "flood, through the door (shipped limits)": flood(shipped_url, keys, args.flood_seconds),
+                        "flood, straight to TorchServe": flood(
+                            endpoints.inference, (direct_key, direct_key), args.flood_seconds
+                        ),
                     }
                 )
         finally:

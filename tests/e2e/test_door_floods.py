@@ -21,13 +21,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from ops import door as ops_door
 from ops import probe
 from ops import server as ops_server
+from tests.e2e.doors import RunningDoor
 
 pytestmark = pytest.mark.server
 if (missing := ops_door.missing_nginx()) is not None:
@@ -52,27 +52,6 @@ HEALTH_S = 15.0
 FILES_NEEDED = HALF_SENT + 512  # the holder's sockets, the keyed client's, the test's own
 
 
-@dataclass(frozen=True)
-class FloodDoor:
-    runtime: Path
-    door: ops_door.Door
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.door.port}"
-
-    @property
-    def key(self) -> str:
-        return ops_door.client_key(Path(self.door.client_key_file))
-
-    def log_bytes(self) -> int:
-        """Everything the door has written under logs/, rolled files included."""
-        return sum(p.stat().st_size for p in (self.runtime / "logs").iterdir() if p.is_file())
-
-    def error_log_bytes(self) -> int:
-        return sum(p.stat().st_size for p in (self.runtime / "logs").glob("error.log*"))
-
-
 @pytest.fixture(scope="module")
 def flood_door(server, tmp_path_factory):
     """A door of its own, with the shipped limits, in front of the session's TorchServe."""
@@ -90,7 +69,7 @@ def flood_door(server, tmp_path_factory):
     )
     ops_door.start(runtime, door)
     try:
-        yield FloodDoor(runtime, door)
+        yield RunningDoor(runtime, door)
     finally:
         ops_door.stop(runtime)
 
@@ -186,7 +165,7 @@ class Holder:
             selector.close()
 
 
-def keyed_request(door: FloodDoor) -> str:
+def keyed_request(door: RunningDoor) -> str:
     """One prediction on a fresh connection: "ok", or what went wrong."""
     conn = http.client.HTTPConnection(HOST, door.door.port, timeout=KEYED_TIMEOUT_S, source_address=(KEYED_CLIENT, 0))
     try:

@@ -341,3 +341,12 @@ def test_the_rest_client_sends_a_request_id_and_says_which_the_server_logged():
             assert len(set(seen)) == 2  # a fresh id per call
     finally:
         server.shutdown()
+
+
+def test_a_client_sends_the_key_of_a_key_file_line_that_names_its_id(tmp_path):
+    from digitlab.keyfiles import newest_client_key, read_any_key
+
+    keys = tmp_path / "api_keys"
+    keys.write_text("old-key-without-an-id-0123456789abcdef\nteam-a new-key-with-an-id-0123456789abcdef\n")
+    assert newest_client_key(keys) == "new-key-with-an-id-0123456789abcdef"
+    assert read_any_key(keys) == "new-key-with-an-id-0123456789abcdef"

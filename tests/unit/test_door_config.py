@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import shutil
@@ -15,7 +16,8 @@ from clients.errors import ServerError
 from clients.grpc import GrpcClient
 from digitlab import errors
 from ops import door as ops_door
-from ops import door_nginx, door_render, instance
+from ops import door_metrics as ops_door_metrics
+from ops import door_nginx, door_render, door_tls, instance
 
 KEY = "k" * 32
 REPLICAS = [
@@ -47,17 +49,19 @@ def test_every_replica_is_an_upstream_server_of_each_kind():
 
 def test_torchserve_gets_its_own_key_read_per_request_or_none_never_the_clients():
     with_key, without_key = rendered(), rendered(None)
-    # REST's first try and gRPC read the key through one variable, REST's retry through another (read anew).
+    # REST's first try and gRPC read the key per request; REST's retry sends the key its wait read (a js_var).
     assert with_key.count("set_header Authorization $torchserve_authorization;") == 2
-    assert with_key.count("proxy_set_header Authorization $torchserve_authorization_now;") == 1
+    assert with_key.count("proxy_set_header Authorization $torchserve_authorization_retry;") == 1
     assert f'js_var $torchserve_key_file "{TS_KEY_FILE}";' in with_key
     assert f'js_import torchserve_key from "{ops_door.TORCHSERVE_KEY_SCRIPT}";' in with_key
-    for name in ("$torchserve_authorization", "$torchserve_authorization_now"):
-        assert f"js_set {name} torchserve_key.authorization;" in with_key
+    assert "js_set $torchserve_authorization torchserve_key.authorization;" in with_key
+    assert "js_var $torchserve_authorization_retry;" in with_key
     assert f"load_module {ops_door.DEBIAN_JS_MODULE};" in with_key
-    # Without a key file: no njs at all, and no Authorization upstream (REST twice, gRPC, the readiness check).
+    # Without a key file: no njs at all, no Authorization upstream (REST twice, gRPC, the readiness check), and
+    # nothing intercepted: every 400 is the handler's.
     assert without_key.count('set_header Authorization "";') == 4
-    assert "js_" not in without_key and "ngx_http_js_module" not in without_key
+    assert not re.search(r"^\s*js_", without_key, re.M) and "ngx_http_js_module" not in without_key
+    assert "proxy_intercept_errors" not in without_key
     assert KEY not in with_key  # client keys live only in keys.conf
 
 
@@ -65,17 +69,23 @@ def test_torchserves_key_is_read_by_a_script_that_sends_the_current_key():
     script = ops_door.TORCHSERVE_KEY_SCRIPT.read_text()
     assert "r.variables.torchserve_key_file" in script and "readFileSync" in script
     assert "JSON.parse(text).inference.key" in script and "'Bearer ' + key" in script
-    assert "export default {authorization};" in script
+    # The retry waits (a timer) while the file holds no key or the refused one, after TorchServe's own refusal.
+    assert "r.variables.upstream_http_x_model_version" in script and "setTimeout(again, WAIT_STEP_MS)" in script
+    assert "r.variables.torchserve_authorization_retry = current;" in script
+    assert "r.internalRedirect('@retry_with_current_key');" in script
+    assert "export default {authorization, retry};" in script
 
 
 def test_a_refused_rest_prediction_is_asked_again_once_with_the_key_read_anew():
     """TorchServe refuses a key it has just renewed with 400: @predict intercepts 400 (and only the door's own
-    codes besides), @retry_current_key asks again with intercept off, so the handler's own 400 comes back."""
+    codes besides), @retry_current_key waits for the key file if need be, @retry_with_current_key asks again with
+    intercept off, so the handler's own 400 comes back."""
     conf = rendered()
     route = conf[conf.index("location ~ ^/predictions/") :].split("\n        }", 1)[0]
     assert "try_files /nonexistent @predict;" in route and "proxy_pass" not in route
     predict = conf[conf.index("location @predict {") :].split("\n        }", 1)[0]
-    retry = conf[conf.index("location @retry_current_key {") :].split("\n        }", 1)[0]
+    wait = conf[conf.index("location @retry_current_key {") :].split("\n        }", 1)[0]
+    retry = conf[conf.index("location @retry_with_current_key {") :].split("\n        }", 1)[0]
     assert "proxy_intercept_errors on;" in predict and "proxy_intercept_errors" not in retry
     assert re.findall(r"error_page ([^;]+);", predict) == [
         "400 = @retry_current_key",
@@ -83,6 +93,7 @@ def test_a_refused_rest_prediction_is_asked_again_once_with_the_key_read_anew():
         "502 =503 @unavailable",
         "504 @timeout",
     ]
+    assert "js_content torchserve_key.retry;" in wait
     assert re.findall(r"error_page ([^;]+);", retry) == ["413 @too_large", "502 =503 @unavailable", "504 @timeout"]
     for block in (predict, retry):
         assert "proxy_pass http://torchserve_rest/predictions/$model;" in block
@@ -97,9 +108,48 @@ def test_the_workers_run_as_the_key_files_owner_only_when_told():
         dataclasses.replace(settings(), worker_user="ts; include /etc/passwd")
 
 
-def test_client_keys_become_one_map_entry_each():
-    keys = ops_door.render(settings(None, keys=[KEY, "n" * 32]))[1]
-    assert keys.splitlines() == [f'    "Bearer {KEY}" 1;', f'    "Bearer {"n" * 32}" 1;']
+def test_client_keys_become_one_exact_map_entry_each_to_the_id_of_their_client():
+    keys = ops_door.render(settings(None, keys=[KEY, "n" * 32, "alice a.b+c" + "d" * 16]))[1]
+    assert keys.splitlines() == [
+        f'    "~^(?i:bearer) +{KEY}$" {ops_door.key_id(KEY)};',
+        f'    "~^(?i:bearer) +{"n" * 32}$" {ops_door.key_id("n" * 32)};',
+        f'    "~^(?i:bearer) +a\\.b\\+c{"d" * 16}$" alice;',  # the regex's own characters escaped
+    ]
+    assert KEY not in rendered()  # the keys live in keys.conf only (a Secret in Kubernetes)
+
+
+@pytest.mark.parametrize("key", [KEY, "Ab0._~+/=-" + "xY" * 8])
+def test_a_key_matches_exactly_only_the_schemes_case_is_free(key):
+    """nginx compares a map's plain strings without regard to case: `Bearer ABC...` was accepted for `abc...`.
+    Each entry is a case-sensitive PCRE (the same syntax as Python's re for these): only the scheme, `bearer`,
+    may change case (RFC 9110), never a letter of the key, and nothing may come before or after it."""
+    pattern = re.compile(door_render.key_pattern(key).removeprefix("~"))
+    for accepted in (f"Bearer {key}", f"bearer {key}", f"BEARER {key}", f"Bearer  {key}"):
+        assert pattern.fullmatch(accepted), accepted
+    flipped = [key[:i] + key[i].swapcase() + key[i + 1 :] for i, c in enumerate(key) if c.isalpha()]
+    assert flipped
+    for refused in [*(f"Bearer {k}" for k in flipped), f"Bearer {key}x", f"Bearer x{key}", key, f"Basic {key}"]:
+        assert not pattern.search(refused), refused
+    assert not re.compile(door_render.key_pattern("a.b" + "c" * 16).removeprefix("~")).search("Bearer aXb" + "c" * 16)
+
+
+def test_a_key_file_line_is_a_key_or_an_id_and_a_key(tmp_path, monkeypatch):
+    monkeypatch.delenv(ops_door.API_KEY_ENV, raising=False)
+    key_file = tmp_path / "api_keys"
+    key_file.write_text(f"{KEY}\nbob {'n' * 32}\n\n")
+    assert ops_door.read_client_keys(key_file) == [
+        ops_door.ClientKey(ops_door.key_id(KEY), KEY),
+        ops_door.ClientKey("bob", "n" * 32),
+    ]
+    assert ops_door.key_id(KEY) == "k-" + hashlib.sha256(KEY.encode()).hexdigest()[:12]
+    assert ops_door.client_key(key_file) == "n" * 32  # what a client sends: the newest line's key, not its id
+    for bad in (f"bob {KEY} extra", f"b/ob {KEY}", f"{'x' * 33} {KEY}", "bob short"):
+        key_file.write_text(bad + "\n")
+        with pytest.raises(ValueError):
+            ops_door.read_client_keys(key_file)
+    key_file.write_text(f"bob {KEY}\nbob {'n' * 32}\n")
+    with pytest.raises(ValueError, match="same id: bob"):
+        ops_door.read_client_keys(key_file)
 
 
 def test_only_the_served_models_are_routes():
@@ -137,7 +187,8 @@ def test_a_saved_door_renders_with_the_keys_its_files_hold_now(tmp_path):
     key_file.write_text(KEY + "\n")
     door = local_door(key_file)
     assert ops_door.Door.from_json(door.to_json()) == door
-    assert door.settings().client_keys == (KEY,) and door.settings().upstream_key_file is None
+    assert door.settings().client_keys == (ops_door.ClientKey(ops_door.key_id(KEY), KEY),)
+    assert door.settings().upstream_key_file is None
     key_file.write_text(KEY + "\n" + "n" * 32 + "\n")  # a rotation: the new key is added
     assert door.settings(ops_door.CONTAINER_WEB_ROOT) == dataclasses.replace(
         settings(None, keys=[KEY, "n" * 32]),
@@ -231,8 +282,8 @@ def test_limits_off_leaves_every_per_client_limit_out_of_the_routes():
     assert conf.count("no per-client limits: DIGITLAB_LIMITS=off") == 6
     assert "# no cap per address: DIGITLAB_LIMITS=off" in conf
     on = rendered()
-    # The stream layer's cap; REST's 4 and gRPC's 2; the local budget in 4 places.
-    assert len(re.findall(r"^\s*limit_(req|conn) ", on, re.M)) == 11
+    # The stream layer's cap; REST's 4 and gRPC's 3 (gRPC calls count as heavy too); the local budget in 4 places.
+    assert len(re.findall(r"^\s*limit_(req|conn) ", on, re.M)) == 12
 
 
 def test_a_template_field_without_a_value_is_an_error():
@@ -325,7 +376,7 @@ def test_render_prints_the_config_that_start_would_run(tmp_path, capsys):
         "torchserve_workdir": tmp_path,
         "key_file": tmp_path / "api_keys",
     }
-    door = ops_door.local_door(**options, models=["sample"])
+    door = ops_door.local_door(**options, models=["sample"], metrics=f"127.0.0.1:{ops_door_metrics.METRICS_PORT}")
     assert door.torchserve_key_file is None  # no key_file.json in that working directory: none sent upstream
     printed = capsys.readouterr().out
     assert printed == ops_door.render(ops_door.local_settings(tmp_path, door, prepare=False))[0] + "\n"
@@ -401,7 +452,7 @@ def test_without_the_stream_module_the_door_says_what_to_install(monkeypatch):
 
 
 def test_every_answer_of_the_door_is_the_one_error_body():
-    """Rendered from digitlab/errors.py's shape (the door does not import it: its image has keyfiles.py only)."""
+    """Rendered by digitlab/errors.py's error_json, the one error body (the door's image carries errors.py)."""
     bodies = ops_door.answers(settings())
     conf = rendered()
     statuses = {}
@@ -409,7 +460,7 @@ def test_every_answer_of_the_door_is_the_one_error_body():
         body = json.loads(quoted.replace("\\'", "'").replace("\\\\", "\\"))
         assert quoted == door_render.quoted_body(body["code"], body["type"], body["message"])
         assert json.dumps(body, separators=(", ", ": ")) == errors.error_json(*body.values())
-        assert tuple(body) == errors.FIELDS
+        assert tuple(body) == (*errors.FIELDS, errors.REQUEST_ID) and body["request_id"] == "$door_request_id"
         statuses[field] = body["code"]
         assert f" '{quoted}\\n';" in conf
     assert statuses["bad_request"] == 400 and statuses["headers_too_large"] == 431 and statuses["uri_too_long"] == 414
@@ -418,7 +469,7 @@ def test_every_answer_of_the_door_is_the_one_error_body():
         assert '{"code": ' not in template.read_text()
     with pytest.raises(ValueError, match="may not hold"):
         door_render.quoted_body(400, "BadRequest", "costs $1")
-    expected = r"""{"code": 400, "type": "X", "message": "it\'s a \\\\ path"}"""
+    expected = r"""{"code": 400, "type": "X", "message": "it\'s a \\\\ path", "request_id": "$door_request_id"}"""
     assert door_render.quoted_body(400, "X", "it's a \\ path") == expected
 
 
@@ -525,3 +576,121 @@ def test_a_grpc_call_torchserve_refused_behind_the_door_is_retried_once_after_a_
             client.predict("palindrome", {})
         assert client.keys == [KEY]
     assert waited == [client_base.KEY_REFUSAL_RETRY_S] * 2
+
+
+# -- TLS ----------------------------------------------------------------------------------------------------
+
+TLS = ops_door.TlsFiles(cert="/srv/tls/cert.pem", key="/srv/tls/key.pem")
+
+
+def test_a_tls_door_speaks_tls_on_both_ports_with_mozillas_intermediate_profile():
+    plain, conf = rendered(), ops_door.render(dataclasses.replace(settings(), tls=TLS))[0]
+    http = conf.split("\nhttp {", 1)[1]
+    # The stream layer passes the bytes on; TLS ends in the HTTP layer, REST with HTTP/2 and HTTP/1.1 (ALPN).
+    assert re.findall(r"^\s+listen (.*);$", http, re.M) == [
+        f"unix:{ops_door.CONTAINER_PREFIX}/door-rest.sock proxy_protocol ssl http2",
+        f"unix:{ops_door.CONTAINER_PREFIX}/door-grpc.sock proxy_protocol ssl http2",
+    ]
+    for line in (
+        'ssl_certificate "/srv/tls/cert.pem";',
+        'ssl_certificate_key "/srv/tls/key.pem";',
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        "ssl_ecdh_curve X25519:prime256v1:secp384r1;",
+        f"ssl_ciphers {door_render.MOZILLA_INTERMEDIATE_CIPHERS};",
+        "ssl_prefer_server_ciphers off;",
+        f'ssl_dhparam "{ops_door.DHPARAM}";',
+        "ssl_session_cache shared:door_tls:10m;",
+        "ssl_session_timeout 1d;",
+        "ssl_session_tickets off;",
+    ):
+        assert line in conf and line not in plain, line
+    assert "ssl-config.mozilla.org" in conf
+    assert "RSA" not in door_render.MOZILLA_INTERMEDIATE_CIPHERS.replace("ECDHE-RSA", "").replace("DHE-RSA", "")
+    # Plain HTTP to a TLS port (nginx's 497) is the door's JSON 400 on both ports; never on a plain door.
+    rest, grpc = server_blocks(conf)
+    for block in (rest, grpc):
+        assert "error_page 497 /_door/use_https;" in block and "location @use_https {" in block
+    assert "error_page 497" not in plain
+    # HSTS on every HTTPS answer: server-wide, and in each REST location that adds headers of its own.
+    hsts = 'add_header Strict-Transport-Security "max-age=63072000" always;'
+    assert hsts not in plain and hsts not in grpc
+    assert rest.split("location", 1)[0].count(hsts) == 1  # the server's own
+    locations = re.findall(r"^        location .*?^        \}", rest, re.M | re.S)
+    adding = [block for block in locations if "add_header " in block]
+    assert len(adding) == 4  # the page, @unauthorized, @too_many, @too_many_local
+    assert all(hsts in block for block in adding)
+
+
+def test_a_live_certificate_is_read_at_every_new_connection():
+    live = ops_door.TlsFiles("/srv/tls/server.pem", "/srv/tls/server.pem", live=True)
+    conf = ops_door.render(dataclasses.replace(settings(), tls=live))[0]
+    assert 'ssl_certificate "/srv/tls/server.pem$door_tls_reread";' in conf
+    assert 'ssl_certificate_key "/srv/tls/server.pem$door_tls_reread";' in conf
+    assert 'map $ssl_server_name $door_tls_reread {\n        default "";\n    }' in conf
+    assert "$door_tls_reread" not in ops_door.render(dataclasses.replace(settings(), tls=TLS))[0]
+
+
+def test_tls_paths_must_be_plain_absolute_paths():
+    for bad in (ops_door.TlsFiles("cert.pem", "/k.pem"), ops_door.TlsFiles('/c"ert.pem', "/k.pem")):
+        with pytest.raises(ValueError, match="TLS files"):
+            dataclasses.replace(settings(), tls=bad)
+
+
+def test_the_local_ca_and_certificate_are_made_once_private_and_for_this_machine(tmp_path):
+    folder = tmp_path / "tls"
+    files, made = door_tls.local_certificates(folder, door_tls.server_names(["door.example"], environ={}))
+    server = str(folder / "server.pem")  # key and certificate in one file, read at every new connection
+    assert made and files == ops_door.TlsFiles(server, server, str(folder / "ca.pem"), live=True)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / "server.pem").read_text() == (folder / "key.pem").read_text() + (folder / "cert.pem").read_text()
+    for private in ("key.pem", "ca-key.pem", "server.pem"):
+        assert (folder / private).stat().st_mode & 0o777 == 0o600
+    ca = door_tls.openssl("x509", "-in", files.ca, "-noout", "-ext", "basicConstraints,keyUsage")
+    assert re.search(r"Basic Constraints: critical\s+CA:TRUE", ca) and "Certificate Sign" in ca
+    cert = door_tls.openssl("x509", "-in", files.cert, "-noout", "-ext", "subjectAltName,basicConstraints")
+    assert "IP Address:127.0.0.1" in cert and "DNS:localhost" in cert and "DNS:door.example" in cert
+    assert "CA:FALSE" in cert
+    door_tls.openssl("verify", "-CAfile", files.ca, files.cert)  # raises unless the CA signed it (server.pem's)
+    before = (folder / "cert.pem").read_bytes()
+    assert door_tls.local_certificates(folder, door_tls.server_names(["door.example"], environ={})) == (files, False)
+    # A name asked for that the certificate lacks: a new certificate from the same CA.
+    names = door_tls.server_names(environ={door_tls.NAMES_ENV: "10.0.0.7, other.example"})
+    assert door_tls.local_certificates(folder, names)[1] is True
+    assert (folder / "cert.pem").read_bytes() != before
+    assert {"10.0.0.7", "other.example"} <= door_tls.certificate_names(folder / "cert.pem")
+    with pytest.raises(ValueError, match=door_tls.NAMES_ENV):
+        door_tls.server_names(environ={door_tls.NAMES_ENV: "not a name"})
+
+
+def test_a_users_certificate_replaces_the_local_ca_and_leaves_no_stale_ca_pem(tmp_path, monkeypatch):
+    folder = tmp_path / "tls"
+    door_tls.local_certificates(folder, ["localhost"])
+    user = tmp_path / "user"
+    user.mkdir()
+    door_tls.openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-keyout", str(user / "key.pem"), "-out", str(user / "cert.pem"), "-subj", "/CN=door.example",
+    )  # fmt: skip
+    monkeypatch.setenv(door_tls.CERT_ENV, str(user / "cert.pem"))
+    monkeypatch.setenv(door_tls.KEY_ENV, str(user / "key.pem"))
+    files, made = door_tls.door_certificates(folder)
+    assert files == ops_door.TlsFiles(str(user / "cert.pem"), str(user / "key.pem")) and not made
+    assert sorted(p.name for p in folder.iterdir()) == []  # ca.pem, ca-key.pem, cert.pem, key.pem: gone
+    monkeypatch.delenv(door_tls.KEY_ENV)
+    with pytest.raises(ValueError, match="go together"):
+        door_tls.door_certificates(folder)
+
+
+@pytest.mark.skipif(ops_door.missing_nginx() is not None, reason=str(ops_door.missing_nginx()))
+def test_nginx_accepts_a_tls_door(tmp_path):
+    (tmp_path / "api_keys").write_text(KEY + "\n")
+    files, _ = door_tls.local_certificates(tmp_path / "tls", ["localhost", "127.0.0.1"])
+    door = dataclasses.replace(
+        local_door(tmp_path / "api_keys"), tls_cert=files.cert, tls_key=files.key, tls_live=files.live
+    )
+    try:
+        door_nginx.install_config(tmp_path, door)  # runs nginx -t, which loads the certificate and the DH group
+        assert "ssl_certificate" in (tmp_path / ops_door.CONFIG).read_text()
+    finally:
+        shutil.rmtree(door_nginx.shared_folder_path(tmp_path), ignore_errors=True)
+        shutil.rmtree(door_nginx.published_page_path(tmp_path), ignore_errors=True)

@@ -138,14 +138,15 @@ def test_door_points_at_the_torchserve_service_and_mounts_the_key_secret():
     upstream_ports = {int(address.rsplit(":", 1)[1]) for address in vars(manifests.service_replica()).values()}
     assert {p.port for p in service.spec.ports} >= upstream_ports
     door = validate(base_object("Deployment", "digitlab-door")).spec.template.spec
-    assert {v.secret.secret_name for v in door.volumes if v.secret} == {manifests.SECRET}
+    assert {v.secret.secret_name for v in door.volumes if v.secret} == {manifests.SECRET, manifests.TLS_SECRET}
 
 
 def test_secret_manifest_holds_the_key_and_validates(monkeypatch, tmp_path):
     monkeypatch.setenv("DIGITLAB_API_KEY", "k" * 32)
     secret = validate(yaml.safe_load(manifests.secret_manifest(tmp_path / "no_key_file")))
     assert secret.metadata.name == manifests.SECRET
-    assert f'"Bearer {"k" * 32}" 1;' in base64.b64decode(secret.data["keys.conf"]).decode()
+    conf = base64.b64decode(secret.data["keys.conf"]).decode()
+    assert f'"~^(?i:bearer) +{"k" * 32}$" {ops_door.key_id("k" * 32)};' in conf  # the key exact, its id
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed: kustomize's rendering not checked")

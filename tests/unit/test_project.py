@@ -341,3 +341,16 @@ def test_the_supervisor_knows_no_door_and_no_server():
     for module in door:
         assert graph[module] <= {"ops", *RUNTIME_GROUND, "digitlab.keyfiles", "digitlab.errors", *door}, module
         assert module == "ops.door" or "ops.door" not in graph[module], module
+
+
+MAX_MODULE_LINES = 450  # a module longer than this does several jobs: cut it along them
+
+
+def test_no_product_module_outgrows_one_job():
+    product = ("digitlab", "handlers", "ops", "clients", "tools", "deploy", "training", "loadtests")
+    long = {
+        str(path.relative_to(ROOT)): n
+        for module, path in project_modules().items()
+        if module.split(".")[0] in product and (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, long

@@ -153,3 +153,28 @@ def test_the_supervisor_starts_what_a_check_asks_for(tmp_path):
     supervisor.worker_thread_failed("palindrome")
     assert supervisor.pool.started[-1][0] == "restart" and model.restarting
     assert supervisor.ready() == (False, {"palindrome": "not ready"})  # no TorchServe running
+
+
+def test_a_worker_that_fails_again_during_its_restart_is_restarted_again(tmp_path, monkeypatch):
+    """TorchServe can hand the new worker the job that stalled the old one: its thread fails too, while the
+    restart is still under way. That failure must not be dropped: the restart goes round once more."""
+    api = TorchServeAPI(tmp_path, "http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3", "127.0.0.1:4")
+    supervisor = Supervisor(Settings(tmp_path, api, "http://127.0.0.1:5", key_lifetime_s=3600.0))
+    supervisor.pool.shutdown()
+    supervisor.pool = Recorder()
+    model = ready_model()
+    supervisor.models = {"palindrome": model}
+    scaled: list[int] = []
+
+    def scale(_api, _name, count):
+        scaled.append(count)
+        if len(scaled) == 2:  # the first new worker's thread fails while it comes up
+            supervisor.worker_thread_failed("palindrome")
+        return True
+
+    monkeypatch.setattr("ops.watch.scale", scale)
+    model.restarting = True
+    supervisor.restart(model, "its worker thread failed")
+    assert scaled == [0, 1, 0, 1] and not model.restarting  # restarted twice, then done
+    assert supervisor.events[-1]["attempts"] == 2
+    assert supervisor.pool.started == []  # the second failure was not a restart of its own, racing the first
