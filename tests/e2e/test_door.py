@@ -466,7 +466,8 @@ def test_a_malformed_request_is_refused_by_the_door_with_the_one_error_body(door
     assert code == status, (case, code, body[:200])
     assert headers["content-type"] == "application/json", (case, headers)
     answer = json.loads(body)
-    assert tuple(answer) == (*errors.FIELDS, errors.REQUEST_ID) and answer["code"] == status and answer["message"], answer
+    assert tuple(answer) == (*errors.FIELDS, errors.REQUEST_ID), answer  # the one error body, with the id
+    assert answer["code"] == status and answer["message"], answer
     assert b"<html" not in body.lower()
     assert upstreams(logged_with_status(door, before, status, 1)) == ["-"]
 
