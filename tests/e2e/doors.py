@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ops import door as ops_door
+from ops import door_tls
+from ops import server as ops_server
 
 HOST = "127.0.0.1"
 
@@ -53,3 +55,35 @@ class RunningDoor:
 
     def error_log_bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.runtime / "logs").glob("error.log*"))
+
+
+def open_door(
+    server: ops_server.RunningServer,
+    runtime: Path,
+    limits: ops_door.Limits = ops_door.LIMITS,
+    replicas: list[ops_door.Replica] | None = None,
+    metrics: str | None = None,
+    tls: bool = False,
+) -> RunningDoor:
+    """A door on free ports in front of the session's TorchServe (`replicas`: others), started from `runtime`;
+    `tls`: over TLS with the local CA's certificate, as `make door TLS=1` makes it in RUNTIME/tls."""
+    files = door_tls.local_certificates(runtime / ops_door.TLS_DIR, door_tls.server_names())[0] if tls else None
+    port, grpc_port = ops_server.free_ports(2)
+    door = ops_door.Door(
+        host=HOST,
+        port=port,
+        grpc_port=grpc_port,
+        replicas=replicas or [ops_door.replica(server.endpoints)],
+        models=server.models,
+        torchserve_key_file=str(server.key_file),
+        client_key_file=str(runtime / ops_door.CLIENT_KEY_FILE),
+        max_body_bytes=int(ops_server.read_properties(server.workdir / "config.properties")["max_request_size"]),
+        limits=limits,
+        metrics=metrics,
+        tls_cert=files.cert if files else None,
+        tls_key=files.key if files else None,
+        tls_ca=files.ca if files else None,
+        tls_live=files.live if files else False,
+    )
+    ops_door.start(runtime, door)
+    return RunningDoor(runtime, door)

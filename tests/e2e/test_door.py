@@ -49,7 +49,7 @@ from digitlab import errors
 from ops import door as ops_door
 from ops import door_nginx, follow
 from ops import server as ops_server
-from tests.e2e.doors import RunningDoor
+from tests.e2e.doors import RunningDoor, open_door
 
 pytestmark = pytest.mark.server
 if (missing := ops_door.missing_nginx()) is not None:
@@ -61,30 +61,6 @@ INTERPOLATION = {"start": {"seed": 5, "index": 0}, "end": {"seed": 5, "index": 1
 # Limits low enough that a few requests in a row cross them whatever the machine's speed.
 CLIENT_C = "127.0.0.4"  # a third client, whose budget no other test has spent
 STRICT = ops_door.Limits(rate=1, burst=1, heavy_rate=1, heavy_burst=1, in_flight=4, heavy_in_flight=1, grpc_in_flight=1)
-
-
-def open_door(
-    server: ops_server.RunningServer,
-    runtime: Path,
-    limits: ops_door.Limits = ops_door.LIMITS,
-    replicas: list[ops_door.Replica] | None = None,
-    metrics: str | None = None,
-) -> RunningDoor:
-    port, grpc_port = ops_server.free_ports(2)
-    door = ops_door.Door(
-        host="127.0.0.1",
-        port=port,
-        grpc_port=grpc_port,
-        replicas=replicas or [ops_door.replica(server.endpoints)],
-        models=server.models,
-        torchserve_key_file=str(server.key_file),
-        client_key_file=str(runtime / ops_door.CLIENT_KEY_FILE),
-        max_body_bytes=int(ops_server.read_properties(server.workdir / "config.properties")["max_request_size"]),
-        limits=limits,
-        metrics=metrics,
-    )
-    ops_door.start(runtime, door)
-    return RunningDoor(runtime, door)
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,7 @@ import pytest
 
 from ops import door as ops_door
 from ops import probe
-from ops import server as ops_server
-from tests.e2e.doors import RunningDoor
+from tests.e2e.doors import RunningDoor, open_door
 
 pytestmark = pytest.mark.server
 if (missing := ops_door.missing_nginx()) is not None:
@@ -55,23 +54,11 @@ FILES_NEEDED = HALF_SENT + 512  # the holder's sockets, the keyed client's, the 
 @pytest.fixture(scope="module")
 def flood_door(server, tmp_path_factory):
     """A door of its own, with the shipped limits, in front of the session's TorchServe."""
-    runtime = tmp_path_factory.mktemp("flood_door")
-    port, grpc_port = ops_server.free_ports(2)
-    door = ops_door.Door(
-        host=HOST,
-        port=port,
-        grpc_port=grpc_port,
-        replicas=[ops_door.replica(server.endpoints)],
-        models=server.models,
-        torchserve_key_file=str(server.key_file),
-        client_key_file=str(runtime / ops_door.CLIENT_KEY_FILE),
-        max_body_bytes=int(ops_server.read_properties(server.workdir / "config.properties")["max_request_size"]),
-    )
-    ops_door.start(runtime, door)
+    running = open_door(server, tmp_path_factory.mktemp("flood_door"))
     try:
-        yield RunningDoor(runtime, door)
+        yield running
     finally:
-        ops_door.stop(runtime)
+        ops_door.stop(running.runtime)
 
 
 def raise_file_limit(needed: int) -> None:

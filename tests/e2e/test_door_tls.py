@@ -30,7 +30,7 @@ from clients.rest import RestClient
 from ops import door as ops_door
 from ops import door_nginx, door_tls
 from ops import server as ops_server
-from tests.e2e.doors import RunningDoor
+from tests.e2e.doors import RunningDoor, open_door
 
 pytestmark = pytest.mark.server
 if (missing := ops_door.missing_nginx()) is not None:
@@ -52,25 +52,7 @@ def start_door(
 ) -> RunningDoor:
     """A door in front of the session's TorchServe, over TLS with the local CA's certificate as `make door TLS=1`
     makes it in RUNTIME/tls (or plain, `tls=False`)."""
-    files = door_tls.local_certificates(runtime / ops_door.TLS_DIR, door_tls.server_names())[0] if tls else None
-    port, grpc_port = ops_server.free_ports(2)
-    door = ops_door.Door(
-        host=HOST,
-        port=port,
-        grpc_port=grpc_port,
-        replicas=[ops_door.replica(server.endpoints)],
-        models=server.models,
-        torchserve_key_file=str(server.key_file),
-        client_key_file=str(runtime / ops_door.CLIENT_KEY_FILE),
-        max_body_bytes=int(ops_server.read_properties(server.workdir / "config.properties")["max_request_size"]),
-        limits=limits,
-        tls_cert=files.cert if files else None,
-        tls_key=files.key if files else None,
-        tls_ca=files.ca if files else None,
-        tls_live=files.live if files else False,
-    )
-    ops_door.start(runtime, door)
-    return RunningDoor(runtime, door)
+    return open_door(server, runtime, limits, tls=tls)
 
 
 @pytest.fixture(scope="module")
