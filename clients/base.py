@@ -11,6 +11,9 @@ its `with` block. Every call:
   key was read (not given) and has changed since (keys rotate); a refusal that says the server behind a
   door refused the door's key (gRPC PERMISSION_DENIED, `is_upstream_key_refusal`) is retried once after
   KEY_REFUSAL_RETRY_S, whatever key the client holds (TorchServe renewed its key a moment before the door read it);
+- names each attempt by a fresh request id (`new_request_id`: REST's X-Request-Id, gRPC's x-request-id),
+  which the server logs the request by; `last_request_id` and `ServerError.request_id` say the id it answered
+  with (the one sent when it named none);
 - returns typed answers (the pydantic models of `digitlab.schemas`), or the raw JSON / bytes, or an
   iterator of frames for a streamed interpolation.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,6 +65,7 @@ class Client(ABC):
         self.retries = retries
         self.rng = random.Random()  # this client's jitter, its own stream: no two clients wait alike
         self.backoff = backoff
+        self.last_request_id: str | None = None  # the id of the last answer (or refusal), as the server logged it
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -227,15 +232,21 @@ def retry_delay(backoff: float, failures: int, rng: random.Random) -> float:
     return window / 2 + rng.uniform(0, window / 2)
 
 
-def decode_message(data: bytes | str) -> Any:
-    """A JSON answer or message -> its value, raising a handler's error object as `ServerError`.
+def new_request_id() -> str:
+    """A fresh request id for one attempt: 32 hex digits, safe as X-Request-Id (digitlab.errors.SAFE_REQUEST_ID)."""
+    return uuid.uuid4().hex
+
+
+def decode_message(data: bytes | str, request_id: str | None = None) -> Any:
+    """A JSON answer or message -> its value, raising a handler's error object as `ServerError`, whose
+    `request_id` is the object's own, else `request_id` (the call's).
 
     Over gRPC, TorchServe 0.12 drops the status a handler sets, so a refusal arrives as an ordinary
     message holding the error object; a stream that fails after it began ends with one, over REST too.
     """
     value = json.loads(data)
     if is_handler_error(value):
-        raise ServerError(value["code"], value["message"], value.get("request_id"))
+        raise ServerError(value["code"], value["message"], value.get("request_id") or request_id)
     return value
 
 

@@ -17,6 +17,10 @@ the client turns it back into a `ServerError`, as the REST client does. Keys, re
 (added for the models that take it) are `Client`'s, in base.py. `request_message` builds a request for
 callers that keep their own channel and stub.
 
+Request ids, as over REST: each attempt sends a fresh id as `x-request-id` metadata (the door's) and as the input
+"request_id" (the model's: TorchServe passes no metadata on to its workers); `client.last_request_id` and the
+call's `ServerError`s name the id the server answered with (initial metadata, an error body), else the one sent.
+
 TLS: a target `grpcs://host:port` (or `https://host:port`, or `tls=True`) opens a `grpc.secure_channel`
 that verifies the server's certificate, host name included, against `ca=` (else $DIGITLAB_CA, else the
 local door's CA for a server on this machine, else grpcio's default roots: tls.py); a bare `host:port`
@@ -36,7 +40,17 @@ from typing import Any
 
 import grpc as grpcio
 
-from .base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TARGET, DEFAULT_TIMEOUT, Client, decode_message
+from digitlab.errors import REQUEST_ID_HEADER
+
+from .base import (
+    DEFAULT_BACKOFF,
+    DEFAULT_RETRIES,
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT,
+    Client,
+    decode_message,
+    new_request_id,
+)
 from .errors import ServerError, Unreachable
 from .tls import find_ca, grpc_target, grpc_tls_failure, host_of
 from .ts_grpc import inference_pb2, inference_pb2_grpc
@@ -46,11 +60,16 @@ AUTH_CODES = {"PERMISSION_DENIED", "UNAUTHENTICATED"}  # TorchServe's and the do
 # grpcio's words for a plaintext call answered by something that does not speak HTTP/2 (an HTTP/1 server,
 # nginx's TLS port answering with a 400 page).
 NOT_HTTP2 = ("Failed parsing HTTP/2", "Trying to connect an http1.x server")
+REQUEST_ID_KEY = REQUEST_ID_HEADER.lower()  # gRPC metadata keys are lower case
 
 
-def request_message(model: str, payload: dict[str, Any]) -> inference_pb2.PredictionsRequest:
-    """The JSON `payload` for `model` as a PredictionsRequest (input "data"): for callers keeping their own channel."""
-    return inference_pb2.PredictionsRequest(model_name=model, input={"data": json.dumps(payload).encode()})
+def request_message(
+    model: str, payload: dict[str, Any], request_id: str | None = None
+) -> inference_pb2.PredictionsRequest:
+    """The JSON `payload` for `model` as a PredictionsRequest (input "data"; `request_id`, when given, as the input
+    "request_id", which is how the id reaches the model: TorchServe passes no metadata on to it)."""
+    inputs = {"data": json.dumps(payload).encode()} | ({"request_id": request_id.encode()} if request_id else {})
+    return inference_pb2.PredictionsRequest(model_name=model, input=inputs)
 
 
 class GrpcClient(Client):
@@ -98,41 +117,51 @@ class GrpcClient(Client):
         """TorchServe's refusal of a key (the door's own is UNAUTHENTICATED): retried once (Client._call)."""
         return isinstance(err, ServerError) and err.status == "PERMISSION_DENIED"
 
-    def _replies(self, model: str, payload: dict[str, Any], key: str | None) -> Iterator[bytes]:
-        """Each reply's raw bytes of one `StreamPredictions` call; the first is awaited before returning."""
-        metadata = [("authorization", f"Bearer {key}")] if key else []
-        replies = (
-            reply.prediction
-            for reply in self._translated(
-                self.stub.StreamPredictions(request_message(model, payload), metadata=metadata, timeout=self.timeout)
-            )
-        )
-        first = next(replies, None)
-        return iter(()) if first is None else itertools.chain([first], replies)
+    def _replies(self, model: str, payload: dict[str, Any], key: str | None) -> tuple[str, Iterator[bytes]]:
+        """(the request's id, each reply's raw bytes) of one `StreamPredictions` call. The first reply is awaited
+        before returning, and with it the call's initial metadata: the id is the one it names, else the one
+        sent (a fresh one per attempt, like REST's); `last_request_id` is set to it then."""
+        sent_id = new_request_id()
+        metadata = [(REQUEST_ID_KEY, sent_id)] + ([("authorization", f"Bearer {key}")] if key else [])
+        request = request_message(model, payload, sent_id)
+        call = self.stub.StreamPredictions(request, metadata=metadata, timeout=self.timeout)
+        replies = (reply.prediction for reply in self._translated(call, sent_id))
+        first = next(replies, None)  # a refusal raises here, naming its id (`_translated`)
+        request_id = self.last_request_id = said_request_id(call.initial_metadata()) or sent_id
+        return request_id, (iter(()) if first is None else itertools.chain([first], replies))
 
     def _bytes(self, model: str, payload: dict[str, Any], key: str | None, accept: str) -> bytes:
-        replies = list(self._replies(model, payload, key))
+        request_id, stream = self._replies(model, payload, key)
+        replies = list(stream)
         if len(replies) != 1:
-            raise ServerError("protocol", f"expected one message from {model}, got {len(replies)}")
+            raise ServerError("protocol", f"expected one message from {model}, got {len(replies)}", request_id)
         if replies[0].startswith(b"{"):
-            decode_message(replies[0])  # raises when it is a refusal
+            decode_message(replies[0], request_id)  # raises when it is a refusal
         return replies[0]
 
     def _messages(self, model: str, payload: dict[str, Any], key: str | None) -> Iterator[dict[str, Any]]:
-        return (decode_message(reply) for reply in self._replies(model, payload, key))
+        request_id, replies = self._replies(model, payload, key)
+        return (decode_message(reply, request_id) for reply in replies)
 
-    def _translated(self, call: Iterator[Any]) -> Iterator[Any]:
+    def _translated(self, call: Iterator[Any], sent_id: str) -> Iterator[Any]:
         """The call's replies, its failure raised as `ServerError` (`Unreachable` when no server answered;
-        `ServerError("tls", ...)` when there was no TLS session: a certificate refused, a plain port)."""
+        `ServerError("tls", ...)` when there was no TLS session: a certificate refused, a plain port). A
+        failure names the id the server answered with (its error body's, else its metadata's), else the one
+        sent, except where no server answered (UNAVAILABLE naming none): no log knows that id."""
         try:
             yield from call
         except grpcio.RpcError as err:
-            details = err.details() or ""
-            try:  # handler errors arrive as the JSON body in the details
-                details = json.loads(details)["message"]
-            except (ValueError, KeyError, TypeError):
+            details, said = err.details() or "", None
+            try:  # handler errors arrive as the JSON body in the details, with their id
+                body = json.loads(details)
+                details, said = body["message"], body.get("request_id")
+            except (ValueError, KeyError, TypeError, AttributeError):
                 pass
+            said = said or said_request_id(_metadata(err, "initial_metadata"), _metadata(err, "trailing_metadata"))
             unavailable = err.code() == grpcio.StatusCode.UNAVAILABLE
+            request_id = said or (None if unavailable else sent_id)
+            if request_id:
+                self.last_request_id = request_id
             if unavailable and self.tls and (failure := grpc_tls_failure(details, self.target, self.ca)):
                 raise failure from None
             if unavailable and not self.tls and any(words in details for words in NOT_HTTP2):
@@ -143,4 +172,15 @@ class GrpcClient(Client):
                 ) from None
             if unavailable and not self.tls and details.endswith("Socket closed"):  # a TLS port, or a restart
                 details += f" (if {self.target} serves TLS, use grpcs://{self.address})"
-            raise (Unreachable if unavailable else ServerError)(err.code().name, details) from None
+            raise (Unreachable if unavailable else ServerError)(err.code().name, details, request_id) from None
+
+
+def said_request_id(*metadata: Any) -> str | None:
+    """The first `x-request-id` in the metadata given (tuples of (key, value), or None), else None."""
+    return next((value for md in metadata for key, value in md or () if key == REQUEST_ID_KEY), None)
+
+
+def _metadata(err: grpcio.RpcError, which: str) -> Any:
+    """A failed call's initial or trailing metadata (a stream's error is its call; another RpcError has none)."""
+    read = getattr(err, which, None)
+    return read() if callable(read) else None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import ssl
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,15 @@ import requests
 
 from digitlab.errors import REQUEST_ID_HEADER
 
-from .base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT, DEFAULT_URL, Client, decode_message
+from .base import (
+    DEFAULT_BACKOFF,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    DEFAULT_URL,
+    Client,
+    decode_message,
+    new_request_id,
+)
 from .errors import ServerError, Unreachable
 from .tls import find_ca, handshake_failed, host_of, rest_url, verify_failed
 
@@ -55,7 +62,6 @@ class RestClient(Client):
         ca: str | Path | None = None,
     ) -> None:
         super().__init__(token, key_file, timeout, retries, backoff)
-        self.last_request_id: str | None = None  # the id of the last answer (or refusal), as the server logged it
         self.url, self.tls = rest_url(url)
         if not self.tls and ca is not None:
             raise ValueError(f"a CA was given for {self.url}, which is plain HTTP: use https://")
@@ -77,7 +83,7 @@ class RestClient(Client):
     ) -> requests.Response:
         """One POST; a refusal (any status but 2xx) raises `ServerError` with the server's message."""
         # A fresh id per attempt, which the door and the workers log the request by and the answer repeats.
-        sent_id = uuid.uuid4().hex
+        sent_id = new_request_id()
         headers = {"Content-Type": "application/json", "Accept": accept, REQUEST_ID_HEADER: sent_id}
         if key:
             headers["Authorization"] = f"Bearer {key}"
@@ -113,15 +119,16 @@ class RestClient(Client):
 
     def _messages(self, model: str, payload: dict[str, Any], key: str | None) -> Iterator[dict[str, Any]]:
         resp = self._post(model, payload, key, stream=True)  # the status line came: a refusal raised here
-        return _lines(resp)
+        return _lines(resp, self.last_request_id)  # the id _post just read (or sent)
 
 
-def _lines(resp: requests.Response) -> Iterator[Any]:
-    """Each newline-delimited JSON message of a chunked answer, as its chunk arrives."""
+def _lines(resp: requests.Response, request_id: str | None = None) -> Iterator[Any]:
+    """Each newline-delimited JSON message of a chunked answer, as its chunk arrives; a failure's error object
+    is raised as `ServerError` naming `request_id` (the answer's) when the object names none."""
     with resp:
         for line in resp.iter_lines():
             if line:
-                yield decode_message(line)
+                yield decode_message(line, request_id)
 
 
 def _message(resp: requests.Response) -> tuple[str, str | None]:

@@ -144,8 +144,7 @@ def render(key_file: Path, tls: bool = False, host: str = door.DEFAULT_HOST) -> 
     with `tls`, tls/ (compose_tls) and both ports over TLS."""
     props = image_config()
     limits = door.Limits.from_env()
-    for sub in ("logs", "tmp"):
-        (DOOR_DIR / sub).mkdir(parents=True, exist_ok=True)
+    (DOOR_DIR / "tmp").mkdir(parents=True, exist_ok=True)  # no logs/: the door logs to its container's stdout
     door.ensure_client_key(key_file)
     settings = door.DoorSettings(
         replicas=None,
@@ -161,7 +160,10 @@ def render(key_file: Path, tls: bool = False, host: str = door.DEFAULT_HOST) -> 
         followed=CONTAINER_PREFIX,
         tls=compose_tls(host) if tls else None,
         dhparam=str(door.CONTAINER_DHPARAM),
-        metrics_socket=CONTAINER_PREFIX / door.METRICS_SOCKET,  # the follower counts every answer (port 9145)
+        # The follower counts every answer (port 9145) and prints the door's log lines on the container's stdout
+        # (docker logs / docker compose logs door): nginx writes no log file under build/compose/door.
+        telemetry_socket=CONTAINER_PREFIX / door.TELEMETRY_SOCKET,
+        stdout_logs=True,
     )
     conf, keys = door.render(settings)
     door.write_private(DOOR_DIR / door.CONFIG, conf)
@@ -220,7 +222,9 @@ def wait_until(check, what: str, timeout: float = READY_TIMEOUT_S) -> float:
     began = time.monotonic()
     while not check():
         if time.monotonic() - began > timeout:
-            raise TimeoutError(f"{what} not ready after {timeout:.0f}s (docker logs, build/compose/door/logs/)")
+            raise TimeoutError(
+                f"{what} not ready after {timeout:.0f}s (docker logs: the door's and the replicas' JSON lines)"
+            )
         time.sleep(0.5)
     return time.monotonic() - began
 

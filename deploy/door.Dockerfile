@@ -26,7 +26,8 @@ ENV PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1
 USER www-data
 EXPOSE 8090 7090
-# The template's paths are relative to the prefix; errors go to the container's log. The prefix outlives a
+# The template's paths are relative to the prefix; what nginx says before it has read its config goes to the
+# container's log (-e stderr), everything after to the telemetry socket (ops/door_logs.py). The prefix outlives a
 # container that was killed (a pod's emptyDir, compose's mount), and so would the unix sockets between the
 # door's two layers, over which nginx will not bind: they are removed first. (Compose runs ops.follow instead,
 # which does the same.)

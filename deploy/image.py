@@ -178,13 +178,14 @@ def build(tag: str = IMAGE, variant: str = "cpu", base: str = BASE_IMAGE) -> flo
 
 def door_context(to: Path = BUILD / "door-context") -> Path:
     """The door image's build context: the try-it page, the runtime (the follower and the door it renders
-    with) the stdlib-only key-file reader and error body; nothing else (the wheelhouse stays out)."""
+    with) the stdlib-only key-file reader, error body and log format; nothing else (the wheelhouse stays out)."""
     shutil.rmtree(to, ignore_errors=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "web", to / "web", ignore=skip)
     shutil.copytree(ROOT / "ops", to / "ops", ignore=skip)
     (to / "digitlab").mkdir()
-    for name in ("__init__.py", "keyfiles.py", "errors.py"):  # the door's own refusals are the one error body
+    # The door's own refusals are the one error body, its follower logs the one line format.
+    for name in ("__init__.py", "keyfiles.py", "errors.py", "jsonlog.py"):
         shutil.copy2(ROOT / "digitlab" / name, to / "digitlab" / name)
     return to
 

@@ -83,7 +83,10 @@ def render(client_keys: list[str], tls: bool = False) -> tuple[str, str]:
             capacity=POD_CAPACITY,
             tls=TLS_FILES if tls else None,
             dhparam=str(door.CONTAINER_DHPARAM),
-            metrics_socket=door.CONTAINER_PREFIX / door.METRICS_SOCKET,  # the pod's `metrics` container counts
+            # The pod's `telemetry` container counts every answer and prints the log lines on its stdout: nginx
+            # writes no log file (kubectl logs shows them; nothing grows on a volume).
+            telemetry_socket=door.CONTAINER_PREFIX / door.TELEMETRY_SOCKET,
+            stdout_logs=True,
         )
     )
 

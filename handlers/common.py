@@ -47,7 +47,10 @@ from digitlab.serving import Answer, Binary
 
 log = logging.getLogger(__name__)
 STREAM_NEXT = "ts_stream_next"  # TorchServe's response header: "true" = more messages follow
-GRPC_INPUT = "data"  # the one input a gRPC request may carry: the JSON body
+GRPC_INPUT = "data"  # the input a gRPC request carries: the JSON body
+# The one other input a gRPC request may carry: its id. TorchServe 0.12 passes no gRPC metadata to the worker,
+# so the id the door sends as `x-request-id` never reaches it; the SDK sends the same id here too.
+GRPC_REQUEST_ID = "request_id"
 REST_BODY = "body"  # TorchServe's name for a REST request's body
 REST_MARK = "url_path"  # a request-level header the frontend sets on every REST request, as a string
 DESCRIBE = "describe"  # the header of the frontend's describe request
@@ -80,10 +83,10 @@ def is_grpc(headers: dict[str, Any]) -> bool:
 def request_body(row: dict[str, Any], grpc: bool) -> Any:
     """The request's JSON body: the gRPC input "data", or the REST body. Anything else is refused."""
     if grpc:
-        if set(row) != {GRPC_INPUT}:
+        if GRPC_INPUT not in row or not set(row) <= {GRPC_INPUT, GRPC_REQUEST_ID}:
             raise InvalidRequest(
-                f'a gRPC request carries exactly one input, named "{GRPC_INPUT}" (the JSON body); '
-                f"got {sorted(map(str, row))[:5]}"
+                f'a gRPC request carries exactly one input, named "{GRPC_INPUT}" (the JSON body), and may carry '
+                f'its id as "{GRPC_REQUEST_ID}"; got {sorted(map(str, row))[:5]}'
             )
         return row[GRPC_INPUT]
     if REST_BODY not in row:
@@ -213,10 +216,13 @@ class ServingHandler:
     def handle(self, batch: list[dict[str, Any]], context) -> list[Any]:
         headers = [request_headers(context, idx) for idx in range(len(batch))]  # read once per request
         # Each request's id, as its error bodies, log lines and REST answer carry it: the client's (through the
-        # door, which makes one when the client sent none) when it is safe, else TorchServe's own.
+        # door, which makes one when the client sent none; over gRPC its input "request_id") when it is safe,
+        # else TorchServe's own.
         self.ids = [
-            safe_request_id(h.get(REQUEST_ID_HEADER.lower())) or request_id(context, idx)
-            for idx, h in enumerate(headers)
+            safe_request_id(h.get(REQUEST_ID_HEADER.lower()))
+            or (is_grpc(h) and grpc_request_id(row))
+            or request_id(context, idx)
+            for idx, (h, row) in enumerate(zip(headers, batch))
         ]
         responses, valid = self.decode_batch(batch, headers, context)
         if valid:
@@ -384,6 +390,12 @@ class ServingHandler:
         for idx, request in enumerate(headers):
             if is_grpc(request) and not is_describe(request):
                 context.set_response_header(idx, STREAM_NEXT, "false")
+
+
+def grpc_request_id(row: dict[str, Any]) -> str | None:
+    """The id a gRPC request names in its input "request_id", when it is safe (else None)."""
+    value = row.get(GRPC_REQUEST_ID)
+    return safe_request_id(value.decode("ascii", "replace")) if isinstance(value, bytes | bytearray) else None
 
 
 def request_id(context, idx: int) -> str:

@@ -33,6 +33,9 @@ GRPC_DEFAULT_PORT = "7070"  # TorchServe's own default, for a config that names 
 # requests (4xx) count in the first only: a worker that refuses everything is still alive.
 PROGRESS_METRICS = ("ts_queue_latency_microseconds", "ts_inference_latency_microseconds")
 ARRIVAL_METRIC = "ts_inference_requests_total"  # grows when a request for a model arrives
+# The header (gRPC: metadata key) a canary or a warm-up carries its request id in (ops.state.request_id), which
+# the workers log it by: digitlab.errors.REQUEST_ID_HEADER, which the serving image does not carry.
+REQUEST_ID_HEADER = "X-Request-Id"
 
 
 @dataclass(frozen=True)
@@ -111,34 +114,41 @@ class TorchServeAPI:
             time.sleep(0.2)
 
     # inference ----------------------------------------------------------------------------------------
-    def predict(self, model: str, body: dict) -> int:
-        """One REST prediction with the current inference key -> its HTTP status."""
+    def predict(self, model: str, body: dict, request_id: str | None = None) -> int:
+        """One REST prediction with the current inference key, under `request_id` (X-Request-Id) -> its HTTP status."""
         url = f"{self.inference}/predictions/{model}"
-        return probe.request("POST", url, self.key("inference"), json.dumps(body).encode(), CANARY_TIMEOUT_S)[0]
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        body_bytes = json.dumps(body).encode()
+        return probe.request("POST", url, self.key("inference"), body_bytes, CANARY_TIMEOUT_S, headers)[0]
 
-    def warm_up(self, model: str, calls: list[tuple[str, dict]]) -> list[str]:
-        """Each (transport, body) call once: "rest", "grpc-stream" or "grpc-unary"; -> the transports that failed."""
+    def warm_up(self, model: str, calls: list[tuple[str, dict, str]]) -> list[tuple[str, str]]:
+        """Each (transport, body, request id) call once: "rest", "grpc-stream" or "grpc-unary";
+        -> (transport, request id) of each call that failed."""
         failed = []
-        for transport, body in calls:
+        for transport, body, request_id in calls:
             try:
                 if transport == "rest":
-                    ok = self.predict(model, body) == 200
+                    ok = self.predict(model, body, request_id) == 200
                 else:
-                    ok = self.grpc_call(model, body, stream=transport == "grpc-stream")
+                    ok = self.grpc_call(model, body, stream=transport == "grpc-stream", request_id=request_id)
             except (OSError, ValueError) as err:
                 ok = False
-                log.debug("warm-up of %s over %s failed: %s", model, transport, err)
+                extra = {"model": model, "request_id": request_id}
+                log.debug("warm-up of %s over %s failed: %s", model, transport, err, extra=extra)
             if not ok:
-                failed.append(transport)
+                failed.append((transport, request_id))
         return failed
 
-    def grpc_call(self, model: str, body: dict, stream: bool) -> bool:
-        """One StreamPredictions (every message read) or unary Predictions call; True when it succeeded."""
+    def grpc_call(self, model: str, body: dict, stream: bool, request_id: str | None = None) -> bool:
+        """One StreamPredictions (every message read) or unary Predictions call, under `request_id` (x-request-id
+        metadata, and the input the worker reads it from); True when it succeeded."""
         if grpc is None:
             return True  # no gRPC client in this runtime: nothing to warm with
         key = self.key("inference")
         metadata = [("authorization", f"Bearer {key}")] if key else []
-        request = predictions_request(model, json.dumps(body).encode())
+        if request_id:
+            metadata.append((REQUEST_ID_HEADER.lower(), request_id))  # gRPC metadata keys are lower case
+        request = predictions_request(model, json.dumps(body).encode(), request_id)
         with grpc.insecure_channel(self.grpc_inference) as channel:
             try:
                 if stream:
@@ -150,7 +160,7 @@ class TorchServeAPI:
                         request, metadata=metadata, timeout=CANARY_TIMEOUT_S
                     )
             except grpc.RpcError as err:
-                log.debug("gRPC warm-up of %s: %s", model, err)
+                log.debug("gRPC warm-up of %s: %s", model, err, extra={"model": model, "request_id": request_id})
                 return False
         return True
 
@@ -195,10 +205,15 @@ class Counts:
 # -- gRPC's request, by hand ------------------------------------------------------------------------------
 
 
-def predictions_request(model: str, body: bytes) -> bytes:
-    """TorchServe's PredictionsRequest {model_name = 1, input = 3: {"data": body}} in protobuf's wire format."""
-    entry = _length_delimited(1, b"data") + _length_delimited(2, body)  # a map entry: key = 1, value = 2
-    return _length_delimited(1, model.encode()) + _length_delimited(3, entry)
+def predictions_request(model: str, body: bytes, request_id: str | None = None) -> bytes:
+    """TorchServe's PredictionsRequest {model_name = 1, input = 3: {"data": body, "request_id": id}} in protobuf's
+    wire format (the input "request_id" is how the id reaches the worker: TorchServe passes it no metadata)."""
+    inputs = {b"data": body} | ({b"request_id": request_id.encode()} if request_id else {})
+    entries = b"".join(
+        _length_delimited(3, _length_delimited(1, key) + _length_delimited(2, value))  # a map entry: key 1, value 2
+        for key, value in inputs.items()
+    )
+    return _length_delimited(1, model.encode()) + entries
 
 
 def _length_delimited(field_number: int, data: bytes) -> bytes:

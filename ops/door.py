@@ -95,7 +95,7 @@ from ops.door_settings import (
     LIMIT_FIELDS,
     LIMITS,
     LIMITS_SWITCH_ENV,
-    METRICS_SOCKET,
+    TELEMETRY_SOCKET,
     TORCHSERVE_KEY_SCRIPT,
     TRUSTED_PROXIES_ENV,
     WEB_ROOT,
@@ -128,7 +128,7 @@ from ops.instance import READY_PATH, ROOT
 # templates into nginx.conf, keys.conf, follow.conf) and door_nginx (the process: start, reload, stop).
 __all__ = [
     "API_KEY_ENV",
-    "METRICS_SOCKET",
+    "TELEMETRY_SOCKET",
     "CAPACITY",
     "CERT_ENV",
     "CLIENT_KEY_FILE",

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -101,3 +102,15 @@ def torchserve_key(key_file: str | None) -> str | None:
     """TorchServe's inference key (the door itself reads it per request, in nginx); None when TorchServe runs
     without auth."""
     return torchserve_keys(key_file)["inference"] if key_file else None
+
+
+def key_pattern(key: str) -> str:
+    """The regex that matches exactly "Bearer <key>" in an Authorization header: the scheme's case is free (RFC 9110,
+    11.1: auth-scheme is case-insensitive), the key's never. nginx's map compares plain strings without regard to
+    case, so a key is a case-sensitive regex (`~`), its two regex characters (`.`, `+`) escaped."""
+    return "~^(?i:bearer) +" + key.replace(".", r"\.").replace("+", r"\+") + "$"
+
+
+def keys_include(client_keys: Iterable[ClientKey]) -> str:
+    """keys.conf, the door's include of its accepted keys: one map entry per key, to the id that names its client."""
+    return "".join(f'    "{key_pattern(entry.key)}" {entry.id};\n' for entry in client_keys)

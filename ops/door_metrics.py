@@ -1,6 +1,6 @@
 """The door's Prometheus metrics: every answer nginx gives, counted by model and status, timed by model.
 
-    python -m ops.door_metrics --socket /door/metrics.sock --listen 0.0.0.0:9145
+    python -m ops.door_metrics --socket /door/telemetry.sock --listen 0.0.0.0:9145
 
 nginx OSS counts nothing per route (its stub_status has three global numbers), and the door's access log
 keeps only what is not a plain 200, by design (bounded logs). So the door sends one more, tiny log line per
@@ -13,7 +13,9 @@ counts at /metrics (text format, ops.metrics):
     digitlab_door_request_duration_seconds{model}           histogram (0.005 .. 10 s)
 
 A gRPC call's model is inside its protobuf body, which the door does not read: gRPC answers count under
-model "grpc". Standard library only (the door's image has no third-party package).
+model "grpc". In a container the same socket carries the door's log lines (DoorSettings.stdout_logs), which
+this process prints on its stdout as JSON objects (ops/door_logs.py): it is the door's telemetry, counted and
+printed. Standard library only (the door's image has no third-party package).
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TextIO
 
+from ops import door_logs
 from ops.metrics import CONTENT_TYPE, Counter, Histogram, Registry
 
 METRICS_PORT = 9145
-DATAGRAM_MAX = 2048  # a door_metrics line is about 60 bytes with its syslog header
+DATAGRAM_MAX = 8192  # a door_metrics line is ~60 bytes with its syslog header; nginx's error lines, at most 2 KB
 NO_MODEL = "none"  # answers of routes that name no model (/health, the page, refusals of unknown routes)
 GRPC_MODEL = "grpc"
 
@@ -68,9 +73,10 @@ class DoorMetrics:
             self.duration.observe(seconds, {"model": model})
 
 
-def receive(metrics: DoorMetrics, path: Path) -> socket.socket:
+def receive(metrics: DoorMetrics, path: Path, logs: TextIO = sys.stdout) -> socket.socket:
     """Bind the unix datagram socket nginx logs to (a stale one replaced; writable by nginx's workers, which
-    run as another user) and count what arrives, from a thread of its own. -> the socket."""
+    run as another user), count what arrives and print its log lines to `logs` as JSON objects, from a thread
+    of its own. -> the socket."""
     path.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
@@ -79,9 +85,15 @@ def receive(metrics: DoorMetrics, path: Path) -> socket.socket:
     def loop() -> None:
         while True:
             try:
-                metrics.count(sock.recv(DATAGRAM_MAX))
+                datagram = sock.recv(DATAGRAM_MAX)
             except OSError:  # closed: the exporter is stopping
                 return
+            tag, message = door_logs.split_tag(datagram)
+            if tag in door_logs.TAGS:
+                logs.write(door_logs.json_line(tag, message) + "\n")
+                logs.flush()  # a line at a time: a container's log shows it now, and a crash loses none
+            else:
+                metrics.count(datagram)
 
     threading.Thread(target=loop, name="door-metrics", daemon=True).start()
     return sock
@@ -111,7 +123,7 @@ def serve(metrics: DoorMetrics, host: str, port: int) -> ThreadingHTTPServer:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--socket", type=Path, required=True, help="the unix datagram socket nginx's door logs to")
+    p.add_argument("--socket", type=Path, required=True, help="the door's telemetry socket (nginx's datagrams)")
     p.add_argument("--listen", default=f"127.0.0.1:{METRICS_PORT}", help="host:port of /metrics")
     args = p.parse_args(argv)
     host, _, port = args.listen.rpartition(":")

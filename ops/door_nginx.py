@@ -29,7 +29,7 @@ from pathlib import Path
 from ops import instance
 from ops.door_keys import ensure_client_key, read_client_keys
 from ops.door_render import CONFIG, KEYS_INCLUDE, PID, internal_sockets, render
-from ops.door_settings import METRICS_SOCKET, WEB_ROOT, Door, DoorSettings
+from ops.door_settings import TELEMETRY_SOCKET, WEB_ROOT, Door, DoorSettings
 from ops.door_tls import local_certificates, server_names
 from ops.instance import ROOT
 
@@ -327,7 +327,7 @@ def start_exporter(runtime: Path, listen: str) -> int:
     """ops/door_metrics.py for the door of `runtime`, in a session of its own: it binds the socket nginx sends each
     answer to (before nginx starts, so that none is lost) and serves /metrics on `listen`. -> its PID."""
     stop_exporter(runtime)
-    socket_path = shared_folder(runtime) / METRICS_SOCKET
+    socket_path = shared_folder(runtime) / TELEMETRY_SOCKET
     with open(runtime / "logs" / "metrics.err", "ab") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ops.door_metrics", "--socket", str(socket_path), "--listen", listen],

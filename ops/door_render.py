@@ -11,6 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from digitlab.errors import error_json
+from ops import door_logs
+from ops.door_keys import keys_include
 from ops.door_settings import (
     LIMITS_SWITCH_ENV,
     TORCHSERVE_KEY_SCRIPT,
@@ -370,6 +372,7 @@ def render_follow(door: DoorSettings) -> str:
             "max_body_bytes": door.max_body_bytes,
             "unavailable_message": UNAVAILABLE_MESSAGE,
             "timeout_message": TIMEOUT_MESSAGE,
+            "error_log": log_destinations(door)["layer_error_log"],
         },
     )
 
@@ -379,16 +382,9 @@ def upstream_includes(replicas: list[Replica]) -> dict[str, str]:
     return {f"{kind}.conf": server_lines([getattr(r, kind) for r in replicas]) + "\n" for kind in UPSTREAM_KINDS}
 
 
-def key_pattern(key: str) -> str:
-    """The regex that matches exactly "Bearer <key>" in an Authorization header: the scheme's case is free (RFC 9110,
-    11.1: auth-scheme is case-insensitive), the key's never. nginx's map compares plain strings without regard to
-    case, so a key is a case-sensitive regex (`~`), its two regex characters (`.`, `+`) escaped."""
-    return "~^(?i:bearer) +" + key.replace(".", r"\.").replace("+", r"\+") + "$"
-
-
-def keys_include(door: DoorSettings) -> str:
-    """keys.conf: one map entry per accepted key, to the id that names its client."""
-    return "".join(f'    "{key_pattern(entry.key)}" {entry.id};\n' for entry in door.client_keys)
+def log_destinations(door: DoorSettings) -> dict[str, str]:
+    """Where `door` logs: files under logs/, or (stdout_logs: containers) its telemetry socket (ops/door_logs.py)."""
+    return door_logs.destinations(door.telemetry_socket if door.stdout_logs else None)
 
 
 def render(door: DoorSettings) -> tuple[str, str]:
@@ -409,10 +405,11 @@ def render(door: DoorSettings) -> tuple[str, str]:
     clients, targets = stream_clients(limits, sockets)
     values = {
         "metrics_log": (
-            f"access_log syslog:server=unix:{door.metrics_socket},nohostname,tag=door door_metrics;"
-            if door.metrics_socket
+            f"access_log {door_logs.syslog(door.telemetry_socket, 'door')} door_metrics;"
+            if door.telemetry_socket
             else "# (no exporter reads this door's answers: nothing is counted)"
         ),
+        **log_destinations(door),
         **asdict(limits),
         **asdict(door.capacity),
         **answers(door),
@@ -444,4 +441,4 @@ def render(door: DoorSettings) -> tuple[str, str]:
         "timeout_message": TIMEOUT_MESSAGE,
     }
     entries = {kind: server_entries(limits, sockets, kind, door.tls is not None) for kind in ("rest", "grpc")}
-    return fill(one_server_per_entry(TEMPLATE.read_text(), entries), values), keys_include(door)
+    return fill(one_server_per_entry(TEMPLATE.read_text(), entries), values), keys_include(door.client_keys)

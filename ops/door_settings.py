@@ -19,7 +19,7 @@ from ops.door_keys import ClientKey, checked_client_keys, read_client_keys
 from ops.door_tls import DHPARAM, TlsFiles
 from ops.instance import ROOT
 
-METRICS_SOCKET = "metrics.sock"  # in the shared folder: the datagrams ops/door_metrics.py counts
+TELEMETRY_SOCKET = "telemetry.sock"  # in the shared folder: what ops/door_metrics.py counts (and prints: stdout_logs)
 WEB_ROOT = ROOT / "web"  # the try-it page, served at / without a key
 CONTAINER_WEB_ROOT = Path("/srv/web")  # where deploy/door.Dockerfile puts web/ in the door's image
 CONTAINER_PREFIX = Path("/door")  # the door's prefix in its image (compose and Kubernetes mount it there)
@@ -195,7 +195,10 @@ class DoorSettings:
     dhparam: str = str(DHPARAM)
     # Where nginx sends one syslog datagram per answer for ops/door_metrics.py to count (a path as nginx sees it);
     # None: no exporter reads them, and nothing is sent.
-    metrics_socket: Path | None = None
+    telemetry_socket: Path | None = None
+    # True (containers): nginx writes no log file; its log lines go to the telemetry socket too, and the process
+    # reading it prints them on its stdout as JSON objects (ops/door_logs.py). False: files under logs/.
+    stdout_logs: bool = False
     upstream_key: InitVar[None] = None
 
     def __post_init__(self, upstream_key: None) -> None:
@@ -216,6 +219,8 @@ class DoorSettings:
             raise ValueError("a door needs at least one replica, one model and one client key")
         if self.replicas is None and self.followed is None:
             raise ValueError("a followed door (replicas=None) needs the prefix its sockets live under")
+        if self.stdout_logs and self.telemetry_socket is None:
+            raise ValueError("a door logging to stdout sends its lines to the telemetry socket: name it")
 
     @property
     def shared(self) -> Path:
@@ -280,7 +285,7 @@ class Door:
             js_module=js_module,
             worker_user=worker_user,
             tls=self.tls,
-            metrics_socket=shared_folder / METRICS_SOCKET if self.metrics and shared_folder else None,
+            telemetry_socket=shared_folder / TELEMETRY_SOCKET if self.metrics and shared_folder else None,
         )
 
     def to_json(self) -> str:

@@ -21,17 +21,19 @@ children and, every POLL_S:
 
 A replica that does not answer its readiness check in time (a busy machine) keeps its standing until
 it has missed MISSES_TO_DROP checks in a row; an answer other than 200, or a refused connection, counts
-at once. Every change is a line on stderr (the container's log) and the current set is in
+at once. Every change is a JSON line on stderr (the container's log) and the current set is in
 <runtime>/upstreams.json, which `make up` and `make rollout` wait on. When either nginx exits, so do the
 other and this process, with its status. SIGTERM stops the door gracefully (SIGQUIT: it finishes what it
-holds), then the layer; SIGHUP reloads the door (new client keys). Both nginx's logs are rolled past
-instance.LOG_CAP_BYTES, one generation kept.
+holds), then the layer; SIGHUP reloads the door (new client keys). Neither nginx writes a log file: both
+send their lines to the telemetry socket this process reads, and it prints them on stdout as JSON
+(ops/door_logs.py), beside the door's metrics it serves on :9145.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -41,14 +43,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops import door, door_metrics, instance, probe
+from digitlab.jsonlog import json_handler
+from ops import door, door_metrics, probe
 
 SETTINGS = "follow.json"  # written by deploy/compose.py next to the door's nginx.conf
 STATUS = "upstreams.json"  # what this process last gave nginx: read by deploy/compose.py
 POLL_S = 0.5  # well inside the supervisor's drain quiet time (2 s): a draining replica leaves before it stops
 CHECK_TIMEOUT_S = 2.0  # one readiness check; /ready answers in ~1 ms on an idle replica
 MISSES_TO_DROP = 2  # checks in a row without an answer before a ready replica is dropped
-LOG_CHECK_POLLS = 20  # every 10 s: both nginx's logs are rolled past instance.LOG_CAP_BYTES
 STOP_GRACE_S = 30.0  # nginx's graceful stop: requests in flight finish (the door's read timeout is per read)
 FOREGROUND = ("-g", "daemon off;")  # both nginx are this process's children
 
@@ -129,8 +131,8 @@ def write_status(runtime: Path, ready: list[str], resolved: list[str], reloads: 
     tmp.replace(runtime / STATUS)
 
 
-def log(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} follow: {message}", file=sys.stderr, flush=True)
+# The follower's own lines, JSON objects on stderr as every line of the door's container (main sets it up).
+LOG = logging.getLogger("door.follow")
 
 
 def start_nginx(runtime: Path) -> tuple[subprocess.Popen, subprocess.Popen]:
@@ -142,7 +144,7 @@ def start_nginx(runtime: Path) -> tuple[subprocess.Popen, subprocess.Popen]:
     deadline = time.monotonic() + STOP_GRACE_S
     while not all(sock.exists() for sock in sockets):
         if layer.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the followed layer did not start (exit {layer.poll()}): see logs/follow-error.log")
+            raise SystemExit(f"the followed layer did not start (exit {layer.poll()}): see its error log")
         time.sleep(0.05)
     return layer, subprocess.Popen([*door.nginx_command(runtime), *FOREGROUND])
 
@@ -158,15 +160,18 @@ def run(runtime: Path, settings: Settings) -> int:
 
     ready, resolved = poll()
     write_upstreams(runtime, [settings.replica(a) for a in ready])
-    # The door's metrics, counted here from nginx's datagrams and served to Prometheus on the serving network:
-    # the socket is bound before nginx starts, so that no answer goes uncounted.
+    # The door's metrics, counted here from nginx's datagrams and served to Prometheus on the serving network, and
+    # its log lines, printed on stdout: the socket is bound before nginx starts, so that no answer goes uncounted.
     metrics = door_metrics.DoorMetrics()
-    door_metrics.receive(metrics, runtime / door.METRICS_SOCKET)
+    door_metrics.receive(metrics, runtime / door.TELEMETRY_SOCKET)
     door_metrics.serve(metrics, "0.0.0.0", door_metrics.METRICS_PORT)
     layer, front = start_nginx(runtime)
-    reloads = polls = 0
+    reloads = 0
     write_status(runtime, ready, resolved, reloads)
-    log(f"door {front.pid}, layer {layer.pid}; {settings.service}: {resolved or 'nothing'}, ready: {ready or 'none'}")
+    LOG.info(
+        f"door {front.pid}, layer {layer.pid}; {settings.service}: {resolved or 'nothing'}, ready: {ready or 'none'}",
+        extra={"event": "started", "resolved": resolved, "ready": ready},
+    )
     stopping: list[float] = []  # when the stop was asked for: from then on no reload, and a deadline
 
     def stop(signum: int, _frame: object) -> None:
@@ -187,16 +192,16 @@ def run(runtime: Path, settings: Settings) -> int:
             if time.monotonic() - stopping[0] > STOP_GRACE_S:
                 front.terminate()  # fast stop: what is still in flight is cut
             continue
-        polls += 1
-        if polls % LOG_CHECK_POLLS == 0:
-            instance.cap_logs(runtime / "logs", [front.pid, layer.pid])
         now, resolved = poll()
         if now != ready:
             write_upstreams(runtime, [settings.replica(a) for a in now])
             layer.send_signal(signal.SIGHUP)  # only the layer reloads: clients' connections stay open
             reloads += 1
             gone, new = sorted(set(ready) - set(now)), sorted(set(now) - set(ready))
-            log(f"ready: {now or 'none'} (in: {new or '-'}, out: {gone or '-'})")
+            LOG.info(
+                f"ready: {now or 'none'} (in: {new or '-'}, out: {gone or '-'})",
+                extra={"event": "ready_changed", "ready": now, "joined": new, "left": gone},
+            )
             ready = now
         write_status(runtime, ready, resolved, reloads)
     pool.shutdown(wait=False)
@@ -209,7 +214,10 @@ def run(runtime: Path, settings: Settings) -> int:
                 proc.kill()
                 proc.wait()
     if not stopping:
-        log(f"nginx exited by itself (door {front.returncode}, layer {layer.returncode})")
+        LOG.error(
+            f"nginx exited by itself (door {front.returncode}, layer {layer.returncode})",
+            extra={"event": "nginx_exited", "door_code": front.returncode, "layer_code": layer.returncode},
+        )
     return front.returncode if front.returncode else layer.returncode
 
 
@@ -217,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runtime", type=Path, default=Path("/door"), help=f"the door's prefix, holding {SETTINGS}")
     args = p.parse_args(argv)
+    LOG.addHandler(json_handler(sys.stderr))
+    LOG.setLevel(logging.INFO)
     settings = Settings(**json.loads((args.runtime / SETTINGS).read_text()))
     code = run(args.runtime, settings)
     sys.exit(code if code >= 0 else 128 - code)  # killed by signal n: 128 + n, as a shell reports it

@@ -17,11 +17,16 @@ TIMEOUT_S = 5.0
 
 
 def request(
-    method: str, url: str, token: str | None = None, body: bytes | None = None, timeout: float = TIMEOUT_S
+    method: str,
+    url: str,
+    token: str | None = None,
+    body: bytes | None = None,
+    timeout: float = TIMEOUT_S,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
-    """(status, body) of one request; an HTTP error status is an answer too. A connection that fails or
-    times out raises OSError (urllib's URLError is one)."""
-    headers = {"Content-Type": "application/json"} if body is not None else {}
+    """(status, body) of one request (`headers`: more to send, e.g. an X-Request-Id); an HTTP error status is an
+    answer too. A connection that fails or times out raises OSError (urllib's URLError is one)."""
+    headers = ({"Content-Type": "application/json"} if body is not None else {}) | (headers or {})
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=body, headers=headers, method=method)

@@ -8,6 +8,8 @@ lock) and say which `Action` to start; ops.watch starts it.
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass, field
 
 from digitlab import catalog
@@ -22,6 +24,15 @@ GONE_GRACE_S = 12.0  # TorchServe replaces a killed worker in ~7 s; one it has n
 # New workers that sit idle this long without becoming READY after a restart are restarted again.
 UNREADY_GRACE_S = 8.0
 WARM_RETRY_S = 2.0  # a warm-up that failed (TorchServe still settling) is tried again after this
+
+
+def request_id(purpose: str, model: str) -> str:
+    """The id a canary or warm-up is sent under: `<purpose>-<model>-<16 random hex digits>`
+    ("canary-palindrome-9f2c41d0a7b84e6f"), a safe X-Request-Id (1-128 characters of A-Z a-z 0-9 . _ -,
+    digitlab.errors.SAFE_REQUEST_ID) that says who sent it and why: the workers' lines about it and the
+    supervisor's (a failed canary, the restart of a model that left it unanswered) name the same id."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", model)[:96]
+    return f"{purpose}-{name}-{secrets.token_hex(8)}"
 
 
 def canary(model: str) -> dict | None:
@@ -58,6 +69,7 @@ class ModelState:
     cpu_at: float = 0.0  # monotonic time that last grew
     arrivals: float = 0.0  # ARRIVAL_METRIC when last seen
     canary_sent: float | None = None  # monotonic time of the canary in flight, if any
+    canary_id: str | None = None  # the request id of the last canary sent (the one in flight while canary_sent)
     canary_at: float = 0.0  # monotonic time of the last canary sent
     gone_since: float | None = None  # when a listed worker process was first found gone
     unready_since: float | None = None  # when a worker of a model that was READY was first seen not READY
@@ -97,10 +109,12 @@ class ModelState:
 
 @dataclass(frozen=True)
 class Action:
-    """What a check asks the watch to start for a model: "warm", "canary" or "restart" (and why)."""
+    """What a check asks the watch to start for a model: "warm", "canary" or "restart" (and why); `request_id`:
+    the canary's id, to send it under, or the id of the canary whose silence calls for the restart."""
 
     kind: str
     why: str = ""
+    request_id: str | None = field(default=None, compare=False)  # random: not part of what is asked
 
 
 # -- what TorchServe says, noted ---------------------------------------------------------------------------
@@ -185,7 +199,7 @@ def detect_stall(model: ModelState, now: float) -> Action | None:
         return None
     model.restarting = True
     why = "a worker died and was not replaced" if model.gone_since else "workers idle"
-    return Action("restart", f"canary unanswered {quiet:.1f} s, {why}")
+    return Action("restart", f"canary unanswered {quiet:.1f} s, {why}", model.canary_id)
 
 
 def canary_when_due(model: ModelState, now: float, new_arrivals: bool) -> Action | None:
@@ -193,6 +207,7 @@ def canary_when_due(model: ModelState, now: float, new_arrivals: bool) -> Action
     CANARY_GAP_S)."""
     if now - model.progress_at >= IDLE_PROBE_S or (new_arrivals and now - model.canary_at >= CANARY_GAP_S):
         model.canary_sent = model.canary_at = now
+        model.canary_id = request_id("canary", model.name)
         model.canaries += 1
-        return Action("canary")
+        return Action("canary", request_id=model.canary_id)
     return None

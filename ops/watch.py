@@ -32,6 +32,7 @@ from ops.state import (
     note_arrivals,
     note_progress,
     note_workers,
+    request_id,
     warm_ups,
 )
 from ops.workers import scale, worker_cpu, worker_pids
@@ -187,11 +188,11 @@ class Supervisor:
     def start(self, model: ModelState, action: Action) -> None:
         """Start what a check asked for, in the pool (the watch loop never waits on TorchServe's answers)."""
         if action.kind == "restart":
-            self.pool.submit(self.restart, model, action.why)
+            self.pool.submit(self.restart, model, action.why, action.request_id)
         elif action.kind == "warm":
             self.pool.submit(self.warm, model)
         else:
-            self.pool.submit(self.canary, model)
+            self.pool.submit(self.canary, model, action.request_id)
 
     # the keys -------------------------------------------------------------------------------------------------
     def renew_keys(self, force: bool = False) -> list[str]:
@@ -220,35 +221,46 @@ class Supervisor:
 
     # what the checks start, in the pool --------------------------------------------------------------------
     def warm(self, model: ModelState) -> None:
-        """Send `warm_ups(model)`, each path once; the model is warmed when every one answered 200."""
+        """Send `warm_ups(model)`, each path once and under an id of its own (`warmup-<model>-<hex>`); the model
+        is warmed when every one answered 200. Each call that did not is logged with its id."""
         began = time.monotonic()
-        failed = self.api.warm_up(model.name, warm_ups(model.name))
+        calls = [(transport, body, request_id("warmup", model.name)) for transport, body in warm_ups(model.name)]
+        failed = self.api.warm_up(model.name, calls)
         if not failed:
             self.canary_latency.observe(time.monotonic() - began, {"model": model.name})
         with self.lock:
             model.warming, model.warmed = False, not failed
-        if failed:
-            log.warning("warm-up of %s: no answer over %s yet; trying again", model.name, ", ".join(failed))
+        for transport, call_id in failed:
+            extra = {"model": model.name, "request_id": call_id}
+            log.warning("warm-up of %s: no answer over %s yet; trying again", model.name, transport, extra=extra)
 
-    def canary(self, model: ModelState) -> None:
+    def canary(self, model: ModelState, canary_id: str | None = None) -> None:
+        """Send the model's canary under `canary_id` (`canary-<model>-<hex>`, made by the check that asked for it);
+        one that got no answer, or an answer other than 200, is logged with its id."""
+        canary_id = canary_id or request_id("canary", model.name)
+        extra = {"model": model.name, "request_id": canary_id}
         began = time.monotonic()
         try:
-            self.api.predict(model.name, canary(model.name))
-        except OSError:  # timed out or refused: the watch loop judges by progress, not by this call
-            pass
+            status = self.api.predict(model.name, canary(model.name), canary_id)
+        except OSError as err:  # timed out or refused: the watch loop judges by progress, not by this call
+            log.warning("canary of %s: no answer (%s)", model.name, err, extra=extra)
         else:
             self.canary_latency.observe(time.monotonic() - began, {"model": model.name})
+            if status != 200:
+                log.warning("canary of %s: answered %d", model.name, status, extra=extra)
         finally:
             with self.lock:
                 model.canary_sent = None
 
-    def restart(self, model: ModelState, why: str) -> None:
+    def restart(self, model: ModelState, why: str, canary_id: str | None = None) -> None:
         """Scale the model's workers to 0 and back: the only way out of a stalled TorchServe worker.
+        `canary_id`: the canary left unanswered, if that is why, which the restart's log lines name.
 
         Again, up to RESTART_ATTEMPTS times, when the new workers sit idle without becoming READY (their
         backend channel landed on a blocked netty thread, see `judge_unready`)."""
         began = time.monotonic()
-        log.warning("restarting %s: %s", model.name, why)
+        extra = {"model": model.name} | ({"request_id": canary_id} if canary_id else {})
+        log.warning("restarting %s: %s", model.name, why, extra=extra)
         attempts = 0
         try:
             while attempts < RESTART_ATTEMPTS:
@@ -264,7 +276,7 @@ class Supervisor:
                     "a new worker's thread failed too"
                     if model.failed_during_restart
                     else "new workers idle and not READY",
-                    extra={"model": model.name},
+                    extra=extra,
                 )
         finally:
             with self.lock:
@@ -279,7 +291,7 @@ class Supervisor:
             }
             self.events.append(event)
             self.repaired.inc({"model": model.name})
-            log.warning("restarted %s in %.1f s", model.name, event["seconds"])
+            log.warning("restarted %s in %.1f s", model.name, event["seconds"], extra=extra)
 
     # stopping --------------------------------------------------------------------------------------------
     def drain(self, timeout: float = DRAIN_TIMEOUT_S) -> float:

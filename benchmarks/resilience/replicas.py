@@ -254,6 +254,15 @@ def describe(r: dict) -> str:
     return ""
 
 
+def prepare(key_file: Path) -> str:
+    """Docker running, the client key made where missing (-> it), and the door's per-client limits off: behind
+    Docker's userland proxy every client is one address, and the limits would refuse the load."""
+    image.ensure_docker()
+    ops_door.ensure_client_key(key_file)
+    os.environ[ops_door.LIMITS_SWITCH_ENV] = "off"
+    return ops_door.client_key(key_file)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, default=32)
@@ -268,11 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", nargs="+", choices=list(RUNS), default=["2-kill", "rollout"], help="in this order")
     p.add_argument("--keep", action="store_true", help="leave the last deployment up (default: make down)")
     args = p.parse_args(argv)
-    image.ensure_docker()
-    ops_door.ensure_client_key(args.key_file)
-    key = ops_door.client_key(args.key_file)
-    # Behind Docker's userland proxy every client is one address: per-client limits would refuse the load.
-    os.environ[ops_door.LIMITS_SWITCH_ENV] = "off"
+    key = prepare(args.key_file)
     results = []
     try:
         for replicas, event in (RUNS[r] for r in args.runs):

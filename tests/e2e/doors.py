@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +43,9 @@ class RunningDoor:
         """The newest client key (rotation changes it)."""
         return ops_door.client_key(self.key_file)
 
-    def log_lines(self) -> list[str]:
-        return (self.runtime / "logs" / "access.log").read_text().splitlines()
+    def log_lines(self) -> list[dict]:
+        """The access log's lines, each a JSON object (ops/nginx.conf.template, `log_format door`)."""
+        return [json.loads(line) for line in (self.runtime / "logs" / "access.log").read_text().splitlines()]
 
     def error_log(self) -> str:
         """nginx's error log, where each refusal by a limit names the limit ("limiting requests/connections")."""

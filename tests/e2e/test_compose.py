@@ -189,6 +189,27 @@ def test_prometheus_sees_the_doors_own_counters(deployment):
     eventually(lambda: promql(deployment, p99), "the recorded p99 of palindrome (the door's histogram)")
 
 
+def test_a_clients_request_id_is_in_the_doors_json_log_on_stdout(deployment):
+    """`docker logs` of the door: one JSON object per line (nginx's lines relayed by the follower, and its own),
+    the request's id as the client sent it; nothing written under the mounted prefix's logs/."""
+    sent, began = f"compose-trace-{time.time_ns()}", time.time()
+    refused = requests.post(
+        f"{url(deployment)}/predictions/palindrome", json={}, headers={"X-Request-Id": sent}, timeout=TIMEOUT
+    )
+    assert refused.status_code == 401 and refused.headers["X-Request-Id"] == sent
+    door = compose.compose("ps", "-q", "door", capture=True).strip()
+
+    def logged() -> list[dict]:
+        out = subprocess.run(["docker", "logs", door], capture_output=True, text=True, check=True)
+        lines = [json.loads(line) for line in (out.stdout + out.stderr).splitlines()]  # each one JSON
+        return [line for line in lines if line.get("request_id") == sent]
+
+    (line,) = eventually(logged, "the request id in the door's log", timeout=10)
+    assert line["status"] == 401 and line["logger"] == "door" and line["upstream"] == "", line
+    written = [p for p in compose.DOOR_DIR.rglob("*.log*") if p.stat().st_mtime >= began]
+    assert not written, written  # nothing of the door's logs on the mounted volume
+
+
 def test_prometheus_counts_the_ready_replicas(deployment):
     """Depends on the supervisor's exporter (port 8083, /metrics: digitlab_ready)."""
     eventually(lambda: scraped(deployment, "replica-supervisor") == replica_targets(8083), "both supervisors up")

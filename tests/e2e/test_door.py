@@ -105,7 +105,7 @@ def strict_door(server, tmp_path_factory):
         ops_door.stop(running.runtime)
 
 
-def logged_with_status(door: RunningDoor, before: int, status: int, expected: int) -> list[str]:
+def logged_with_status(door: RunningDoor, before: int, status: int, expected: int) -> list[dict]:
     """The `expected` access-log lines with `status` written since there were `before` lines.
 
     nginx logs a request once it is finished, which can come after the client has its answer (a refused
@@ -114,15 +114,15 @@ def logged_with_status(door: RunningDoor, before: int, status: int, expected: in
     """
     deadline = time.monotonic() + LOG_WAIT_S
     while True:
-        lines = [line for line in door.log_lines()[before:] if f'" {status} ' in line]
+        lines = [line for line in door.log_lines()[before:] if line["status"] == status]
         if len(lines) >= expected or time.monotonic() > deadline:
             return lines
         time.sleep(0.05)
 
 
-def upstreams(lines: list[str]) -> list[str]:
-    """The upstream each logged request met ("-": answered at the door)."""
-    return [re.search(r"upstream=(\S+)", line).group(1) for line in lines]
+def upstreams(lines: list[dict]) -> list[str]:
+    """The upstream each logged request met ("-": none, answered at the door)."""
+    return [line["upstream"] or "-" for line in lines]
 
 
 def grpc_stub(door: RunningDoor) -> tuple[grpcio.Channel, inference_pb2_grpc.InferenceAPIsServiceStub]:
@@ -527,7 +527,7 @@ def follow_runtime():
 
 def start_followed_door(server: ops_server.RunningServer, runtime: Path, ready_port: int) -> subprocess.Popen:
     """`python -m ops.follow` as compose runs it, following "localhost" (the session's TorchServe) on free
-    ports, with the replica's readiness asked on `ready_port`."""
+    ports, with the replica's readiness asked on `ready_port`, its logs on its stdout (as in a container)."""
     port, grpc_port = ops_server.free_ports(2)
     for sub in ("logs", "tmp"):
         (runtime / sub).mkdir(parents=True)
@@ -542,6 +542,8 @@ def start_followed_door(server: ops_server.RunningServer, runtime: Path, ready_p
         grpc_port=grpc_port,
         followed=runtime,
         worker_user=ops_door.key_file_owner(server.key_file),
+        telemetry_socket=runtime / ops_door.TELEMETRY_SOCKET,
+        stdout_logs=True,
     )
     conf, keys = ops_door.render(door_settings)
     ops_door.write_private(runtime / ops_door.CONFIG, conf)
@@ -554,7 +556,9 @@ def start_followed_door(server: ops_server.RunningServer, runtime: Path, ready_p
         ready_port=ready_port,
     )
     (runtime / follow.SETTINGS).write_text(json.dumps(asdict(settings)))
-    proc = subprocess.Popen([sys.executable, "-m", "ops.follow", "--runtime", str(runtime)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.follow", "--runtime", str(runtime)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.urls = (f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}")
     return proc
 
@@ -567,14 +571,18 @@ def followed(runtime: Path) -> dict:
     return json.loads((runtime / follow.STATUS).read_text())
 
 
-def stop_followed_door(proc: subprocess.Popen) -> str:
+def stop_followed_door(proc: subprocess.Popen) -> list[dict]:
+    """Stop it -> every line it wrote, stdout's then stderr's: each one a JSON object, as a container's log wants."""
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=TIMEOUT)
+    stdout, stderr = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0, stderr  # nginx stopped gracefully: the follower passes its status on
-    return stderr.decode()
+    return [json.loads(line) for line in (stdout + stderr).decode().splitlines()]
 
 
 def test_a_followed_door_serves_a_replica_once_its_readiness_says_ready(server, follow_runtime):
+    """And logs as in a container: JSON objects on stdout (what nginx logs, relayed by the follower) and stderr
+    (the follower's own), no file under logs/; the door's lines carry the request's id, nginx's error lines
+    parsed into the same fields."""
     ready_port = int(server.endpoints.ready.rsplit(":", 1)[1])
     proc = start_followed_door(server, follow_runtime, ready_port)
     try:
@@ -584,9 +592,26 @@ def test_a_followed_door_serves_a_replica_once_its_readiness_says_ready(server, 
         with RestClient(url, "f" * 32, timeout=TIMEOUT) as rest, GrpcClient(target, "f" * 32, timeout=TIMEOUT) as rpc:
             assert rest.predict("palindrome", {"digits": [4, 5, 5]})["digit"] == 4
             assert rpc.predict("palindrome", {"digits": [4, 5, 5]})["digit"] == 4
+        keyless = requests.post(
+            f"{url}/predictions/palindrome", json={}, headers={"X-Request-Id": "followed-1"}, timeout=TIMEOUT
+        )
+        huge = requests.post(
+            f"{url}/predictions/palindrome",
+            data=b"1" * 70_000,
+            headers={"Authorization": "Bearer " + "f" * 32, "X-Request-Id": "followed-2"},
+            timeout=TIMEOUT,
+        )
+        assert (keyless.status_code, huge.status_code) == (401, 413)
+        time.sleep(0.5)  # a datagram each, printed as it arrives
     finally:
-        log = stop_followed_door(proc)
-    assert "ready: ['127.0.0.1']" in log
+        lines = stop_followed_door(proc)
+    assert any(line.get("event") == "started" and line["ready"] == ["127.0.0.1"] for line in lines), lines
+    door_lines = {line.get("request_id"): line for line in lines if line["logger"] == "door"}
+    assert door_lines["followed-1"]["status"] == 401 and door_lines["followed-1"]["upstream"] == ""
+    assert door_lines["followed-2"]["status"] == 413 and door_lines["followed-2"]["level"] == "WARNING"
+    (too_large,) = [line for line in lines if "client intended to send too large body" in line["message"]]
+    assert too_large["level"] == "ERROR" and too_large["connection"] == door_lines["followed-2"]["connection"]
+    assert not [p for p in (follow_runtime / "logs").rglob("*") if p.is_file()]  # nothing on the volume
 
 
 def test_a_followed_door_sends_nothing_to_a_replica_that_does_not_say_ready(server, follow_runtime):
@@ -705,7 +730,7 @@ def test_two_keys_behind_one_address_have_a_budget_each(server, tmp_path):
     print(f"\none address, two keys: alice {dict(flooded)}, bob {Counter(trickled)}")
     assert len(trickled) >= 8 and set(trickled) == {200}, trickled  # bob: every answer, right
     assert flooded[429] > 0 and flooded[200] > 0 and set(flooded) <= {200, 429}, flooded  # alice: limited
-    assert SHARED_ADDRESS in line and " key=bob " in line, line
+    assert line["client"] == SHARED_ADDRESS and line["key"] == "bob", line
     assert KEY_A not in logs and KEY_B not in logs
 
 
@@ -978,9 +1003,10 @@ def test_a_request_id_crosses_the_door_both_ways(door):
         made = keyless.headers["X-Request-Id"]
         assert keyless.status_code == 401 and keyless.json()["request_id"] == made and len(made) == 32
     deadline = time.monotonic() + 5  # the access log is buffered, flushed every second
-    while not any("request_id=" + made in line for line in door.log_lines()) and time.monotonic() < deadline:
+    while not any(line["request_id"] == made for line in door.log_lines()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert any("request_id=" + made in line for line in door.log_lines())  # the door's log names it
+    (line,) = [line for line in door.log_lines() if line["request_id"] == made]  # the door's log names it
+    assert line["status"] == 401 and line["level"] == "WARNING" and line["logger"] == "door", line
     with grpcio.insecure_channel(door.target) as channel:
         call = inference_pb2_grpc.InferenceAPIsServiceStub(channel).StreamPredictions(
             request_message("palindrome", {"digits": [1, 2, 2]}),

@@ -219,10 +219,10 @@ def test_plain_http_to_the_tls_port_is_refused_clearly_never_predicted(tls_door)
         refusal = json.loads(body)
         assert refusal["type"] == "BadRequest" and "https://" in refusal["message"], refusal
     deadline = time.monotonic() + 10
-    while len([line for line in tls_door.log_lines()[before:] if '" 400 ' in line]) < 2:
+    while len([line for line in tls_door.log_lines()[before:] if line["status"] == 400]) < 2:
         assert time.monotonic() < deadline, tls_door.log_lines()[before:]
         time.sleep(0.05)
-    assert all("upstream=- " in line for line in tls_door.log_lines()[before:] if '" 400 ' in line)
+    assert all(line["upstream"] == "" for line in tls_door.log_lines()[before:] if line["status"] == 400)
 
 
 # -- the certificate rotated under load -----------------------------------------------------------------

@@ -97,6 +97,24 @@ def test_a_grpc_input_named_like_a_rest_header_does_not_pass_for_rest(palindrome
         assert context.get_response_headers(idx)[STREAM_NEXT] == "false"
 
 
+def test_a_grpc_request_names_its_id_in_the_input_request_id_when_it_is_safe(palindrome):
+    """TorchServe passes no gRPC metadata to the worker: the id arrives as an input beside "data" (the SDK sends
+    it there and as the door's x-request-id). An unsafe one is not carried: TorchServe's own id instead."""
+    handler, context = palindrome
+    with_id = {**GRPC_HEADERS, "request_id": {"content-type": None}}  # each input is a header entry too
+    rows = [
+        {"data": b'{"digits": "12x"}', "request_id": b"trace-7"},
+        {"data": b'{"digits": "12x"}', "request_id": b"bad id!"},
+        {"data": GOOD, "request_id": b"trace-8"},
+        {"request_id": b"trace-9"},
+    ]
+    answers, codes = handle(handler, context, rows, headers=[with_id] * 4)
+    assert codes == [400, 400, 200, 400]
+    assert [json.loads(answers[i])["request_id"] for i in (0, 1, 3)] == ["trace-7", "req-1", "trace-9"]
+    assert "exactly one input" in json.loads(answers[3])["message"]  # an id without a body is still refused
+    assert "digit" in json.loads(answers[2])  # served (a tiny untrained model: any digit)
+
+
 def test_rest_query_parameters_and_form_fields_are_refused(palindrome):
     handler, context = palindrome
     answers, codes = handle(handler, context, [{"body": GOOD, "stream": b"true"}, {"file": GOOD}])

@@ -343,6 +343,103 @@ def test_the_rest_client_sends_a_request_id_and_says_which_the_server_logged():
         server.shutdown()
 
 
+# -- the real GrpcClient against a real (tiny) gRPC server ------------------------------------------------
+
+
+@pytest.fixture
+def grpc_server() -> Iterator[tuple[int, list[str]]]:
+    """TorchServe's gRPC contract, as the door answers it: (port, the x-request-id of every call, in order).
+
+    palindrome: one answer, the id sent echoed in the initial metadata. palindrome_rnn: TorchServe's in-band
+    refusal (an error object without a request_id), no metadata. sample: a refusal by status (INVALID_ARGUMENT),
+    its id in the trailing metadata only, as a trailers-only answer has it. interpolate: the id echoed, then one
+    message per frame. unreachable: UNAVAILABLE the first time (a server going away), then one answer.
+    """
+    grpc = pytest.importorskip("grpc")
+    stubs = pytest.importorskip("clients.ts_grpc.inference_pb2_grpc")
+
+    from clients.ts_grpc import inference_pb2
+
+    seen: list[str] = []
+
+    class Inference(stubs.InferenceAPIsServiceServicer):
+        def StreamPredictions(self, request, context):  # noqa: N802 - the service's name
+            sent = dict(context.invocation_metadata())["x-request-id"]
+            seen.append(sent)
+            model, body = request.model_name, json.loads(request.input["data"])
+            if model == "sample":
+                context.set_trailing_metadata((("x-request-id", f"door-{sent}"),))
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "n: at most 64 samples")
+            if model == "unreachable" and len(seen) == 1:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+            if model != "palindrome_rnn":
+                context.send_initial_metadata((("x-request-id", sent),))
+            if model == "palindrome_rnn":
+                messages = [{"code": 400, "type": "InvalidRequest", "message": "digits: too short"}]
+            elif body.get("stream"):
+                messages = [{"index": i, "of": 2, "png": png(9), "digit": 3, "confidence": 0.9} for i in (0, 1)]
+            else:
+                messages = [ANSWER]
+            for message in messages:
+                yield inference_pb2.PredictionResponse(prediction=json.dumps(message).encode())
+
+    from tests.grpc_servers import grpc_server
+
+    with grpc_server(lambda server: stubs.add_InferenceAPIsServiceServicer_to_server(Inference(), server)) as port:
+        yield port, seen
+
+
+def test_the_grpc_client_sends_a_request_id_and_says_which_the_server_answered_with(grpc_server):
+    """Each call carries a fresh x-request-id; `last_request_id` is the id of the answer's initial metadata (else
+    the one sent), set for a stream once its first frame came; every refusal of the call names it."""
+    from clients.grpc import GrpcClient
+
+    port, seen = grpc_server
+    with GrpcClient(f"127.0.0.1:{port}", token="k") as client:
+        assert client.palindrome([1, 2, 3, 2]).digit == 1
+        assert client.last_request_id == seen[-1] and len(seen[-1]) == 32
+        with pytest.raises(ServerError) as in_band:  # an error object naming no id: the call's
+            client.palindrome([1, 2], model="palindrome_rnn")
+        assert in_band.value.request_id == client.last_request_id == seen[-1]  # no metadata: the id sent
+        assert f"(request {seen[-1]})" in str(in_band.value)
+        with pytest.raises(ServerError) as by_status:  # the id of the trailing metadata
+            client.sample(n=65)
+        assert by_status.value.status == "INVALID_ARGUMENT"
+        assert by_status.value.request_id == client.last_request_id == f"door-{seen[-1]}"
+        frames = client.stream("interpolate", {"steps": 2})
+        assert next(frames)["index"] == 0 and client.last_request_id == seen[-1]
+        assert [frame["index"] for frame in frames] == [1]
+    assert len(set(seen)) == len(seen) == 4  # a fresh id per call
+
+
+def test_a_grpc_retry_is_a_new_attempt_with_a_new_request_id(grpc_server, sleeps):
+    """As over REST: an attempt that reached no server is sent again under a fresh id, which names the answer."""
+    from clients.grpc import GrpcClient
+
+    port, seen = grpc_server
+    with GrpcClient(f"127.0.0.1:{port}", token="k", retries=1) as client:
+        assert client.predict("unreachable", {"digits": [1, 2, 2]})["digit"] == 1
+    assert len(seen) == 2 and seen[0] != seen[1] and client.last_request_id == seen[1] and len(sleeps) == 1
+
+
+def test_the_cli_prints_the_request_id_of_a_grpc_refusal(grpc_server, capsys):
+    from clients.__main__ import main
+
+    port, seen = grpc_server
+    assert main(["sample", "--n", "65", "--grpc", "--target", f"127.0.0.1:{port}", "--token", "k"]) == 1
+    assert capsys.readouterr().err == f"error: INVALID_ARGUMENT: n: at most 64 samples (request door-{seen[-1]})\n"
+
+
+def test_an_error_object_naming_its_own_request_id_keeps_it():
+    refusal = json.dumps({"code": 400, "type": "InvalidRequest", "message": "no", "request_id": "worker-1"})
+    with pytest.raises(ServerError) as named:
+        decode_message(refusal, "call-1")
+    assert named.value.request_id == "worker-1"
+    with pytest.raises(ServerError) as unnamed:
+        decode_message(json.dumps({"code": 400, "type": "InvalidRequest", "message": "no"}), "call-1")
+    assert unnamed.value.request_id == "call-1"
+
+
 def test_a_client_sends_the_key_of_a_key_file_line_that_names_its_id(tmp_path):
     from digitlab.keyfiles import newest_client_key, read_any_key
 

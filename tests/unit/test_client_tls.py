@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from clients.errors import ServerError, Unreachable
 from clients.grpc import GrpcClient
 from clients.rest import RestClient
 from clients.tls import find_ca, grpc_target
+from tests.grpc_servers import grpc_server
 
 if shutil.which("openssl") is None:
     pytest.skip("TLS tests skipped: no openssl command to make their certificates", allow_module_level=True)
@@ -214,15 +214,11 @@ class Inference(inference_pb2_grpc.InferenceAPIsServiceServicer):
 
 
 def serve_grpc(cert: tuple[Path, Path]) -> Iterator[int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    inference_pb2_grpc.add_InferenceAPIsServiceServicer_to_server(Inference(), server)
-    key, chain = cert[1].read_bytes(), cert[0].read_bytes()
-    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, chain)]))
-    server.start()
-    try:
+    credentials = grpc.ssl_server_credentials([(cert[1].read_bytes(), cert[0].read_bytes())])
+    with grpc_server(
+        lambda server: inference_pb2_grpc.add_InferenceAPIsServiceServicer_to_server(Inference(), server), credentials
+    ) as port:
         yield port
-    finally:
-        server.stop(grace=None)
 
 
 @pytest.fixture(scope="module")

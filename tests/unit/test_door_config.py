@@ -16,8 +16,8 @@ from clients.errors import ServerError
 from clients.grpc import GrpcClient
 from digitlab import errors
 from ops import door as ops_door
+from ops import door_keys, door_nginx, door_render, door_tls, instance
 from ops import door_metrics as ops_door_metrics
-from ops import door_nginx, door_render, door_tls, instance
 
 KEY = "k" * 32
 REPLICAS = [
@@ -123,14 +123,14 @@ def test_a_key_matches_exactly_only_the_schemes_case_is_free(key):
     """nginx compares a map's plain strings without regard to case: `Bearer ABC...` was accepted for `abc...`.
     Each entry is a case-sensitive PCRE (the same syntax as Python's re for these): only the scheme, `bearer`,
     may change case (RFC 9110), never a letter of the key, and nothing may come before or after it."""
-    pattern = re.compile(door_render.key_pattern(key).removeprefix("~"))
+    pattern = re.compile(door_keys.key_pattern(key).removeprefix("~"))
     for accepted in (f"Bearer {key}", f"bearer {key}", f"BEARER {key}", f"Bearer  {key}"):
         assert pattern.fullmatch(accepted), accepted
     flipped = [key[:i] + key[i].swapcase() + key[i + 1 :] for i, c in enumerate(key) if c.isalpha()]
     assert flipped
     for refused in [*(f"Bearer {k}" for k in flipped), f"Bearer {key}x", f"Bearer x{key}", key, f"Basic {key}"]:
         assert not pattern.search(refused), refused
-    assert not re.compile(door_render.key_pattern("a.b" + "c" * 16).removeprefix("~")).search("Bearer aXb" + "c" * 16)
+    assert not re.compile(door_keys.key_pattern("a.b" + "c" * 16).removeprefix("~")).search("Bearer aXb" + "c" * 16)
 
 
 def test_a_key_file_line_is_a_key_or_an_id_and_a_key(tmp_path, monkeypatch):

@@ -1,5 +1,7 @@
 """The door's exporter: nginx's syslog datagrams in, Prometheus counters and histograms out."""
 
+import io
+import json
 import socket
 import time
 import urllib.request
@@ -38,3 +40,24 @@ def test_datagrams_sent_to_the_socket_are_served_as_metrics(tmp_path):
     finally:
         server.shutdown()
         sock.close()
+
+
+def test_log_lines_on_the_same_socket_are_printed_as_json_not_counted(tmp_path):
+    metrics, out = DoorMetrics(), io.StringIO()
+    path = tmp_path / "telemetry.sock"
+    sock = receive(metrics, path, logs=out)
+    try:
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sender.sendto(b'<190>Dec  5 15:55:00 door_access: {"status":401,"request_id":"r-1"}', str(path))
+        sender.sendto(b"<187>Dec  5 15:55:00 door_error: 2026/12/05 15:55:00 [warn] 7#7: *3 a warning", str(path))
+        sender.sendto(b"<190>Dec  5 15:55:00 door: - 401 0.000", str(path))
+        deadline = time.monotonic() + 5
+        while out.getvalue().count("\n") < 2 or not metrics.registry.render().count("code="):
+            assert time.monotonic() < deadline, out.getvalue()
+            time.sleep(0.02)
+    finally:
+        sock.close()
+    access, error = (json.loads(line) for line in out.getvalue().splitlines())
+    assert access == {"status": 401, "request_id": "r-1", "logger": "door"}
+    assert (error["level"], error["message"], error["connection"]) == ("WARNING", "a warning", 3)
+    assert metrics.registry.render().count("digitlab_door_requests_total{") == 1  # the answer, once; no log line

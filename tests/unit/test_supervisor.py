@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import pytest
 
 from clients.ts_grpc import inference_pb2
-from ops.api import Counts, TorchServeAPI, predictions_request
+from digitlab.errors import REQUEST_ID_HEADER, SAFE_REQUEST_ID
+from digitlab.jsonlog import JsonLines
+from ops import api as ops_api
+from ops.api import GRPC_SERVICE, Counts, TorchServeAPI, predictions_request
 from ops.state import (
     CANARY_GAP_S,
     GONE_GRACE_S,
@@ -20,9 +30,11 @@ from ops.state import (
     note_arrivals,
     note_progress,
     note_workers,
+    request_id,
     warm_ups,
 )
 from ops.watch import Settings, Supervisor
+from tests.grpc_servers import grpc_server
 
 # What ops/supervisor.py hard-coded before the catalog described the served models: the catalog must say the same.
 CANARIES_BEFORE = {
@@ -51,6 +63,11 @@ def test_the_hand_written_grpc_request_is_protobufs_own():
     assert (
         predictions_request("m", long)
         == inference_pb2.PredictionsRequest(model_name="m", input={"data": long}).SerializeToString()
+    )
+    # with its id as the input the worker reads it from (map entries may come in any order: compare messages)
+    parsed = inference_pb2.PredictionsRequest.FromString(predictions_request("m", body, "warmup-m-0123"))
+    assert parsed == inference_pb2.PredictionsRequest(
+        model_name="m", input={"data": body, "request_id": b"warmup-m-0123"}
     )
 
 
@@ -85,8 +102,10 @@ def test_a_ready_model_not_yet_warmed_is_warmed_and_its_warm_ups_are_not_taken_f
 
 def test_an_idle_model_or_one_with_new_arrivals_gets_a_canary():
     idle = ready_model(progress_at=100.0)
-    assert judge(idle, now=100.0 + IDLE_PROBE_S, new_arrivals=False) == Action("canary")
+    action = judge(idle, now=100.0 + IDLE_PROBE_S, new_arrivals=False)
+    assert action == Action("canary")
     assert idle.canary_sent == 100.0 + IDLE_PROBE_S and idle.canaries == 1
+    assert action.request_id == idle.canary_id and action.request_id.startswith("canary-palindrome-")
     busy = ready_model(progress_at=100.0)
     assert judge(busy, now=101.0, new_arrivals=False) is None  # busy and nothing new: no canary
     assert judge(busy, now=101.0, new_arrivals=True) == Action("canary")
@@ -97,8 +116,10 @@ def test_an_idle_model_or_one_with_new_arrivals_gets_a_canary():
 def test_an_unanswered_canary_with_nothing_moving_restarts_the_model():
     model = ready_model(canary_sent=100.0, progress_at=90.0, cpu_at=90.0)
     assert judge(model, now=100.0 + STALL_AFTER_S - 0.1, new_arrivals=False) is None
+    model.canary_id = "canary-palindrome-0123456789abcdef"  # the canary left unanswered
     action = judge(model, now=100.0 + STALL_AFTER_S, new_arrivals=False)
     assert action.kind == "restart" and action.why.endswith("workers idle") and model.restarting
+    assert action.request_id == "canary-palindrome-0123456789abcdef"  # the restart names the silent canary
     assert judge(model, now=200.0, new_arrivals=True) is None  # restarting: not judged meanwhile
     busy = ready_model(canary_sent=100.0, progress_at=90.0, cpu_at=100.0 + STALL_AFTER_S - 1)  # burning CPU
     assert judge(busy, now=100.0 + STALL_AFTER_S, new_arrivals=False) is None
@@ -146,9 +167,13 @@ def test_the_supervisor_starts_what_a_check_asks_for(tmp_path):
     supervisor.pool.shutdown()
     supervisor.pool = Recorder()
     model = ready_model()
-    for action in (Action("warm"), Action("canary"), Action("restart", "why")):
+    for action in (Action("warm"), Action("canary", request_id="c-1"), Action("restart", "why", "c-1")):
         supervisor.start(model, action)
-    assert supervisor.pool.started == [("warm", (model,)), ("canary", (model,)), ("restart", (model, "why"))]
+    assert supervisor.pool.started == [
+        ("warm", (model,)),
+        ("canary", (model, "c-1")),
+        ("restart", (model, "why", "c-1")),
+    ]
     supervisor.models = {"palindrome": model}
     supervisor.worker_thread_failed("palindrome")
     assert supervisor.pool.started[-1][0] == "restart" and model.restarting
@@ -178,3 +203,136 @@ def test_a_worker_that_fails_again_during_its_restart_is_restarted_again(tmp_pat
     assert scaled == [0, 1, 0, 1] and not model.restarting  # restarted twice, then done
     assert supervisor.events[-1]["attempts"] == 2
     assert supervisor.pool.started == []  # the second failure was not a restart of its own, racing the first
+
+
+# -- canaries and warm-ups carry request ids -----------------------------------------------------------------
+
+
+def test_a_canary_or_warm_up_id_is_safe_and_says_what_sent_it():
+    for purpose, model in (("canary", "palindrome"), ("warmup", "interpolate"), ("canary", "a model/" + "x" * 200)):
+        made = request_id(purpose, model)
+        assert SAFE_REQUEST_ID.fullmatch(made) and made.startswith(f"{purpose}-")
+    assert request_id("canary", "sample") != request_id("canary", "sample")  # random: one per request
+    assert ops_api.REQUEST_ID_HEADER == REQUEST_ID_HEADER  # the runtime's copy of the product's header name
+
+
+class FakeTorchServe(ThreadingHTTPServer):
+    """POST /predictions/{model}: records the X-Request-Id of each, answers `status` (TorchServe's REST API)."""
+
+    daemon_threads = True
+
+    def __init__(self, status: int) -> None:
+        super().__init__(("127.0.0.1", 0), FakeInference)
+        self.status, self.ids = status, []
+
+
+class FakeInference(BaseHTTPRequestHandler):
+    server: FakeTorchServe
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.ids.append(self.headers.get("X-Request-Id"))
+        body = json.dumps({"digit": 1} if self.server.status == 200 else {"code": 503, "message": "busy"}).encode()
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def torchserve(request) -> Iterator[FakeTorchServe]:
+    server = FakeTorchServe(getattr(request, "param", 200))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def grpc_torchserve() -> Iterator[tuple[int, list[tuple[str, str]]]]:
+    """TorchServe's gRPC inference service, on raw bytes as the supervisor sends them: records (method,
+    x-request-id) of each call; StreamPredictions answers, the unary Predictions is refused."""
+    seen: list[tuple[str, str]] = []
+
+    def stream(request: bytes, context):
+        seen.append(("StreamPredictions", dict(context.invocation_metadata()).get("x-request-id")))
+        yield b""
+
+    def unary(request: bytes, context):
+        seen.append(("Predictions", dict(context.invocation_metadata()).get("x-request-id")))
+        context.abort(grpc.StatusCode.INTERNAL, "no")
+
+    handlers = {
+        "StreamPredictions": grpc.unary_stream_rpc_method_handler(stream),
+        "Predictions": grpc.unary_unary_rpc_method_handler(unary),
+    }
+    generic = grpc.method_handlers_generic_handler(GRPC_SERVICE.lstrip("/"), handlers)
+    with grpc_server(lambda server: server.add_generic_rpc_handlers((generic,))) as port:
+        yield port, seen
+
+
+def supervisor_of(tmp_path, inference: str, grpc_target: str = "127.0.0.1:1") -> Supervisor:
+    api = TorchServeAPI(tmp_path, inference, "http://127.0.0.1:2", "http://127.0.0.1:3", grpc_target)
+    supervisor = Supervisor(Settings(tmp_path, api, "http://127.0.0.1:5", key_lifetime_s=3600.0))
+    supervisor.pool.shutdown()
+    supervisor.pool = Recorder()
+    return supervisor
+
+
+def logged(caplog, model: str) -> list[dict]:
+    """The supervisor's lines about `model`, as the JSON lines its log holds."""
+    records = [r for r in caplog.records if r.name == "supervisor" and getattr(r, "model", None) == model]
+    return [json.loads(JsonLines().format(r)) for r in records]
+
+
+@pytest.mark.parametrize("torchserve", [503], indirect=True)
+def test_a_canary_carries_its_id_and_every_line_about_it_names_it(tmp_path, torchserve, caplog, monkeypatch):
+    """The id the check made is sent as X-Request-Id; a canary refused (or unanswered) is logged with it, and so is
+    the restart of a model that left its canary unanswered."""
+    caplog.set_level(logging.DEBUG, logger="supervisor")
+    supervisor = supervisor_of(tmp_path, f"http://127.0.0.1:{torchserve.server_port}")
+    model = ready_model(progress_at=0.0)
+    action = judge(model, now=IDLE_PROBE_S, new_arrivals=False)
+    supervisor.start(model, action)
+    (name, args) = supervisor.pool.started[-1]
+    assert name == "canary"
+    supervisor.canary(*args)
+    assert torchserve.ids == [action.request_id] and model.canary_sent is None
+    (refused,) = logged(caplog, "palindrome")
+    assert refused["request_id"] == action.request_id and "503" in refused["message"]
+
+    caplog.clear()
+    unreachable = supervisor_of(tmp_path, "http://127.0.0.1:1")  # nothing listens: no answer at all
+    unreachable.canary(model, "canary-palindrome-0000000000000001")
+    (silent,) = logged(caplog, "palindrome")
+    assert silent["request_id"] == "canary-palindrome-0000000000000001" and "no answer" in silent["message"]
+
+    caplog.clear()
+    monkeypatch.setattr("ops.watch.scale", lambda _api, _name, _count: True)
+    model.restarting = True
+    supervisor.restart(model, "canary unanswered 6.0 s, workers idle", action.request_id)
+    lines = logged(caplog, "palindrome")
+    assert [line["message"].split()[0] for line in lines] == ["restarting", "restarted"]
+    assert {line["request_id"] for line in lines} == {action.request_id}
+
+
+def test_each_warm_up_call_carries_an_id_of_its_own_and_a_failed_one_is_logged_with_it(
+    tmp_path, torchserve, grpc_torchserve, caplog
+):
+    """REST calls send X-Request-Id, gRPC calls x-request-id metadata, each a fresh `warmup-<model>-<hex>`; the one
+    that failed (the unary gRPC call, refused here) is logged with its own id."""
+    caplog.set_level(logging.INFO, logger="supervisor")
+    port, seen = grpc_torchserve
+    supervisor = supervisor_of(tmp_path, f"http://127.0.0.1:{torchserve.server_port}", f"127.0.0.1:{port}")
+    model = ModelState("palindrome", statuses=["READY"], warming=True)
+    supervisor.warm(model)
+    assert not model.warmed and not model.warming  # one path failed: tried again later
+    grpc_ids = dict(seen)
+    ids = [*torchserve.ids, *grpc_ids.values()]
+    assert len(torchserve.ids) == 1 and set(grpc_ids) == {"StreamPredictions", "Predictions"}
+    assert len(set(ids)) == 3 and all(i.startswith("warmup-palindrome-") and SAFE_REQUEST_ID.fullmatch(i) for i in ids)
+    (failed,) = logged(caplog, "palindrome")
+    assert failed["request_id"] == grpc_ids["Predictions"] and "grpc-unary" in failed["message"]
