@@ -14,7 +14,7 @@ ARCHIVES := model_store/.built
 DATA_DIR ?= data
 GAN_ARGS := --data-dir $(DATA_DIR) --seed 0 --betas 0.5 0.999 --sample-every 1000 --score-every 1000
 
-.PHONY: help install cli lock api client-wheel lint stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan weights-digits gan-experiments load bench bench-peers rotate-keys soak test-recovery image door-image image-test up rollout down k8s-config FORCE
+.PHONY: help install cli lock api client-wheel lint stubs archives serve stop test test-fast clean weights-palindrome experiments weights-classifier weights-gan weights-digits gan-experiments load bench bench-peers rotate-keys soak test-recovery image door-image image-test up rollout down logs k8s-config FORCE
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -213,6 +213,9 @@ rollout: $(STAMP)  ## replace make up's replicas one at a time with IMAGE, each 
 
 down:  ## stop and remove what make up started
 	$(PY) -m deploy.compose down
+
+logs:  ## the last 100 log lines of make up's containers (SERVICE=door, replica or prometheus: of that one), JSON objects
+	$(PY) -m deploy.compose logs $(SERVICE)
 
 k8s-config: $(STAMP)  ## re-render deploy/k8s/base/door/nginx.conf from ops/nginx.conf.template
 	$(PY) -m deploy.manifests render

@@ -323,7 +323,10 @@ def rollout(image: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=["up", "rollout", "down"])
+    p.add_argument("action", choices=["up", "rollout", "down", "logs"])
+    p.add_argument(
+        "services", nargs="*", help="logs: of these services only (door, replica, prometheus), the last 100 lines each"
+    )
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--host", default=door.DEFAULT_HOST, help="the door's published address (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=door.DEFAULT_PORT, help="the door's published REST port")
@@ -338,6 +341,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.action == "down":
         compose("down", "--remove-orphans")
+        return
+    if args.action == "logs":  # every container's stdout: one JSON object per line (docs/OPERATIONS.md, "Logs")
+        compose("logs", "--no-color", "--tail", "100", *args.services)
         return
     if args.action == "rollout":
         began = time.monotonic()
@@ -354,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  TLS   clients trust {ca.relative_to(ROOT)} (--ca, $DIGITLAB_CA, curl --cacert)")
     print(f"  metrics {prometheus_url(settings)}   console: {prometheus_url(settings)}/consoles/digitlab.html")
     print(f"  key   Authorization: Bearer $(.venv/bin/python -m ops.door key --key-file {args.key_file})")
+    print("  logs  make logs [SERVICE=door]   (JSON lines)")
     print("  scale make up REPLICAS=N   roll out: make rollout IMAGE=...   stop: make down")
 
 

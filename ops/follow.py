@@ -47,6 +47,7 @@ from digitlab.jsonlog import json_handler
 from ops import door, door_metrics, probe
 
 SETTINGS = "follow.json"  # written by deploy/compose.py next to the door's nginx.conf
+LAYER_PID = "follow.pid"  # the followed layer's (ops/nginx.follow.conf.template's `pid`)
 STATUS = "upstreams.json"  # what this process last gave nginx: read by deploy/compose.py
 POLL_S = 0.5  # well inside the supervisor's drain quiet time (2 s): a draining replica leaves before it stops
 CHECK_TIMEOUT_S = 2.0  # one readiness check; /ready answers in ~1 ms on an idle replica
@@ -136,17 +137,35 @@ LOG = logging.getLogger("door.follow")
 
 
 def start_nginx(runtime: Path) -> tuple[subprocess.Popen, subprocess.Popen]:
-    """The followed layer (follow.conf), then, once its sockets listen, the door itself (nginx.conf)."""
-    sockets = door.followed_sockets(runtime).values()
-    for sock in [*sockets, *door.internal_sockets(runtime).values()]:
-        sock.unlink(missing_ok=True)  # left by a killed container: nginx would not bind over it
-    layer = subprocess.Popen([*door.nginx_command(runtime, door.FOLLOW_CONFIG), *FOREGROUND])
+    """The followed layer (follow.conf), then the door itself (nginx.conf), each awaited until it is up."""
+    pid_files = {door.FOLLOW_CONFIG: runtime / LAYER_PID, door.CONFIG: runtime / door.PID}
+    for stale in [
+        *door.followed_sockets(runtime).values(),
+        *door.internal_sockets(runtime).values(),
+        *pid_files.values(),
+    ]:
+        stale.unlink(missing_ok=True)  # left by a killed container: nginx would not bind over a socket
     deadline = time.monotonic() + STOP_GRACE_S
-    while not all(sock.exists() for sock in sockets):
-        if layer.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the followed layer did not start (exit {layer.poll()}): see its error log")
+    started = []
+    for config, what in ((door.FOLLOW_CONFIG, "the followed layer"), (door.CONFIG, "the door")):
+        started.append(subprocess.Popen([*door.nginx_command(runtime, config), *FOREGROUND]))
+        try:
+            await_pid_file(started[-1], pid_files[config], what, deadline)
+        except SystemExit:
+            for proc in started:
+                proc.kill()
+            raise
+    layer, front = started
+    return layer, front
+
+
+def await_pid_file(proc: subprocess.Popen, pid_file: Path, what: str, deadline: float) -> None:
+    """Until nginx `proc` has written its PID to `pid_file`. nginx writes it once it listens and handles signals:
+    before, a client's first request was refused, and a stop asked for at once killed it (SIGQUIT's default)."""
+    while not (pid_file.is_file() and pid_file.read_text().strip() == str(proc.pid)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start (exit {proc.poll()}): see its error log")
         time.sleep(0.05)
-    return layer, subprocess.Popen([*door.nginx_command(runtime), *FOREGROUND])
 
 
 def run(runtime: Path, settings: Settings) -> int:

@@ -12,11 +12,13 @@ draw /consoles/digitlab.html into --out. Bounded: it stops by itself; `make down
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import threading
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 
@@ -104,7 +106,11 @@ def main(argv: list[str] | None = None) -> None:
         stop.set()
         side.join()
         time.sleep(SCRAPES_S)
-        screenshot(f"{compose.prometheus_url(settings)}/consoles/digitlab.html", args.out)
+        # The graphs over the run alone: the console's time control reads its range from the page's hash
+        # (prom_console.js, "#pctc" + JSON; 1 h without one), in seconds, ending now (endTime 0).
+        window = {"duration": (int(args.seconds + SCRAPES_S) // 60 + 2) * 60, "endTime": 0}
+        page = f"{compose.prometheus_url(settings)}/consoles/digitlab.html#pctc{quote(json.dumps(window))}"
+        screenshot(page, args.out)
     finally:
         stop.set()
         if not args.keep:

@@ -189,7 +189,7 @@ def test_prometheus_sees_the_doors_own_counters(deployment):
     eventually(lambda: promql(deployment, p99), "the recorded p99 of palindrome (the door's histogram)")
 
 
-def test_a_clients_request_id_is_in_the_doors_json_log_on_stdout(deployment):
+def test_a_clients_request_id_is_in_the_doors_json_log_on_stdout(deployment, capfd):
     """`docker logs` of the door: one JSON object per line (nginx's lines relayed by the follower, and its own),
     the request's id as the client sent it; nothing written under the mounted prefix's logs/."""
     sent, began = f"compose-trace-{time.time_ns()}", time.time()
@@ -208,6 +208,9 @@ def test_a_clients_request_id_is_in_the_doors_json_log_on_stdout(deployment):
     assert line["status"] == 401 and line["logger"] == "door" and line["upstream"] == "", line
     written = [p for p in compose.DOOR_DIR.rglob("*.log*") if p.stat().st_mtime >= began]
     assert not written, written  # nothing of the door's logs on the mounted volume
+    capfd.readouterr()
+    compose.main(["logs", "door"])  # make logs SERVICE=door
+    assert f'"request_id": "{sent}"' in capfd.readouterr().out
 
 
 def test_prometheus_counts_the_ready_replicas(deployment):

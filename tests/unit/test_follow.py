@@ -101,13 +101,18 @@ def test_the_follower_removes_the_sockets_a_killed_door_left_before_starting_ngi
         sock.write_text("")
     seen = []
 
+    (tmp_path / ops_door.PID).write_text("12\n")  # a killed container's: the next nginx may get its PID again
+
     class Started:
-        """nginx as Popen starts it: the followed layer binds its sockets at once."""
+        """nginx as Popen starts it: it binds its sockets and, once it handles signals, writes its PID."""
 
         def __init__(self, command):
-            seen.append([sock.exists() for sock in stale])
+            seen.append([sock.exists() for sock in stale] + [(tmp_path / ops_door.PID).exists()])
+            self.pid = 12
             for sock in ops_door.followed_sockets(tmp_path).values():
                 sock.write_text("")
+            pid_file = follow.LAYER_PID if ops_door.FOLLOW_CONFIG in command else ops_door.PID
+            (tmp_path / pid_file).write_text(f"{self.pid}\n")
 
         def poll(self):
             return None
@@ -115,7 +120,33 @@ def test_the_follower_removes_the_sockets_a_killed_door_left_before_starting_ngi
     monkeypatch.setattr(follow.subprocess, "Popen", Started)
     monkeypatch.setattr(follow.door, "nginx_command", lambda runtime, config=ops_door.CONFIG: ["nginx", config])
     follow.start_nginx(tmp_path)
-    assert seen[0] == [False] * len(stale)  # all gone before the first nginx started
+    assert seen[0] == [False] * (len(stale) + 1)  # all gone before the first nginx started, its stale PID too
+
+
+def test_the_follower_waits_for_each_nginx_to_write_its_pid_and_says_which_did_not_start(tmp_path, monkeypatch):
+    """nginx writes its PID file once it listens and handles signals: the follower's status (which make up waits
+    on) came sooner, and a stop at once killed nginx by SIGQUIT (exit 131); a client's first request was refused."""
+    started = []
+
+    class Silent:
+        """An nginx that never gets that far (its config refused at start, say), then exits."""
+
+        def __init__(self, command):
+            self.pid, self.polls = 4242, 0
+            started.append(self)
+
+        def poll(self):
+            self.polls += 1
+            return None if self.polls < 5 else 1
+
+        def kill(self):
+            pass
+
+    monkeypatch.setattr(follow.subprocess, "Popen", Silent)
+    monkeypatch.setattr(follow.door, "nginx_command", lambda runtime, config=ops_door.CONFIG: ["nginx", config])
+    with pytest.raises(SystemExit, match="the followed layer did not start"):
+        follow.start_nginx(tmp_path)
+    assert len(started) == 1 and started[0].polls >= 5  # waited, and never started the door in front of it
 
 
 @pytest.mark.skipif(ops_door.missing_nginx() is not None, reason=str(ops_door.missing_nginx()))
