@@ -13,9 +13,9 @@ counts at /metrics (text format, ops.metrics):
     digitlab_door_request_duration_seconds{model}           histogram (0.005 .. 10 s)
 
 A gRPC call's model is inside its protobuf body, which the door does not read: gRPC answers count under
-model "grpc". In a container the same socket carries the door's log lines (DoorSettings.stdout_logs), which
-this process prints on its stdout as JSON objects (ops/door_logs.py): it is the door's telemetry, counted and
-printed. Standard library only (the door's image has no third-party package).
+model "grpc". In a container nginx sends its log lines to a second socket beside this one (door_logs.LOG_SOCKET;
+DoorSettings.stdout_logs), which this process prints on its stdout as JSON objects (ops/door_logs.py): it is
+the door's telemetry, counted and printed. Standard library only (the door's image has no third-party package).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TextIO
@@ -73,14 +74,18 @@ class DoorMetrics:
             self.duration.observe(seconds, {"model": model})
 
 
-def receive(metrics: DoorMetrics, path: Path, logs: TextIO = sys.stdout) -> socket.socket:
-    """Bind the unix datagram socket nginx logs to (a stale one replaced; writable by nginx's workers, which
-    run as another user), count what arrives and print its log lines to `logs` as JSON objects, from a thread
-    of its own. -> the socket."""
+def bind(path: Path) -> socket.socket:
+    """A unix datagram socket at `path` (a stale one replaced), writable by nginx's workers (another user)."""
     path.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
     os.chmod(path, 0o666)  # nginx's workers (nobody, or the owner of the door's files) send here
+    return sock
+
+
+def each_datagram(sock: socket.socket, handle: Callable[[bytes], None], name: str) -> None:
+    """`handle` every datagram `sock` receives, from a thread of its own, until the socket is closed. One that
+    `handle` cannot take is skipped: no datagram stops the door's telemetry."""
 
     def loop() -> None:
         while True:
@@ -88,14 +93,34 @@ def receive(metrics: DoorMetrics, path: Path, logs: TextIO = sys.stdout) -> sock
                 datagram = sock.recv(DATAGRAM_MAX)
             except OSError:  # closed: the exporter is stopping
                 return
-            tag, message = door_logs.split_tag(datagram)
-            if tag in door_logs.TAGS:
-                logs.write(door_logs.json_line(tag, message) + "\n")
-                logs.flush()  # a line at a time: a container's log shows it now, and a crash loses none
-            else:
-                metrics.count(datagram)
+            try:
+                handle(datagram)
+            except Exception:  # noqa: BLE001 - see above
+                pass
 
-    threading.Thread(target=loop, name="door-metrics", daemon=True).start()
+    threading.Thread(target=loop, name=name, daemon=True).start()
+
+
+def receive(metrics: DoorMetrics, path: Path) -> socket.socket:
+    """Count the answers nginx sends to the telemetry socket at `path`. -> the socket."""
+    sock = bind(path)
+    each_datagram(sock, metrics.count, "door-metrics")
+    return sock
+
+
+def print_logs(path: Path, logs: TextIO = sys.stdout) -> socket.socket:
+    """Print the log lines nginx sends to the log socket at `path` on `logs`, one JSON object each (containers:
+    DoorSettings.stdout_logs). A socket of its own: a flood of lines, or a stdout that blocks, fills this
+    socket's queue (nginx then drops lines, never waits), never the one the counts arrive on. -> the socket."""
+
+    def write(datagram: bytes) -> None:
+        tag, message = door_logs.split_tag(datagram)
+        if tag in door_logs.TAGS:
+            logs.write(door_logs.json_line(tag, message) + "\n")
+            logs.flush()  # a line at a time: a container's log shows it now, and a crash loses none
+
+    sock = bind(path)
+    each_datagram(sock, write, "door-logs")
     return sock
 
 
@@ -129,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     host, _, port = args.listen.rpartition(":")
     metrics = DoorMetrics()
     receive(metrics, args.socket)
+    print_logs(args.socket.with_name(door_logs.LOG_SOCKET))
     serve(metrics, host, int(port))
     threading.Event().wait()  # until the process is stopped
 

@@ -383,8 +383,9 @@ def upstream_includes(replicas: list[Replica]) -> dict[str, str]:
 
 
 def log_destinations(door: DoorSettings) -> dict[str, str]:
-    """Where `door` logs: files under logs/, or (stdout_logs: containers) its telemetry socket (ops/door_logs.py)."""
-    return door_logs.destinations(door.telemetry_socket if door.stdout_logs else None)
+    """Where `door` logs: files under logs/, or (stdout_logs: containers) the log socket beside its telemetry
+    socket (ops/door_logs.py)."""
+    return door_logs.destinations(door.telemetry_socket.with_name(door_logs.LOG_SOCKET) if door.stdout_logs else None)
 
 
 def render(door: DoorSettings) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from ops.door_keys import ClientKey, checked_client_keys, read_client_keys
 from ops.door_tls import DHPARAM, TlsFiles
 from ops.instance import ROOT
 
-TELEMETRY_SOCKET = "telemetry.sock"  # in the shared folder: what ops/door_metrics.py counts (and prints: stdout_logs)
+TELEMETRY_SOCKET = "telemetry.sock"  # in the shared folder: what ops/door_metrics.py counts
 WEB_ROOT = ROOT / "web"  # the try-it page, served at / without a key
 CONTAINER_WEB_ROOT = Path("/srv/web")  # where deploy/door.Dockerfile puts web/ in the door's image
 CONTAINER_PREFIX = Path("/door")  # the door's prefix in its image (compose and Kubernetes mount it there)
@@ -196,8 +196,8 @@ class DoorSettings:
     # Where nginx sends one syslog datagram per answer for ops/door_metrics.py to count (a path as nginx sees it);
     # None: no exporter reads them, and nothing is sent.
     telemetry_socket: Path | None = None
-    # True (containers): nginx writes no log file; its log lines go to the telemetry socket too, and the process
-    # reading it prints them on its stdout as JSON objects (ops/door_logs.py). False: files under logs/.
+    # True (containers): nginx writes no log file; its log lines go to a socket beside the telemetry socket
+    # (door_logs.LOG_SOCKET), and the process reading both prints them on its stdout as JSON objects.
     stdout_logs: bool = False
     upstream_key: InitVar[None] = None
 
@@ -220,7 +220,7 @@ class DoorSettings:
         if self.replicas is None and self.followed is None:
             raise ValueError("a followed door (replicas=None) needs the prefix its sockets live under")
         if self.stdout_logs and self.telemetry_socket is None:
-            raise ValueError("a door logging to stdout sends its lines to the telemetry socket: name it")
+            raise ValueError("a door logging to stdout sends its lines beside its telemetry socket: name it")
 
     @property
     def shared(self) -> Path:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitlab.jsonlog import json_handler
-from ops import door, door_metrics, probe
+from ops import door, door_logs, door_metrics, probe
 
 SETTINGS = "follow.json"  # written by deploy/compose.py next to the door's nginx.conf
 LAYER_PID = "follow.pid"  # the followed layer's (ops/nginx.follow.conf.template's `pid`)
@@ -164,7 +164,8 @@ def await_pid_file(proc: subprocess.Popen, pid_file: Path, what: str, deadline: 
     before, a client's first request was refused, and a stop asked for at once killed it (SIGQUIT's default)."""
     while not (pid_file.is_file() and pid_file.read_text().strip() == str(proc.pid)):
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not start (exit {proc.poll()}): see its error log")
+            LOG.critical(f"{what} did not start (exit {proc.poll()}): its error lines are on stdout")
+            raise SystemExit(1)
         time.sleep(0.05)
 
 
@@ -183,6 +184,7 @@ def run(runtime: Path, settings: Settings) -> int:
     # its log lines, printed on stdout: the socket is bound before nginx starts, so that no answer goes uncounted.
     metrics = door_metrics.DoorMetrics()
     door_metrics.receive(metrics, runtime / door.TELEMETRY_SOCKET)
+    door_metrics.print_logs(runtime / door_logs.LOG_SOCKET)
     door_metrics.serve(metrics, "0.0.0.0", door_metrics.METRICS_PORT)
     layer, front = start_nginx(runtime)
     reloads = 0

@@ -365,7 +365,9 @@ def grpc_server() -> Iterator[tuple[int, list[str]]]:
     class Inference(stubs.InferenceAPIsServiceServicer):
         def StreamPredictions(self, request, context):  # noqa: N802 - the service's name
             sent = dict(context.invocation_metadata())["x-request-id"]
-            seen.append(sent)
+            # the same id as the input "request_id", the only way it reaches a TorchServe worker
+            given = request.input["request_id"].decode() if "request_id" in request.input else None
+            seen.append(sent if given == sent else f"input {given!r} is not the metadata's {sent!r}")
             model, body = request.model_name, json.loads(request.input["data"])
             if model == "sample":
                 context.set_trailing_metadata((("x-request-id", f"door-{sent}"),))

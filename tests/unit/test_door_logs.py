@@ -23,14 +23,19 @@ def test_a_datagram_is_its_tag_and_its_message():
     assert door_logs.split_tag(b"no header: at all") == ("", "no header: at all")
 
 
-def test_an_error_line_of_nginx_becomes_the_products_fields_and_nginxs():
+def test_an_error_line_of_nginx_becomes_the_products_fields_and_its_connection():
     line = json.loads(door_logs.json_line(door_logs.ERROR_TAG, ERROR))
-    assert list(line)[:4] == ["time", "level", "logger", "message"]  # digitlab/jsonlog.py's order
+    assert list(line) == ["time", "level", "logger", "message", "connection"]  # digitlab/jsonlog.py's order
     assert line["time"].startswith("2026-12-05T17:56:13") and line["level"] == "ERROR" and line["logger"] == "door"
-    assert line["message"] == "client intended to send too large body: 70000 bytes"
+    assert line["message"] == ERROR.split("*17 ", 1)[1]  # nginx's text, its context included
     assert line["connection"] == 17  # the access line of the same request has "connection": 17
-    assert line["client"] == "127.0.0.1" and line["request"] == "POST /predictions/palindrome HTTP/1.1"
-    assert "server" not in line  # nginx's empty fields are left out
+
+
+def test_a_client_cannot_pass_for_another_address_in_an_error_line():
+    """nginx writes the request line, Host and Referer unescaped: their text is never taken for a field."""
+    forged = ERROR.replace('host: "127.0.0.1:8090"', 'referrer: "x", client: 6.6.6.6, connection: 1"')
+    line = json.loads(door_logs.json_line(door_logs.ERROR_TAG, forged))
+    assert line["connection"] == 17 and "client" not in line and "6.6.6.6" in line["message"]
 
 
 def test_nginxs_levels_are_the_products_level_names():
@@ -50,11 +55,19 @@ def test_an_access_line_is_passed_on_as_the_object_nginx_wrote():
 
 def test_whatever_arrives_is_still_one_json_object_on_one_line():
     cut = ACCESS[:50]  # a datagram nginx could not send whole
-    for tag, text in [(door_logs.ACCESS_TAG, cut), (door_logs.REFUSED_TAG, "[1, 2]"), (door_logs.ERROR_TAG, "x\ny")]:
+    no_date = "2026/13/45 99:99:99 [error] 1#1: *1 not a date"  # anyone who can write to the socket
+    cases = [(door_logs.ACCESS_TAG, cut), (door_logs.REFUSED_TAG, "[1, 2]"), (door_logs.ERROR_TAG, "x\ny")]
+    nested = "[" * 100_000 + "]" * 100_000  # json.loads: RecursionError, not a ValueError
+    huge = "2026/12/05 17:56:13 [error] 1#1: *" + "9" * 5000 + " a connection number no int takes"
+    cases += [(door_logs.ACCESS_TAG, nested), (door_logs.ACCESS_TAG, '{"a": NaN}')]
+    line = json.loads(door_logs.json_line(door_logs.ERROR_TAG, huge))
+    assert "connection" not in line and line["message"].endswith("...")  # no number nginx gives, and cut
+    for tag, text in [*cases, (door_logs.ERROR_TAG, no_date)]:
         out = door_logs.json_line(tag, text)
         assert "\n" not in out
         line = json.loads(out)
         assert line["logger"] == "door" and line["message"] and line["level"] == "WARNING" and line["time"]
+        assert len(line["message"]) <= door_logs.MAX_MESSAGE + 3  # cut, "..." marking the cut
 
 
 def test_a_door_in_a_container_names_no_log_file_and_a_local_one_no_socket():

@@ -6,7 +6,7 @@ import socket
 import time
 import urllib.request
 
-from ops.door_metrics import DoorMetrics, parse, receive, serve
+from ops.door_metrics import DoorMetrics, parse, print_logs, receive, serve
 
 
 def test_a_datagram_is_a_model_a_status_and_a_time():
@@ -42,22 +42,47 @@ def test_datagrams_sent_to_the_socket_are_served_as_metrics(tmp_path):
         sock.close()
 
 
-def test_log_lines_on_the_same_socket_are_printed_as_json_not_counted(tmp_path):
+def test_log_lines_are_printed_as_json_from_a_socket_of_their_own(tmp_path):
     metrics, out = DoorMetrics(), io.StringIO()
-    path = tmp_path / "telemetry.sock"
-    sock = receive(metrics, path, logs=out)
+    counts, lines = receive(metrics, tmp_path / "telemetry.sock"), print_logs(tmp_path / "logs.sock", out)
     try:
         sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sender.sendto(b'<190>Dec  5 15:55:00 door_access: {"status":401,"request_id":"r-1"}', str(path))
-        sender.sendto(b"<187>Dec  5 15:55:00 door_error: 2026/12/05 15:55:00 [warn] 7#7: *3 a warning", str(path))
-        sender.sendto(b"<190>Dec  5 15:55:00 door: - 401 0.000", str(path))
+        logs = str(tmp_path / "logs.sock")
+        sender.sendto(b'<190>Dec  5 15:55:00 door_access: {"status":401,"request_id":"r-1"}', logs)
+        sender.sendto(b"<187>Dec  5 15:55:00 door_error: 2026/12/05 15:55:00 [warn] 7#7: *3 a warning", logs)
+        sender.sendto(b"<190>Dec  5 15:55:00 door: - 401 0.000", logs)  # a count sent to the log socket: not one
+        sender.sendto(b"<190>Dec  5 15:55:00 door: - 401 0.000", str(tmp_path / "telemetry.sock"))
         deadline = time.monotonic() + 5
-        while out.getvalue().count("\n") < 2 or not metrics.registry.render().count("code="):
+        while out.getvalue().count("\n") < 2 or "digitlab_door_requests_total{" not in metrics.registry.render():
             assert time.monotonic() < deadline, out.getvalue()
             time.sleep(0.02)
+        time.sleep(0.1)
     finally:
-        sock.close()
+        counts.close()
+        lines.close()
     access, error = (json.loads(line) for line in out.getvalue().splitlines())
     assert access == {"status": 401, "request_id": "r-1", "logger": "door"}
     assert (error["level"], error["message"], error["connection"]) == ("WARNING", "a warning", 3)
-    assert metrics.registry.render().count("digitlab_door_requests_total{") == 1  # the answer, once; no log line
+    assert 'digitlab_door_requests_total{code="401",model="none"} 1' in metrics.registry.render()
+
+
+def test_a_datagram_that_cannot_be_handled_stops_nothing(tmp_path):
+    """stdout gone (closed, a broken pipe), a datagram no parser takes: skipped, the threads go on."""
+    closed = io.StringIO()
+    closed.close()
+    metrics = DoorMetrics()
+    metrics.count = lambda datagram, count=metrics.count: count(datagram) if b"raise" not in datagram else 1 / 0
+    counts, lines = receive(metrics, tmp_path / "telemetry.sock"), print_logs(tmp_path / "logs.sock", closed)
+    try:
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sender.sendto(b'<190>Dec  5 15:55:00 door_access: {"status":401}', str(tmp_path / "logs.sock"))
+        sender.sendto(b"raise", str(tmp_path / "telemetry.sock"))
+        sender.sendto(b"<190>Dec  5 15:55:00 door: - 401 0.000", str(tmp_path / "telemetry.sock"))
+        deadline = time.monotonic() + 5
+        while "digitlab_door_requests_total{" not in metrics.registry.render():
+            assert time.monotonic() < deadline, "the answer after the one that raised was not counted"
+            time.sleep(0.02)
+        assert lines.fileno() >= 0  # the log socket's thread is alive: its socket still open
+    finally:
+        counts.close()
+        lines.close()
