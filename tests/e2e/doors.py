@@ -89,3 +89,14 @@ def open_door(
     )
     ops_door.start(runtime, door)
     return RunningDoor(runtime, door)
+
+
+def end_load(stop, threads: list, clients: list, running: RunningDoor, timeout: float) -> None:
+    """The end of a test's load through a door: its threads told to stop and joined, its clients closed, the
+    door stopped."""
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    for client in clients:
+        client.close()
+    ops_door.stop(running.runtime)

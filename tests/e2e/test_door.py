@@ -49,7 +49,7 @@ from digitlab import errors
 from ops import door as ops_door
 from ops import door_nginx, follow
 from ops import server as ops_server
-from tests.e2e.doors import RunningDoor, open_door
+from tests.e2e.doors import RunningDoor, end_load, open_door
 
 pytestmark = pytest.mark.server
 if (missing := ops_door.missing_nginx()) is not None:
@@ -270,12 +270,7 @@ def test_renewing_torchserves_key_fails_no_request_through_the_door(server, tmp_
             renewed.append(ops_server.rotate_keys(server.workdir))
             time.sleep(ROTATION_PAUSE_S)
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=TIMEOUT)
-        for client in clients:
-            client.close()
-        ops_door.stop(running.runtime)
+        end_load(stop, threads, clients, running, TIMEOUT)
     assert renewed == [["inference", "management"]] * 2
     total = sum(outcomes, Counter())
     print(f"\nthrough two renewals of TorchServe's key: {dict(total)}")

@@ -30,7 +30,7 @@ from clients.rest import RestClient
 from ops import door as ops_door
 from ops import door_nginx, door_tls
 from ops import server as ops_server
-from tests.e2e.doors import RunningDoor, open_door
+from tests.e2e.doors import RunningDoor, end_load, open_door
 
 pytestmark = pytest.mark.server
 if (missing := ops_door.missing_nginx()) is not None:
@@ -273,12 +273,7 @@ def test_the_certificate_rotates_without_a_restart_and_fails_no_request(server, 
         time.sleep(ROTATION_PAUSE_S)
         same_workers = door_nginx.workers(pid) == workers
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=TIMEOUT)
-        for client in clients:
-            client.close()
-        ops_door.stop(running.runtime)
+        end_load(stop, threads, clients, running, TIMEOUT)
     total = sum(outcomes, Counter())
     print(f"\nthrough a certificate rotation over TLS: {dict(total)}")
     assert new != old and new_grpc == new  # the rotated certificate, on both ports, at once

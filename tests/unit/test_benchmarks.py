@@ -58,20 +58,24 @@ def test_percentile_of_nothing_is_an_error():
         percentile([], 50)
 
 
+def lines_matching(pattern: re.Pattern, but: str) -> list[str]:
+    """ "path:line: text" of every line of benchmarks/ that `pattern` finds, in every file but the one named `but`."""
+    return [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted(BENCHMARKS.rglob("*.py"))
+        if path.name != but
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+
+
 def test_no_benchmark_computes_a_percentile_of_its_own():
     """Only benchmarks/shared/stats.py ranks values: no numpy percentile or quantile, no statistics.quantiles,
     no index into a sorted list elsewhere in benchmarks/ (medians of repeated runs stay statistics.median)."""
     own = re.compile(
         r"np\.(?:percentile|quantile|median)|statistics\.quantiles|\.quantile\(|\[int\(len\(|\[min\(len\(|//\s*2\]"
     )
-    found = [
-        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-        for path in sorted(BENCHMARKS.rglob("*.py"))
-        if path.name != "stats.py"
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-        if own.search(line)
-    ]
-    assert found == []
+    assert lines_matching(own, but="stats.py") == []
 
 
 # -- the one table writer ------------------------------------------------------------------------------
@@ -108,14 +112,7 @@ def test_markdown_table_refuses_an_alignment_it_cannot_write(align):
 def test_only_the_table_writer_writes_a_table_rule():
     """Every Markdown table in benchmarks/ comes from `markdown_table`: no hand-written |---| rule elsewhere."""
     rule = re.compile(r"\|:?-{3,}:?\|")
-    found = [
-        f"{path.relative_to(ROOT)}:{number}"
-        for path in sorted(BENCHMARKS.rglob("*.py"))
-        if path.name != "pages.py"
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-        if rule.search(line)
-    ]
-    assert found == []
+    assert lines_matching(rule, but="pages.py") == []
 
 
 # -- links carried from one page's folder to another's -------------------------------------------------
